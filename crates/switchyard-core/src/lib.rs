@@ -1,0 +1,68 @@
+//! The small shared vocabulary of switchyard.
+//!
+//! Every switchyard layer answers the same three questions the same way, and this crate is
+//! where those answers live:
+//!
+//! - **Was this call a success?** [`classify`] holds the [`Classify`] trait that turns a
+//!   call's `Result` into an [`Outcome`] (success, failure, or ignored), with ready classifiers
+//!   for plain `Result`s ([`ErrorsAsFailures`]), HTTP responses ([`HttpClassifier`], and
+//!   [`TowerHttp`] over any `tower_http::classify` classifier) and, behind the `grpc` feature,
+//!   gRPC codes (`GrpcClassifier`).
+//! - **Why was this call refused?** [`rejection`] holds [`RejectionKind`] and the
+//!   [`Rejection`] trait that every layer's typed error implements, so that a breaker's
+//!   `BreakerOpen` and a limiter's `RateLimited` map to HTTP statuses and gRPC codes in one
+//!   place, and [`find_rejection`] digs a rejection out of any `tower::BoxError` chain.
+//! - **Is this config valid?** [`config`] holds [`ConfigError`], which names the offending
+//!   field, and [`duration`], the humane (`"250ms"`, `"30s"`) duration format every config
+//!   uses.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use switchyard_core::{find_rejection, Classify, ErrorsAsFailures, Outcome, Rejection, RejectionKind};
+//!
+//! // A layer's typed rejection...
+//! #[derive(Debug)]
+//! struct Busy;
+//! impl std::fmt::Display for Busy {
+//!     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+//!         f.write_str("busy")
+//!     }
+//! }
+//! impl std::error::Error for Busy {}
+//! impl Rejection for Busy {
+//!     fn kind(&self) -> RejectionKind {
+//!         RejectionKind::BulkheadFull
+//!     }
+//!     fn retry_after(&self) -> Option<Duration> {
+//!         Some(Duration::from_millis(50))
+//!     }
+//! }
+//! switchyard_core::rejection::register::<Busy>();
+//!
+//! // ...travels as a `BoxError` and is found again, with its mapping.
+//! let err: tower::BoxError = Box::new(Busy);
+//! let rejection = find_rejection(&*err).expect("a registered rejection");
+//! assert_eq!(rejection.kind().http_status(), http::StatusCode::SERVICE_UNAVAILABLE);
+//! assert_eq!(rejection.retry_after(), Some(Duration::from_millis(50)));
+//!
+//! // The default classifier counts every `Err` as a failure.
+//! let result: Result<u32, tower::BoxError> = Err(err);
+//! assert_eq!(ErrorsAsFailures.classify(result.as_ref()), Outcome::Failure);
+//! ```
+
+pub mod classify;
+pub mod config;
+pub mod duration;
+pub mod rejection;
+
+pub use classify::{Classify, ErrorsAsFailures, HttpClassifier, Outcome, TowerHttp, classify_fn};
+#[cfg(feature = "grpc")]
+pub use classify::GrpcClassifier;
+pub use config::ConfigError;
+pub use rejection::{Rejection, RejectionKind, find_cause, find_rejection};
+
+/// The error type every switchyard layer returns, as in tower: layers require
+/// `S::Error: Into<BoxError>` so stacks compose without nested error enums.
+pub type BoxError = tower::BoxError;

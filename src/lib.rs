@@ -1,0 +1,1 @@
+//! switchyard: resilience and routing middleware for tower.
