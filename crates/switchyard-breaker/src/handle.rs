@@ -1,0 +1,204 @@
+//! The breaker's shared state and the handle that inspects and steers it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{CircuitBreakerConfig, Mode};
+use crate::observe::Metrics;
+use crate::policy::{TripPolicy, WindowStats};
+use crate::state::{Circuit, State, Transition};
+
+/// How many state changes a slow subscriber may fall behind before it misses some.
+const EVENT_BUFFER: usize = 64;
+
+/// A state change of a named breaker, as [`BreakerHandle::subscribe`] delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// The breaker's name.
+    pub breaker: Arc<str>,
+    /// The state left.
+    pub from: State,
+    /// The state entered.
+    pub to: State,
+    /// When it happened (tokio's clock).
+    pub at: Instant,
+}
+
+/// Everything a status page needs about one breaker, as serde data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakerSnapshot {
+    /// The breaker's name.
+    pub name: String,
+    /// Its state now.
+    pub state: State,
+    /// What the trip policy counts now (the window, or the current failure run).
+    pub window: WindowStats,
+    /// Calls refused since the breaker was built.
+    pub rejected: u64,
+    /// Times the breaker opened since it was built.
+    pub opened: u64,
+    /// While open: how long until probes are let through.
+    #[serde(with = "switchyard_core::duration")]
+    pub open_remaining: Option<Duration>,
+}
+
+/// What every clone of one breaker shares.
+pub(crate) struct Shared {
+    pub(crate) name: Arc<str>,
+    pub(crate) circuit: Circuit,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) mode: Mode,
+    /// `Some` when calls must be timed for slow-call detection.
+    pub(crate) slow_call_duration: Option<Duration>,
+    /// Woken on every transition and freed probe slot, for `Mode::Backpressure` waiters.
+    pub(crate) wake: Arc<Notify>,
+    /// Calls refused (fail-fast mode) since the breaker was built.
+    pub(crate) rejected: std::sync::atomic::AtomicU64,
+    events: broadcast::Sender<StateChange>,
+    state: Arc<watch::Sender<State>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.name)
+            .field("circuit", &self.circuit)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// A closed breaker. `config` must have been validated.
+    pub(crate) fn new(name: Arc<str>, config: &CircuitBreakerConfig, policy: Box<dyn TripPolicy>) -> Self {
+        let metrics = Arc::new(Metrics::new(&name));
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let state = Arc::new(watch::Sender::new(State::Closed));
+        let wake = Arc::new(Notify::new());
+        let slow_call_duration = policy.slow_call_duration();
+        let observer = {
+            let (name, metrics, events, state, wake) =
+                (Arc::clone(&name), Arc::clone(&metrics), events.clone(), Arc::clone(&state), Arc::clone(&wake));
+            Box::new(move |t: &Transition| {
+                metrics.transition(t);
+                state.send_replace(t.to);
+                // No subscriber is not an error.
+                let _ = events.send(StateChange {
+                    breaker: Arc::clone(&name),
+                    from: t.from,
+                    to: t.to,
+                    at: t.at,
+                });
+                wake.notify_waiters();
+            })
+        };
+        Self {
+            circuit: Circuit::new(config, policy, observer, Instant::now()),
+            name,
+            metrics,
+            mode: config.mode,
+            slow_call_duration,
+            wake,
+            rejected: std::sync::atomic::AtomicU64::new(0),
+            events,
+            state,
+        }
+    }
+}
+
+/// Inspects and steers one breaker, shared by every service its layer built.
+///
+/// Get it from [`CircuitBreakerLayer::handle`](crate::CircuitBreakerLayer::handle). Cheap to
+/// clone.
+#[derive(Debug, Clone)]
+pub struct BreakerHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl BreakerHandle {
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The breaker's state now.
+    pub fn state(&self) -> State {
+        self.shared.circuit.state()
+    }
+
+    /// The breaker's counters now.
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        let now = Instant::now();
+        let (window, opened) = self.shared.circuit.counters(now);
+        let rejected = self.shared.rejected.load(std::sync::atomic::Ordering::Relaxed);
+        BreakerSnapshot {
+            name: self.shared.name.to_string(),
+            state: self.state(),
+            window,
+            rejected,
+            opened,
+            open_remaining: self.shared.circuit.open_remaining(now),
+        }
+    }
+
+    /// Holds the breaker open, refusing every call, until [`release`](Self::release) or
+    /// [`reset`](Self::reset).
+    pub fn force_open(&self) {
+        self.shared.circuit.force(State::ForcedOpen, Instant::now());
+    }
+
+    /// Holds the breaker closed: every call flows and nothing trips it, until
+    /// [`release`](Self::release) or [`reset`](Self::reset).
+    pub fn force_closed(&self) {
+        self.shared.circuit.force(State::ForcedClosed, Instant::now());
+    }
+
+    /// Returns from a forced state to automatic operation, closed and with empty counters.
+    /// Does nothing in the automatic states.
+    pub fn release(&self) {
+        self.shared.circuit.release(Instant::now());
+    }
+
+    /// Closes the breaker and forgets every recorded call, from any state.
+    pub fn reset(&self) {
+        self.shared.circuit.force(State::Closed, Instant::now());
+    }
+
+    /// A stream of every state change from now on. A subscriber that falls more than 64
+    /// changes behind receives `RecvError::Lagged` and then the newest changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.shared.events.subscribe()
+    }
+
+    /// The current state as a `watch` channel: for waiting until the breaker is in a state.
+    pub fn watch(&self) -> watch::Receiver<State> {
+        self.shared.state.subscribe()
+    }
+
+    /// Lets an outside signal drive the breaker: while `switch` reads `true` the breaker is
+    /// held open, and when it turns `false` the breaker is released to automatic operation.
+    ///
+    /// This is how a health monitor, an overload detector or an operator's flag elsewhere
+    /// takes a backend out of service through the breaker that already guards it. The
+    /// returned task ends when the sender is dropped.
+    pub fn follow(&self, mut switch: watch::Receiver<bool>) -> JoinHandle<()> {
+        let handle = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if *switch.borrow_and_update() {
+                    handle.force_open();
+                } else if handle.state() == State::ForcedOpen {
+                    handle.release();
+                }
+                if switch.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,185 @@
+//! The breaker service: admission in `poll_ready`, the call in `call`, nothing else.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use switchyard_core::{BoxError, Classify, ErrorsAsFailures};
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::config::Mode;
+use crate::error::BreakerOpen;
+use crate::future::{Guard, ResponseFuture};
+use crate::handle::{BreakerHandle, Shared};
+use crate::state::Permit;
+
+type Wait = Pin<Box<dyn Future<Output = Permit> + Send + Sync>>;
+
+/// Where this service instance is between `poll_ready` and `call`.
+enum Ready {
+    /// Not readied yet.
+    Idle,
+    /// Admitted: holds the permit until `call` takes it (or the service is dropped).
+    Admitted(Guard),
+    /// Refused (fail-fast mode): `call` answers with this error without calling the inner
+    /// service.
+    Refused(BreakerOpen),
+    /// Backpressure mode: waiting for the breaker to admit a call. Boxed because it is only
+    /// ever built while the breaker refuses calls, off the hot path.
+    Waiting(Wait),
+}
+
+/// A circuit breaker around a service. Built by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
+///
+/// Clones share one breaker, but not readiness: a clone starts un-readied, so a permit taken
+/// by one instance's `poll_ready` is used by that instance's `call` only (tower's
+/// `ConcurrencyLimit` does the same for its semaphore permit).
+pub struct CircuitBreaker<S, C = ErrorsAsFailures> {
+    inner: S,
+    shared: Arc<Shared>,
+    classifier: C,
+    ready: Ready,
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>, classifier: C) -> Self {
+        Self {
+            inner,
+            shared,
+            classifier,
+            ready: Ready::Idle,
+        }
+    }
+
+    /// The handle of the breaker this service uses.
+    pub fn handle(&self) -> BreakerHandle {
+        BreakerHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// Waits until the breaker admits a call, then takes the permit: between `notified` being
+/// armed and the next `acquire` no wake-up can be lost.
+fn wait_for_admission(shared: Arc<Shared>, retry_after: Option<Duration>) -> Wait {
+    Box::pin(async move {
+        let mut retry_after = retry_after;
+        loop {
+            let notified = shared.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match shared.circuit.acquire(Instant::now) {
+                Ok(permit) => return permit,
+                Err(refusal) => retry_after = refusal.retry_after.or(retry_after.take()),
+            }
+            match retry_after.take() {
+                Some(wait) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = &mut notified => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    })
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        loop {
+            match &mut self.ready {
+                Ready::Admitted(_) => {
+                    let result = ready!(self.inner.poll_ready(cx));
+                    if result.is_err() {
+                        // A dead inner service: give the permit back, record nothing.
+                        self.ready = Ready::Idle;
+                    }
+                    return Poll::Ready(result.map_err(Into::into));
+                }
+                Ready::Refused(_) => return Poll::Ready(Ok(())),
+                Ready::Waiting(wait) => {
+                    let permit = ready!(wait.as_mut().poll(cx));
+                    self.ready = Ready::Admitted(Guard::new(Arc::clone(&self.shared), permit));
+                }
+                Ready::Idle => match self.shared.circuit.acquire(Instant::now) {
+                    Ok(permit) => {
+                        self.ready = Ready::Admitted(Guard::new(Arc::clone(&self.shared), permit));
+                    }
+                    Err(refusal) => match self.shared.mode {
+                        Mode::FailFast => {
+                            self.ready = Ready::Refused(BreakerOpen::new(
+                                Arc::clone(&self.shared.name),
+                                refusal.retry_after,
+                            ));
+                        }
+                        Mode::Backpressure => {
+                            self.ready = Ready::Waiting(wait_for_admission(
+                                Arc::clone(&self.shared),
+                                refusal.retry_after,
+                            ));
+                        }
+                    },
+                },
+            }
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match std::mem::replace(&mut self.ready, Ready::Idle) {
+            Ready::Admitted(guard) => {
+                let start = guard.shared().slow_call_duration.map(|_| Instant::now());
+                ResponseFuture::called(self.inner.call(req), guard, self.classifier.clone(), start)
+            }
+            Ready::Refused(error) => ResponseFuture::refused(error, &self.shared),
+            Ready::Idle | Ready::Waiting(_) => panic!("poll_ready must be called first"),
+        }
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        // The clone shares the breaker but starts un-readied: a permit belongs to the
+        // instance whose `poll_ready` took it.
+        Self::new(self.inner.clone(), Arc::clone(&self.shared), self.classifier.clone())
+    }
+}
+
+impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("breaker", &self.shared.name)
+            .field("state", &self.shared.circuit.state())
+            .field("classifier", &self.classifier)
+            .finish_non_exhaustive()
+    }
+}
