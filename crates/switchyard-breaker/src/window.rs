@@ -311,7 +311,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn time_window_forgets_calls_as_their_slice_expires() {
         let start = Instant::now();
-        let config = Trip::time_window(Duration::from_secs(10), 50.0).with_minimum_calls(2);
+        let config = Trip::time_window(Duration::from_secs(10), 60.0).with_minimum_calls(2);
         let w = TimeWindow::new(&config, start);
         assert!(!w.record(FAIL, start));
         assert!(!w.record(OK, start + Duration::from_secs(5)));

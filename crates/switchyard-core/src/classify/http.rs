@@ -9,7 +9,7 @@ use super::{Classify, Outcome};
 
 /// A set of HTTP status codes (100–999) as a bitset, so classifiers stay `Copy`.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
-struct StatusSet([u64; 15]);
+struct StatusSet([u64; 16]);
 
 impl StatusSet {
     fn insert(&mut self, status: StatusCode) {
