@@ -1,1 +1,63 @@
 //! switchyard: resilience and routing middleware for tower.
+//!
+//! Each concern is its own tower `Layer` crate, usable alone or stacked with
+//! `tower::ServiceBuilder` in axum, tonic or hyper servers and clients. This facade re-exports
+//! each crate behind a feature of the same name (all on by default) and gathers the names most
+//! programs need in [`prelude`].
+//!
+//! | module | crate | what |
+//! | --- | --- | --- |
+//! | [`core`] | switchyard-core | outcome classification, rejection kinds and their HTTP/gRPC mapping, config helpers |
+//! | `breaker` | switchyard-breaker | circuit breaker layer, handle, events (feature `breaker`) |
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use switchyard::prelude::*;
+//! use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let breaker = CircuitBreakerLayer::new(
+//!     "payments",
+//!     CircuitBreakerConfig::new(Trip::consecutive_failures(2))
+//!         .with_wait_in_open(Duration::from_millis(100)),
+//! )?;
+//! let mut service = ServiceBuilder::new()
+//!     .layer(breaker)
+//!     .service(service_fn(|_: ()| async { Err::<(), BoxError>("service down".into()) }));
+//! for _ in 0..2 {
+//!     let _ = service.ready().await?.call(()).await;
+//! }
+//! let err = service.ready().await?.call(()).await.unwrap_err();
+//! assert_eq!(err.to_string(), "circuit open: payments");
+//! let rejection = find_rejection(&*err).expect("a switchyard rejection");
+//! assert_eq!(rejection.kind().http_status(), 503);
+//! # Ok(())
+//! # }
+//! ```
+
+pub use switchyard_core as core;
+
+#[cfg(feature = "breaker")]
+pub use switchyard_breaker as breaker;
+
+/// The names most programs need, for `use switchyard::prelude::*`.
+pub mod prelude {
+    pub use switchyard_core::{
+        BoxError, Classify, ConfigError, ErrorsAsFailures, HttpClassifier, Outcome, Rejection,
+        RejectionKind, find_rejection,
+    };
+
+    #[cfg(feature = "breaker")]
+    pub use switchyard_breaker::{
+        BreakerHandle, BreakerOpen, CircuitBreakerConfig, CircuitBreakerLayer,
+        KeyedCircuitBreakerLayer, Mode, State, Trip, Window,
+    };
+}
+
+/// The workspace README's examples, compiled as doctests so the README never lies.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -66,3 +66,8 @@ pub use rejection::{Rejection, RejectionKind, find_cause, find_rejection};
 /// The error type every switchyard layer returns, as in tower: layers require
 /// `S::Error: Into<BoxError>` so stacks compose without nested error enums.
 pub type BoxError = tower::BoxError;
+
+/// The crate README's example, compiled as a doctest so the README never lies.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,127 @@
+//! The breaker used alone in an axum router, behind tower-http's `TraceLayer`, served by a
+//! real hyper server on 127.0.0.1 and called over HTTP.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use switchyard::prelude::*;
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+
+/// Maps any error from the stack to a response, with the status and `Retry-After` of a
+/// switchyard rejection.
+async fn handle_error(err: BoxError) -> Response {
+    match find_rejection(&*err) {
+        Some(rejection) => {
+            let mut response = (rejection.kind().http_status(), err.to_string()).into_response();
+            if let Some(after) = rejection.retry_after() {
+                let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
+        None => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
+}
+
+#[tokio::test]
+async fn breaker_in_an_axum_router_sheds_a_failing_route_over_real_http() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let reached = Arc::new(AtomicUsize::new(0));
+    let breaker = CircuitBreakerLayer::new(
+        "payments",
+        CircuitBreakerConfig::new(Trip::consecutive_failures(2))
+            .with_wait_in_open(Duration::from_secs(30)),
+    )
+    .expect("valid config")
+    .with_classifier(HttpClassifier::server_errors());
+    let handle = breaker.handle();
+
+    let app = Router::new()
+        .route(
+            "/pay",
+            get({
+                let (failing, reached) = (Arc::clone(&failing), Arc::clone(&reached));
+                move || async move {
+                    reached.fetch_add(1, Ordering::SeqCst);
+                    if failing.load(Ordering::SeqCst) {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "ledger down")
+                    } else {
+                        (StatusCode::OK, "paid")
+                    }
+                }
+            }),
+        )
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(HandleErrorLayer::new(handle_error))
+                .layer(breaker),
+        );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: hyper::Uri = format!("http://{addr}/pay").parse().expect("uri");
+    let get = |uri: hyper::Uri| {
+        let client = client.clone();
+        async move {
+            let response = client.get(uri).await.expect("request");
+            let status = response.status();
+            let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+            let body = response.into_body().collect().await.expect("body").to_bytes();
+            (status, retry_after, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+
+    // Two server errors trip the breaker...
+    for _ in 0..2 {
+        let (status, _, body) = get(uri.clone()).await;
+        assert_eq!((status, body.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "ledger down"));
+    }
+    assert_eq!(handle.state(), State::Open);
+
+    // ...and the third request is shed with 503 and a Retry-After, never reaching the handler.
+    let (status, retry_after, body) = get(uri.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "circuit open: payments");
+    let retry_after: u64 = retry_after
+        .expect("a Retry-After header")
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=30).contains(&retry_after), "retry after {retry_after}s");
+    assert_eq!(reached.load(Ordering::SeqCst), 2);
+
+    // An operator resets the breaker once the ledger is back: traffic flows again.
+    failing.store(false, Ordering::SeqCst);
+    handle.reset();
+    let (status, _, body) = get(uri.clone()).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "paid"));
+    assert_eq!(handle.snapshot().rejected, 1);
+
+    let _ = stop.send(());
+    server.await.expect("server task").expect("server");
+}
