@@ -25,12 +25,15 @@ async fn main() -> Result<(), BoxError> {
 
     let reached = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&reached);
-    let mut payments = ServiceBuilder::new()
-        .layer(breaker)
-        .service(service_fn(move |amount: &'static str| {
-            counter.fetch_add(1, Ordering::Relaxed);
-            async move { Err::<String, BoxError>(format!("service down (charging {amount})").into()) }
-        }));
+    let mut payments =
+        ServiceBuilder::new()
+            .layer(breaker)
+            .service(service_fn(move |amount: &'static str| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    Err::<String, BoxError>(format!("service down (charging {amount})").into())
+                }
+            }));
 
     // First two calls fail and trip the breaker.
     for amount in ["$100", "$200"] {

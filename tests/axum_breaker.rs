@@ -71,7 +71,9 @@ async fn breaker_in_an_axum_router_sheds_a_failing_route_over_real_http() {
                 .layer(breaker),
         );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -90,15 +92,27 @@ async fn breaker_in_an_axum_router_sheds_a_failing_route_over_real_http() {
             let response = client.get(uri).await.expect("request");
             let status = response.status();
             let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
-            let body = response.into_body().collect().await.expect("body").to_bytes();
-            (status, retry_after, String::from_utf8_lossy(&body).into_owned())
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            (
+                status,
+                retry_after,
+                String::from_utf8_lossy(&body).into_owned(),
+            )
         }
     };
 
     // Two server errors trip the breaker...
     for _ in 0..2 {
         let (status, _, body) = get(uri.clone()).await;
-        assert_eq!((status, body.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "ledger down"));
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "ledger down")
+        );
     }
     assert_eq!(handle.state(), State::Open);
 
@@ -112,7 +126,10 @@ async fn breaker_in_an_axum_router_sheds_a_failing_route_over_real_http() {
         .expect("ascii")
         .parse()
         .expect("seconds");
-    assert!((1..=30).contains(&retry_after), "retry after {retry_after}s");
+    assert!(
+        (1..=30).contains(&retry_after),
+        "retry after {retry_after}s"
+    );
     assert_eq!(reached.load(Ordering::SeqCst), 2);
 
     // An operator resets the breaker once the ledger is back: traffic flows again.

@@ -14,7 +14,6 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use failsafe::futures::CircuitBreaker as _;
 use switchyard_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, Trip, Window};
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -27,7 +26,9 @@ fn bare() -> Bare {
 
 fn switchyard(trip: Trip) -> switchyard_breaker::CircuitBreaker<Bare> {
     let config = CircuitBreakerConfig::new(trip).with_wait_in_open(Duration::from_secs(30));
-    CircuitBreakerLayer::new("bench", config).expect("valid config").layer(bare())
+    CircuitBreakerLayer::new("bench", config)
+        .expect("valid config")
+        .layer(bare())
 }
 
 fn count_window() -> Trip {
@@ -36,12 +37,16 @@ fn count_window() -> Trip {
 
 fn time_window() -> Trip {
     Trip::FailureRate(switchyard_breaker::RateConfig::new(
-        Window::Time { duration: Duration::from_secs(60), buckets: 10 },
+        Window::Time {
+            duration: Duration::from_secs(60),
+            buckets: 10,
+        },
         50.0,
     ))
 }
 
-fn tower_resilience() -> impl Service<u64, Response = u64, Error = impl std::fmt::Debug, Future = impl Send>
+fn tower_resilience()
+-> impl Service<u64, Response = u64, Error = impl std::fmt::Debug, Future = impl Send>
 + Clone
 + Send
 + 'static {
@@ -69,7 +74,13 @@ where
     S::Error: std::fmt::Debug,
 {
     for i in 0..iters {
-        let out = svc.ready().await.expect("ready").call(black_box(i)).await.expect("call");
+        let out = svc
+            .ready()
+            .await
+            .expect("ready")
+            .call(black_box(i))
+            .await
+            .expect("call");
         black_box(out);
     }
 }
@@ -83,7 +94,10 @@ async fn drive_failsafe<F: failsafe::futures::CircuitBreaker>(breaker: &F, iters
 }
 
 fn single(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
     let mut group = c.benchmark_group("closed_path/single");
 
     macro_rules! bench_service {
@@ -101,7 +115,10 @@ fn single(c: &mut Criterion) {
         };
     }
     bench_service!("bare", bare());
-    bench_service!("switchyard/consecutive", switchyard(Trip::consecutive_failures(5)));
+    bench_service!(
+        "switchyard/consecutive",
+        switchyard(Trip::consecutive_failures(5))
+    );
     bench_service!("switchyard/count_window", switchyard(count_window()));
     bench_service!("switchyard/time_window", switchyard(time_window()));
     bench_service!("tower-resilience/consecutive", tower_resilience());
@@ -149,7 +166,10 @@ fn contended(c: &mut Criterion) {
         };
     }
     bench_service!("bare", bare());
-    bench_service!("switchyard/consecutive", switchyard(Trip::consecutive_failures(5)));
+    bench_service!(
+        "switchyard/consecutive",
+        switchyard(Trip::consecutive_failures(5))
+    );
     bench_service!("switchyard/count_window", switchyard(count_window()));
     bench_service!("switchyard/time_window", switchyard(time_window()));
     bench_service!("tower-resilience/consecutive", tower_resilience());

@@ -130,12 +130,18 @@ impl CircuitBreakerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.trip.validate().map_err(|e| e.within("trip"))?;
         if self.wait_in_open.is_zero() {
-            return Err(ConfigError::new("wait_in_open", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "wait_in_open",
+                "must be greater than zero",
+            ));
         }
         if !(self.wait_in_open_multiplier.is_finite() && self.wait_in_open_multiplier >= 1.0) {
             return Err(ConfigError::new(
                 "wait_in_open_multiplier",
-                format!("must be a finite number >= 1.0, got {}", self.wait_in_open_multiplier),
+                format!(
+                    "must be a finite number >= 1.0, got {}",
+                    self.wait_in_open_multiplier
+                ),
             ));
         }
         if self.max_wait_in_open < self.wait_in_open {
@@ -145,13 +151,19 @@ impl CircuitBreakerConfig {
             ));
         }
         if self.permitted_calls_in_half_open == 0 {
-            return Err(ConfigError::new("permitted_calls_in_half_open", "must be at least 1"));
+            return Err(ConfigError::new(
+                "permitted_calls_in_half_open",
+                "must be at least 1",
+            ));
         }
         if self.successes_to_close == 0 {
             return Err(ConfigError::new("successes_to_close", "must be at least 1"));
         }
         if self.max_wait_in_half_open.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new("max_wait_in_half_open", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "max_wait_in_half_open",
+                "must be greater than zero",
+            ));
         }
         Ok(())
     }
@@ -198,7 +210,10 @@ impl Trip {
         match self {
             Self::ConsecutiveFailures { threshold } => {
                 if *threshold == 0 {
-                    return Err(ConfigError::new("consecutive_failures.threshold", "must be at least 1"));
+                    return Err(ConfigError::new(
+                        "consecutive_failures.threshold",
+                        "must be at least 1",
+                    ));
                 }
                 Ok(())
             }
@@ -278,18 +293,21 @@ impl RateConfig {
         check_percent("failure_rate_threshold", self.failure_rate_threshold)?;
         check_percent("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
         if self.slow_call_duration.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new("slow_call_duration", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "slow_call_duration",
+                "must be greater than zero",
+            ));
         }
         if self.minimum_calls == 0 {
             return Err(ConfigError::new("minimum_calls", "must be at least 1"));
         }
-        if let Window::Count(size) = self.window {
-            if self.minimum_calls > size {
-                return Err(ConfigError::new(
-                    "minimum_calls",
-                    format!("must not exceed the window size ({size}), or the breaker can never open"),
-                ));
-            }
+        if let Window::Count(size) = self.window
+            && self.minimum_calls > size
+        {
+            return Err(ConfigError::new(
+                "minimum_calls",
+                format!("must not exceed the window size ({size}), or the breaker can never open"),
+            ));
         }
         Ok(())
     }
@@ -299,7 +317,10 @@ fn check_percent(field: &'static str, value: f64) -> Result<(), ConfigError> {
     if value.is_finite() && value > 0.0 && value <= 100.0 {
         Ok(())
     } else {
-        Err(ConfigError::new(field, format!("must be a percentage in (0, 100], got {value}")))
+        Err(ConfigError::new(
+            field,
+            format!("must be a percentage in (0, 100], got {value}"),
+        ))
     }
 }
 

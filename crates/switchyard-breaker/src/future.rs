@@ -54,9 +54,9 @@ impl Guard {
         if slow {
             shared.metrics.slow.increment(1);
         }
-        shared
-            .circuit
-            .record(permit, outcome, slow, move || end.unwrap_or_else(Instant::now));
+        shared.circuit.record(permit, outcome, slow, move || {
+            end.unwrap_or_else(Instant::now)
+        });
         if permit.is_probe() {
             shared.wake.notify_waiters();
         }
@@ -65,10 +65,10 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(permit) = self.permit.take() {
-            if self.shared.circuit.cancel(permit) {
-                self.shared.wake.notify_waiters();
-            }
+        if let Some(permit) = self.permit.take()
+            && self.shared.circuit.cancel(permit)
+        {
+            self.shared.wake.notify_waiters();
         }
     }
 }

@@ -53,6 +53,7 @@ pub(crate) struct Shared {
     pub(crate) circuit: Circuit,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) mode: Mode,
+    config: CircuitBreakerConfig,
     /// `Some` when calls must be timed for slow-call detection.
     pub(crate) slow_call_duration: Option<Duration>,
     /// Woken on every transition and freed probe slot, for `Mode::Backpressure` waiters.
@@ -75,15 +76,24 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     /// A closed breaker. `config` must have been validated.
-    pub(crate) fn new(name: Arc<str>, config: &CircuitBreakerConfig, policy: Box<dyn TripPolicy>) -> Self {
+    pub(crate) fn new(
+        name: Arc<str>,
+        config: CircuitBreakerConfig,
+        policy: Box<dyn TripPolicy>,
+    ) -> Self {
         let metrics = Arc::new(Metrics::new(&name));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let state = Arc::new(watch::Sender::new(State::Closed));
         let wake = Arc::new(Notify::new());
         let slow_call_duration = policy.slow_call_duration();
         let observer = {
-            let (name, metrics, events, state, wake) =
-                (Arc::clone(&name), Arc::clone(&metrics), events.clone(), Arc::clone(&state), Arc::clone(&wake));
+            let (name, metrics, events, state, wake) = (
+                Arc::clone(&name),
+                Arc::clone(&metrics),
+                events.clone(),
+                Arc::clone(&state),
+                Arc::clone(&wake),
+            );
             Box::new(move |t: &Transition| {
                 metrics.transition(t);
                 state.send_replace(t.to);
@@ -98,11 +108,12 @@ impl Shared {
             })
         };
         Self {
-            circuit: Circuit::new(config, policy, observer, Instant::now()),
+            circuit: Circuit::new(&config, policy, observer, Instant::now()),
             name,
             metrics,
             mode: config.mode,
             slow_call_duration,
+            config,
             wake,
             rejected: std::sync::atomic::AtomicU64::new(0),
             events,
@@ -126,6 +137,11 @@ impl BreakerHandle {
         &self.shared.name
     }
 
+    /// The config the breaker was built with.
+    pub fn config(&self) -> &CircuitBreakerConfig {
+        &self.shared.config
+    }
+
     /// The breaker's state now.
     pub fn state(&self) -> State {
         self.shared.circuit.state()
@@ -135,7 +151,10 @@ impl BreakerHandle {
     pub fn snapshot(&self) -> BreakerSnapshot {
         let now = Instant::now();
         let (window, opened) = self.shared.circuit.counters(now);
-        let rejected = self.shared.rejected.load(std::sync::atomic::Ordering::Relaxed);
+        let rejected = self
+            .shared
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed);
         BreakerSnapshot {
             name: self.shared.name.to_string(),
             state: self.state(),
@@ -155,7 +174,9 @@ impl BreakerHandle {
     /// Holds the breaker closed: every call flows and nothing trips it, until
     /// [`release`](Self::release) or [`reset`](Self::reset).
     pub fn force_closed(&self) {
-        self.shared.circuit.force(State::ForcedClosed, Instant::now());
+        self.shared
+            .circuit
+            .force(State::ForcedClosed, Instant::now());
     }
 
     /// Returns from a forced state to automatic operation, closed and with empty counters.
@@ -189,11 +210,19 @@ impl BreakerHandle {
     pub fn follow(&self, mut switch: watch::Receiver<bool>) -> JoinHandle<()> {
         let handle = self.clone();
         tokio::spawn(async move {
+            // Only a hold this task placed is released: an operator's own `force_open` stays.
+            let mut holding = false;
             loop {
                 if *switch.borrow_and_update() {
-                    handle.force_open();
-                } else if handle.state() == State::ForcedOpen {
-                    handle.release();
+                    if handle.state() != State::ForcedOpen {
+                        handle.force_open();
+                        holding = true;
+                    }
+                } else if holding {
+                    holding = false;
+                    if handle.state() == State::ForcedOpen {
+                        handle.release();
+                    }
                 }
                 if switch.changed().await.is_err() {
                     break;

@@ -40,13 +40,19 @@ where
     fn get_or_insert(&self, key: &K) -> Arc<Shared> {
         let tick = self.clock.fetch_add(1, Ordering::Relaxed);
         {
-            let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let map = self
+                .map
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(entry) = map.get(key) {
                 entry.last_used.store(tick, Ordering::Relaxed);
                 return Arc::clone(&entry.shared);
             }
         }
-        let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(entry) = map.get(key) {
             return Arc::clone(&entry.shared);
         }
@@ -54,7 +60,8 @@ where
             Self::evict(&mut map);
         }
         let name: Arc<str> = format!("{}/{key}", self.name).into();
-        let shared = Arc::new(Shared::new(name, &self.config, policy::from_config(&self.config.trip)));
+        let policy = policy::from_config(&self.config.trip);
+        let shared = Arc::new(Shared::new(name, self.config.clone(), policy));
         map.insert(
             key.clone(),
             Entry {
@@ -106,12 +113,15 @@ impl<K, F> KeyedCircuitBreakerLayer<K, F> {
     ///
     /// A [`ConfigError`] naming the first invalid field of `config`; `mode` must be
     /// `fail_fast`, and `max_keys` at least 1.
-    pub fn new(
+    pub fn new<Req>(
         name: impl Into<Arc<str>>,
         config: CircuitBreakerConfig,
         max_keys: usize,
         key_fn: F,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, ConfigError>
+    where
+        F: Fn(&Req) -> K,
+    {
         config.validate()?;
         if config.mode != Mode::FailFast {
             return Err(ConfigError::new(
@@ -212,7 +222,11 @@ impl<K> fmt::Debug for KeyedBreakerHandle<K> {
 impl<K: Hash + Eq> KeyedBreakerHandle<K> {
     /// The handle of `key`'s breaker, if it has one now.
     pub fn get(&self, key: &K) -> Option<BreakerHandle> {
-        let map = self.breakers.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .breakers
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(key).map(|e| BreakerHandle {
             shared: Arc::clone(&e.shared),
         })
@@ -220,7 +234,11 @@ impl<K: Hash + Eq> KeyedBreakerHandle<K> {
 
     /// How many keys have a breaker now.
     pub fn len(&self) -> usize {
-        self.breakers.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.breakers
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Whether no key has a breaker yet.
@@ -231,7 +249,11 @@ impl<K: Hash + Eq> KeyedBreakerHandle<K> {
     /// A snapshot of every key's breaker, sorted by name.
     pub fn snapshot_all(&self) -> Vec<BreakerSnapshot> {
         let handles: Vec<BreakerHandle> = {
-            let map = self.breakers.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let map = self
+                .breakers
+                .map
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             map.values()
                 .map(|e| BreakerHandle {
                     shared: Arc::clone(&e.shared),

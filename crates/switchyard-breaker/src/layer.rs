@@ -32,10 +32,13 @@ impl CircuitBreakerLayer {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the first invalid field of `config`.
-    pub fn new(name: impl Into<Arc<str>>, config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        config: CircuitBreakerConfig,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let policy = policy::from_config(&config.trip);
-        Ok(Self::build(name.into(), &config, policy))
+        Ok(Self::build(name.into(), config, policy))
     }
 
     /// A breaker whose closed state is judged by a policy of your own instead of
@@ -50,10 +53,10 @@ impl CircuitBreakerLayer {
         policy: impl TripPolicy,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self::build(name.into(), &config, Box::new(policy)))
+        Ok(Self::build(name.into(), config, Box::new(policy)))
     }
 
-    fn build(name: Arc<str>, config: &CircuitBreakerConfig, policy: Box<dyn TripPolicy>) -> Self {
+    fn build(name: Arc<str>, config: CircuitBreakerConfig, policy: Box<dyn TripPolicy>) -> Self {
         switchyard_core::rejection::register::<BreakerOpen>();
         Self {
             shared: Arc::new(Shared::new(name, config, policy)),

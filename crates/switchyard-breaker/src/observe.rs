@@ -28,9 +28,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new(name: &std::sync::Arc<str>) -> Self {
-        let calls = |outcome: &'static str| {
-            metrics::counter!(CALLS, "breaker" => name.to_string(), "outcome" => outcome)
-        };
+        let calls = |outcome: &'static str| metrics::counter!(CALLS, "breaker" => name.to_string(), "outcome" => outcome);
         let state = metrics::gauge!(STATE, "breaker" => name.to_string());
         state.set(State::Closed.as_gauge());
         Self {

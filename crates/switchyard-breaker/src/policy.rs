@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde::Serialize;
 use tokio::time::Instant;
 
-pub use crate::window::{CountWindow, TimeWindow};
 use crate::config::{RateConfig, Trip, Window};
+pub use crate::window::{CountWindow, TimeWindow};
 
 /// One call's result as a trip policy sees it. Ignored calls never reach a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,8 +172,14 @@ pub(crate) fn from_config(trip: &Trip) -> Box<dyn TripPolicy> {
 mod tests {
     use super::*;
 
-    const FAIL: CallRecord = CallRecord { failed: true, slow: false };
-    const OK: CallRecord = CallRecord { failed: false, slow: false };
+    const FAIL: CallRecord = CallRecord {
+        failed: true,
+        slow: false,
+    };
+    const OK: CallRecord = CallRecord {
+        failed: false,
+        slow: false,
+    };
 
     #[test]
     fn consecutive_failures_trip_at_the_threshold_and_a_success_resets_the_run() {
@@ -191,7 +197,11 @@ mod tests {
 
     #[test]
     fn thresholds_wait_for_the_minimum_number_of_calls() {
-        let t = Thresholds { failure_rate: 50.0, slow_call_rate: 100.0, minimum_calls: 4 };
+        let t = Thresholds {
+            failure_rate: 50.0,
+            slow_call_rate: 100.0,
+            minimum_calls: 4,
+        };
         assert!(!t.trips(3, 3, 0));
         assert!(t.trips(4, 2, 0));
         assert!(!t.trips(4, 1, 0));

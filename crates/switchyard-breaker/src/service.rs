@@ -5,7 +5,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use switchyard_core::{BoxError, Classify, ErrorsAsFailures};
 use tokio::time::Instant;
@@ -78,20 +77,20 @@ impl<S, C> CircuitBreaker<S, C> {
     }
 }
 
-/// Waits until the breaker admits a call, then takes the permit: between `notified` being
-/// armed and the next `acquire` no wake-up can be lost.
-fn wait_for_admission(shared: Arc<Shared>, retry_after: Option<Duration>) -> Wait {
+/// Waits until the breaker admits a call, then takes the permit. `notified` is armed before
+/// each `acquire`, so no wake-up between the two can be lost; the timer covers the end of an
+/// open wait and of a bounded half-open spell, which no other caller may be there to notice.
+fn wait_for_admission(shared: Arc<Shared>) -> Wait {
     Box::pin(async move {
-        let mut retry_after = retry_after;
         loop {
             let notified = shared.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match shared.circuit.acquire(Instant::now) {
+            let refusal = match shared.circuit.acquire(Instant::now) {
                 Ok(permit) => return permit,
-                Err(refusal) => retry_after = refusal.retry_after.or(retry_after.take()),
-            }
-            match retry_after.take() {
+                Err(refusal) => refusal,
+            };
+            match refusal.retry_after.or(refusal.recheck_in) {
                 Some(wait) => {
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
@@ -142,10 +141,8 @@ where
                             ));
                         }
                         Mode::Backpressure => {
-                            self.ready = Ready::Waiting(wait_for_admission(
-                                Arc::clone(&self.shared),
-                                refusal.retry_after,
-                            ));
+                            self.ready =
+                                Ready::Waiting(wait_for_admission(Arc::clone(&self.shared)));
                         }
                     },
                 },
@@ -169,7 +166,11 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     fn clone(&self) -> Self {
         // The clone shares the breaker but starts un-readied: a permit belongs to the
         // instance whose `poll_ready` took it.
-        Self::new(self.inner.clone(), Arc::clone(&self.shared), self.classifier.clone())
+        Self::new(
+            self.inner.clone(),
+            Arc::clone(&self.shared),
+            self.classifier.clone(),
+        )
     }
 }
 

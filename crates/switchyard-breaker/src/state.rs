@@ -136,7 +136,12 @@ impl Permit {
 /// A refused call: when to try again, if the breaker knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refusal {
+    /// When the breaker lets probes through, if it knows (open, not forced).
     pub(crate) retry_after: Option<Duration>,
+    /// When the breaker will change its mind by itself even though it cannot promise a slot:
+    /// the end of a half-open spell that `max_wait_in_half_open` bounds. A waiter in
+    /// backpressure mode must wake then, or a hung probe would strand it.
+    pub(crate) recheck_in: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -223,16 +228,26 @@ impl Circuit {
         u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// The deadline `wait` after `now`, in `nanos`; `u64::MAX` (never) if it overflows.
+    fn deadline_after(&self, now: Instant, wait: Duration) -> u64 {
+        now.checked_add(wait).map_or(u64::MAX, |at| self.nanos(at))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Slow> {
         // The guarded data holds plain counters that are valid at every step.
-        self.slow.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.slow
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// May a call go through now? `now` is read only when the breaker is not closed.
     pub(crate) fn acquire(&self, now: impl Fn() -> Instant) -> Result<Permit, Refusal> {
         let word = self.word.load(Ordering::Acquire);
         match unpack(word) {
-            (epoch, State::Closed | State::ForcedClosed) => Ok(Permit { epoch, probe: false }),
+            (epoch, State::Closed | State::ForcedClosed) => Ok(Permit {
+                epoch,
+                probe: false,
+            }),
             _ => self.acquire_slow(word, now()),
         }
     }
@@ -242,7 +257,12 @@ impl Circuit {
         loop {
             let (epoch, state) = unpack(word);
             match state {
-                State::Closed | State::ForcedClosed => return Ok(Permit { epoch, probe: false }),
+                State::Closed | State::ForcedClosed => {
+                    return Ok(Permit {
+                        epoch,
+                        probe: false,
+                    });
+                }
                 State::ForcedOpen => return Err(self.refuse(None)),
                 State::Open => {
                     let deadline = self.deadline.load(Ordering::Acquire);
@@ -253,13 +273,18 @@ impl Circuit {
                     self.transition_from(word, State::HalfOpen, now);
                 }
                 State::HalfOpen => {
-                    if self.nanos(now) >= self.deadline.load(Ordering::Acquire) {
+                    let (at, deadline) = (self.nanos(now), self.deadline.load(Ordering::Acquire));
+                    if at >= deadline {
                         // No verdict in time: a probe hung or never came. Reopen.
                         self.transition_from(word, State::Open, now);
                     } else if self.claim_probe(epoch) {
                         return Ok(Permit { epoch, probe: true });
                     } else {
-                        return Err(self.refuse(None));
+                        return Err(Refusal {
+                            retry_after: None,
+                            recheck_in: (deadline != u64::MAX)
+                                .then(|| Duration::from_nanos(deadline - at)),
+                        });
                     }
                 }
             }
@@ -268,7 +293,10 @@ impl Circuit {
     }
 
     fn refuse(&self, retry_after: Option<Duration>) -> Refusal {
-        Refusal { retry_after }
+        Refusal {
+            retry_after,
+            recheck_in: None,
+        }
     }
 
     fn claim_probe(&self, epoch: u64) -> bool {
@@ -305,7 +333,13 @@ impl Circuit {
 
     /// Records how an admitted call ended. `now` is read only when the policy needs the
     /// clock or the breaker changes state.
-    pub(crate) fn record(&self, permit: Permit, outcome: Outcome, slow: bool, now: impl Fn() -> Instant) {
+    pub(crate) fn record(
+        &self,
+        permit: Permit,
+        outcome: Outcome,
+        slow: bool,
+        now: impl Fn() -> Instant,
+    ) {
         let failed = match outcome {
             Outcome::Ignored => {
                 self.cancel(permit);
@@ -334,7 +368,11 @@ impl Circuit {
                 }
             }
         } else if word == pack(permit.epoch, State::Closed) {
-            let at = if self.policy.needs_clock() { now() } else { self.origin };
+            let at = if self.policy.needs_clock() {
+                now()
+            } else {
+                self.origin
+            };
             if self.policy.record(CallRecord { failed, slow }, at) {
                 self.transition_from(word, State::Open, now());
             }
@@ -353,19 +391,29 @@ impl Circuit {
         let (epoch, from) = unpack(word);
         match to {
             State::Open => {
-                let wait = if from == State::HalfOpen {
-                    if self.nanos(now) >= self.deadline.load(Ordering::Acquire) {
-                        slow.current_wait
-                    } else {
-                        slow.current_wait
-                            .mul_f64(self.settings.multiplier)
-                            .min(self.settings.max_wait_in_open)
-                    }
-                } else {
-                    self.settings.wait_in_open
+                let at = self.nanos(now);
+                let previous = self.deadline.load(Ordering::Acquire);
+                let (wait, since) = match from {
+                    // The half-open spell ran out without a verdict: reopen for the same wait,
+                    // counted from when the spell ended rather than from when someone noticed,
+                    // so the schedule does not depend on traffic.
+                    State::HalfOpen if at >= previous => (slow.current_wait, previous),
+                    // A probe failed: the backend is still sick, wait longer.
+                    State::HalfOpen => (
+                        // Saturates instead of panicking on a huge multiplier or wait.
+                        Duration::try_from_secs_f64(
+                            slow.current_wait.as_secs_f64() * self.settings.multiplier,
+                        )
+                        .unwrap_or(Duration::MAX)
+                        .min(self.settings.max_wait_in_open),
+                        at,
+                    ),
+                    _ => (self.settings.wait_in_open, at),
                 };
                 slow.current_wait = wait;
-                self.deadline.store(self.nanos(now + wait), Ordering::Release);
+                let wait_nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+                self.deadline
+                    .store(since.saturating_add(wait_nanos), Ordering::Release);
                 self.opened.fetch_add(1, Ordering::Relaxed);
             }
             State::HalfOpen => {
@@ -373,7 +421,7 @@ impl Circuit {
                 let deadline = self
                     .settings
                     .max_wait_in_half_open
-                    .map_or(u64::MAX, |max| self.nanos(now + max));
+                    .map_or(u64::MAX, |max| self.deadline_after(now, max));
                 self.deadline.store(deadline, Ordering::Release);
             }
             State::Closed => {
@@ -416,7 +464,11 @@ impl Circuit {
     /// How long until an open breaker lets probes through.
     pub(crate) fn open_remaining(&self, now: Instant) -> Option<Duration> {
         (self.state() == State::Open).then(|| {
-            Duration::from_nanos(self.deadline.load(Ordering::Acquire).saturating_sub(self.nanos(now)))
+            Duration::from_nanos(
+                self.deadline
+                    .load(Ordering::Acquire)
+                    .saturating_sub(self.nanos(now)),
+            )
         })
     }
 
@@ -440,17 +492,21 @@ mod tests {
         start: Instant,
     }
 
-    fn circuit(config: CircuitBreakerConfig) -> Fixture {
+    fn circuit(config: &CircuitBreakerConfig) -> Fixture {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
         let start = Instant::now();
         let circuit = Circuit::new(
-            &config,
+            config,
             policy::from_config(&config.trip),
             Box::new(move |t| log.lock().unwrap().push((t.from, t.to))),
             start,
         );
-        Fixture { circuit, seen, start }
+        Fixture {
+            circuit,
+            seen,
+            start,
+        }
     }
 
     impl Fixture {
@@ -475,7 +531,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn runs_the_full_cycle_closed_open_half_open_closed() {
-        let f = circuit(seed());
+        let f = circuit(&seed());
         f.call(0, Outcome::Failure).unwrap();
         f.call(0, Outcome::Failure).unwrap();
         assert_eq!(f.circuit.state(), State::Open);
@@ -498,25 +554,35 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_probe_reopens_with_a_growing_wait() {
-        let f = circuit(seed().with_exponential_open_wait(2.0, Duration::from_millis(300)));
+        let f = circuit(&seed().with_exponential_open_wait(2.0, Duration::from_millis(300)));
         f.call(0, Outcome::Failure).unwrap();
         f.call(0, Outcome::Failure).unwrap();
         f.call(100, Outcome::Failure).unwrap();
-        assert_eq!(f.circuit.open_remaining(f.at(100)()), Some(Duration::from_millis(200)));
+        assert_eq!(
+            f.circuit.open_remaining(f.at(100)()),
+            Some(Duration::from_millis(200))
+        );
         f.call(300, Outcome::Failure).unwrap();
-        assert_eq!(f.circuit.open_remaining(f.at(300)()), Some(Duration::from_millis(300)), "capped");
+        assert_eq!(
+            f.circuit.open_remaining(f.at(300)()),
+            Some(Duration::from_millis(300)),
+            "capped"
+        );
         // Closing resets the wait.
         f.call(600, Outcome::Success).unwrap();
         f.call(600, Outcome::Success).unwrap();
         assert_eq!(f.circuit.state(), State::Closed);
         f.call(600, Outcome::Failure).unwrap();
         f.call(600, Outcome::Failure).unwrap();
-        assert_eq!(f.circuit.open_remaining(f.at(600)()), Some(Duration::from_millis(100)));
+        assert_eq!(
+            f.circuit.open_remaining(f.at(600)()),
+            Some(Duration::from_millis(100))
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn half_open_admits_only_the_permitted_probes() {
-        let f = circuit(seed().with_half_open(2, 2));
+        let f = circuit(&seed().with_half_open(2, 2));
         f.call(0, Outcome::Failure).unwrap();
         f.call(0, Outcome::Failure).unwrap();
         let a = f.circuit.acquire(f.at(100)).unwrap();
@@ -533,7 +599,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_hung_probe_cannot_wedge_the_breaker() {
-        let f = circuit(seed().with_max_wait_in_half_open(Duration::from_millis(50)));
+        let f = circuit(&seed().with_max_wait_in_half_open(Duration::from_millis(50)));
         f.call(0, Outcome::Failure).unwrap();
         f.call(0, Outcome::Failure).unwrap();
         let hung = f.circuit.acquire(f.at(100)).unwrap();
@@ -541,7 +607,10 @@ mod tests {
         // 50 ms without a verdict: back to open, for the same (not a grown) wait.
         assert!(f.circuit.acquire(f.at(150)).is_err());
         assert_eq!(f.circuit.state(), State::Open);
-        assert_eq!(f.circuit.open_remaining(f.at(150)()), Some(Duration::from_millis(100)));
+        assert_eq!(
+            f.circuit.open_remaining(f.at(150)()),
+            Some(Duration::from_millis(100))
+        );
         // The next half-open spell has a fresh probe slot although the hung probe never ended.
         let probe = f.circuit.acquire(f.at(250)).unwrap();
         assert!(probe.is_probe());
@@ -552,7 +621,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn outcomes_from_a_previous_spell_are_not_counted() {
-        let f = circuit(seed());
+        let f = circuit(&seed());
         let early = f.circuit.acquire(f.at(0)).unwrap();
         f.call(0, Outcome::Failure).unwrap();
         f.call(0, Outcome::Failure).unwrap();
@@ -567,9 +636,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn forced_states_hold_until_released() {
-        let f = circuit(seed());
+        let f = circuit(&seed());
         f.circuit.force(State::ForcedOpen, f.at(0)());
-        assert_eq!(f.call(1_000_000, Outcome::Success).unwrap_err().retry_after, None);
+        assert_eq!(
+            f.call(1_000_000, Outcome::Success).unwrap_err().retry_after,
+            None
+        );
         f.circuit.release(f.at(1)());
         assert_eq!(f.circuit.state(), State::Closed);
         f.circuit.force(State::ForcedClosed, f.at(2)());
@@ -579,12 +651,16 @@ mod tests {
         assert_eq!(f.circuit.state(), State::ForcedClosed);
         f.circuit.release(f.at(4)());
         f.call(5, Outcome::Failure).unwrap();
-        assert_eq!(f.circuit.state(), State::Closed, "the run restarted at release");
+        assert_eq!(
+            f.circuit.state(),
+            State::Closed,
+            "the run restarted at release"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn ignored_outcomes_move_nothing() {
-        let f = circuit(seed());
+        let f = circuit(&seed());
         f.call(0, Outcome::Failure).unwrap();
         for _ in 0..5 {
             f.call(0, Outcome::Ignored).unwrap();

@@ -89,7 +89,10 @@ impl TripPolicy for CountWindow {
         let new = slot_value(call);
         let old = self.slots[index].swap(new, Ordering::AcqRel);
         let delta = contribution(new).wrapping_sub(contribution(old));
-        let totals = self.totals.fetch_add(delta, Ordering::AcqRel).wrapping_add(delta);
+        let totals = self
+            .totals
+            .fetch_add(delta, Ordering::AcqRel)
+            .wrapping_add(delta);
         if !call.failed && !call.slow && old == new {
             // Nothing changed but the ring position: the verdict cannot have changed either.
             return false;
@@ -157,8 +160,9 @@ impl TimeWindow {
             Window::Time { duration, buckets } => (duration, buckets.max(1)),
             Window::Count(_) => (Duration::from_secs(1), 1),
         };
-        let bucket_nanos =
-            u64::try_from(duration.as_nanos() / u128::from(buckets)).unwrap_or(u64::MAX).max(1);
+        let bucket_nanos = u64::try_from(duration.as_nanos() / u128::from(buckets))
+            .unwrap_or(u64::MAX)
+            .max(1);
         Self {
             thresholds: Thresholds::from_config(config),
             slow_call_duration: config.slow_call_duration,
@@ -208,7 +212,11 @@ impl TimeWindow {
 
     fn unpack(&self) -> (u64, u64, u64) {
         let totals = self.totals.load(Ordering::Acquire);
-        (totals >> 32, totals & 0xffff_ffff, self.slow_total.load(Ordering::Acquire))
+        (
+            totals >> 32,
+            totals & 0xffff_ffff,
+            self.slow_total.load(Ordering::Acquire),
+        )
     }
 }
 
@@ -223,14 +231,18 @@ impl TripPolicy for TimeWindow {
         let bucket = self.slot(epoch);
         let add = CALL | u64::from(call.failed);
         bucket.counts.fetch_add(add, Ordering::AcqRel);
-        let totals = self.totals.fetch_add(add, Ordering::AcqRel).wrapping_add(add);
+        let totals = self
+            .totals
+            .fetch_add(add, Ordering::AcqRel)
+            .wrapping_add(add);
         let slow = if call.slow {
             bucket.slow.fetch_add(1, Ordering::AcqRel);
             self.slow_total.fetch_add(1, Ordering::AcqRel) + 1
         } else {
             self.slow_total.load(Ordering::Acquire)
         };
-        self.thresholds.trips(totals >> 32, totals & 0xffff_ffff, slow)
+        self.thresholds
+            .trips(totals >> 32, totals & 0xffff_ffff, slow)
     }
 
     fn reset(&self, now: Instant) {
@@ -244,7 +256,10 @@ impl TripPolicy for TimeWindow {
         }
         self.totals.store(0, Ordering::Release);
         self.slow_total.store(0, Ordering::Release);
-        self.current.store(self.current.load(Ordering::Acquire).max(self.epoch(now)), Ordering::Release);
+        self.current.store(
+            self.current.load(Ordering::Acquire).max(self.epoch(now)),
+            Ordering::Release,
+        );
     }
 
     fn stats(&self, now: Instant) -> WindowStats {
@@ -263,9 +278,18 @@ mod tests {
     use super::*;
     use crate::config::Trip;
 
-    const FAIL: CallRecord = CallRecord { failed: true, slow: false };
-    const OK: CallRecord = CallRecord { failed: false, slow: false };
-    const SLOW: CallRecord = CallRecord { failed: false, slow: true };
+    const FAIL: CallRecord = CallRecord {
+        failed: true,
+        slow: false,
+    };
+    const OK: CallRecord = CallRecord {
+        failed: false,
+        slow: false,
+    };
+    const SLOW: CallRecord = CallRecord {
+        failed: false,
+        slow: true,
+    };
 
     #[test]
     fn count_window_evicts_the_oldest_call() {
@@ -315,7 +339,10 @@ mod tests {
         let w = TimeWindow::new(&config, start);
         assert!(!w.record(FAIL, start));
         assert!(!w.record(OK, start + Duration::from_secs(5)));
-        assert_eq!(w.stats(start + Duration::from_secs(9)).failure_rate, Some(50.0));
+        assert_eq!(
+            w.stats(start + Duration::from_secs(9)).failure_rate,
+            Some(50.0)
+        );
         // At 10 s the first slice (0..1 s) leaves; the success at 5 s stays.
         let stats = w.stats(start + Duration::from_secs(10));
         assert_eq!((stats.calls, stats.failures), (1, 0));

@@ -302,7 +302,6 @@ async fn follow_does_not_close_a_breaker_that_opened_by_itself() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: handle.rs follow() releases any ForcedOpen whenever the signal reads false, including at start, so it undoes an operator's force_open it never placed"]
 async fn follow_does_not_release_a_hold_it_did_not_place() {
     let (_svc, _backend, handle) = breaker(seed_config());
     handle.force_open();

@@ -57,9 +57,9 @@ pub mod config;
 pub mod duration;
 pub mod rejection;
 
-pub use classify::{Classify, ErrorsAsFailures, HttpClassifier, Outcome, TowerHttp, classify_fn};
 #[cfg(feature = "grpc")]
 pub use classify::GrpcClassifier;
+pub use classify::{Classify, ErrorsAsFailures, HttpClassifier, Outcome, TowerHttp, classify_fn};
 pub use config::ConfigError;
 pub use rejection::{Rejection, RejectionKind, find_cause, find_rejection};
 

@@ -94,7 +94,9 @@ impl RejectionKind {
     /// a presumed-down backend is `UNAVAILABLE`, which gRPC clients treat as retryable.
     pub const fn grpc_code(self) -> GrpcCode {
         match self {
-            Self::BulkheadFull | Self::RateLimited | Self::Overloaded => GrpcCode::ResourceExhausted,
+            Self::BulkheadFull | Self::RateLimited | Self::Overloaded => {
+                GrpcCode::ResourceExhausted
+            }
             Self::Timeout => GrpcCode::DeadlineExceeded,
             Self::ServiceNotFound => GrpcCode::Unimplemented,
             Self::CircuitOpen | Self::Shutdown | Self::NoAvailableEndpoint => GrpcCode::Unavailable,
@@ -293,7 +295,14 @@ mod tests {
     fn every_kind_maps_to_a_status_a_code_and_a_retry_verdict() {
         let table: Vec<_> = RejectionKind::ALL
             .iter()
-            .map(|k| (k.as_str(), k.http_status().as_u16(), k.grpc_code(), k.is_retryable()))
+            .map(|k| {
+                (
+                    k.as_str(),
+                    k.http_status().as_u16(),
+                    k.grpc_code(),
+                    k.is_retryable(),
+                )
+            })
             .collect();
         assert_eq!(
             table,
@@ -317,7 +326,11 @@ mod tests {
     #[test]
     fn tonic_codes_agree_with_tower_http_codes() {
         for kind in RejectionKind::ALL {
-            assert_eq!(i32::from(kind.tonic_code()), kind.grpc_code() as i32, "{kind}");
+            assert_eq!(
+                i32::from(kind.tonic_code()),
+                kind.grpc_code() as i32,
+                "{kind}"
+            );
         }
     }
 }

@@ -195,7 +195,10 @@ mod tests {
     #[test]
     fn errors_are_failures() {
         let err: Result<Response<()>, &str> = Err("connection refused");
-        assert_eq!(HttpClassifier::default().classify(err.as_ref()), Outcome::Failure);
+        assert_eq!(
+            HttpClassifier::default().classify(err.as_ref()),
+            Outcome::Failure
+        );
     }
 
     #[test]
@@ -204,6 +207,9 @@ mod tests {
             .with_ignored(StatusCode::BAD_GATEWAY)
             .with_failure(StatusCode::BAD_GATEWAY);
         assert_eq!(c.outcome_for(StatusCode::BAD_GATEWAY), Outcome::Failure);
-        assert_eq!(format!("{:?}", HttpClassifier::server_errors().ignored), "{}");
+        assert_eq!(
+            format!("{:?}", HttpClassifier::server_errors().ignored),
+            "{}"
+        );
     }
 }

@@ -19,15 +19,15 @@
 //! Classifiers are small `Copy`-like values (bitsets, not lists) because a layer clones its
 //! classifier into every response future.
 
-mod http;
 #[cfg(feature = "grpc")]
 mod grpc;
+mod http;
 
 use std::fmt;
 
-pub use self::http::{HttpClassifier, TowerHttp};
 #[cfg(feature = "grpc")]
 pub use self::grpc::GrpcClassifier;
+pub use self::http::{HttpClassifier, TowerHttp};
 
 /// What a finished call tells a layer about the health of what it called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
