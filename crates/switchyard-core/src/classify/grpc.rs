@@ -90,14 +90,14 @@ impl GrpcClassifier {
         }
     }
 
-    fn outcome_for_error(&self, err: &BoxError) -> Outcome {
+    fn outcome_for_error(self, err: &BoxError) -> Outcome {
         match crate::find_cause::<tonic::Status>(&**err) {
             Some(status) => self.outcome_for(status.code()),
             None => Outcome::Failure,
         }
     }
 
-    fn outcome_for_head(&self, headers: &http::HeaderMap) -> Outcome {
+    fn outcome_for_head(self, headers: &http::HeaderMap) -> Outcome {
         headers
             .get(GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
