@@ -23,6 +23,24 @@ pub struct CallRecord {
     pub slow: bool,
 }
 
+impl CallRecord {
+    /// A call that succeeded in time.
+    pub const SUCCESS: Self = Self {
+        failed: false,
+        slow: false,
+    };
+    /// A call that failed in time.
+    pub const FAILURE: Self = Self {
+        failed: true,
+        slow: false,
+    };
+    /// A call that succeeded, slowly.
+    pub const SLOW_SUCCESS: Self = Self {
+        failed: false,
+        slow: true,
+    };
+}
+
 /// The counters a trip policy holds right now, for handles and status pages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct WindowStats {
@@ -172,14 +190,8 @@ pub(crate) fn from_config(trip: &Trip) -> Box<dyn TripPolicy> {
 mod tests {
     use super::*;
 
-    const FAIL: CallRecord = CallRecord {
-        failed: true,
-        slow: false,
-    };
-    const OK: CallRecord = CallRecord {
-        failed: false,
-        slow: false,
-    };
+    const FAIL: CallRecord = CallRecord::FAILURE;
+    const OK: CallRecord = CallRecord::SUCCESS;
 
     #[test]
     fn consecutive_failures_trip_at_the_threshold_and_a_success_resets_the_run() {

@@ -278,18 +278,9 @@ mod tests {
     use super::*;
     use crate::config::Trip;
 
-    const FAIL: CallRecord = CallRecord {
-        failed: true,
-        slow: false,
-    };
-    const OK: CallRecord = CallRecord {
-        failed: false,
-        slow: false,
-    };
-    const SLOW: CallRecord = CallRecord {
-        failed: false,
-        slow: true,
-    };
+    const FAIL: CallRecord = CallRecord::FAILURE;
+    const OK: CallRecord = CallRecord::SUCCESS;
+    const SLOW: CallRecord = CallRecord::SLOW_SUCCESS;
 
     #[test]
     fn count_window_evicts_the_oldest_call() {
