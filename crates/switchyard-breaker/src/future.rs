@@ -24,6 +24,7 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
+    #[inline]
     pub(crate) fn new(shared: Arc<Shared>, permit: Permit) -> Self {
         Self {
             shared,
@@ -36,6 +37,7 @@ impl Guard {
     }
 
     /// Records the outcome of a call that started at `start` (when it was timed).
+    #[inline]
     pub(crate) fn finish(&mut self, outcome: Outcome, start: Option<Instant>) {
         let Some(permit) = self.permit.take() else {
             return;
@@ -64,6 +66,7 @@ impl Guard {
 }
 
 impl Drop for Guard {
+    #[inline]
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take()
             && self.shared.circuit.cancel(permit)

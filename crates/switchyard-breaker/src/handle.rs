@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::config::{CircuitBreakerConfig, Mode};
 use crate::observe::Metrics;
-use crate::policy::{TripPolicy, WindowStats};
+use crate::policy::{Policy, WindowStats};
 use crate::state::{Circuit, State, Transition};
 
 /// How many state changes a slow subscriber may fall behind before it misses some.
@@ -76,11 +76,7 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     /// A closed breaker. `config` must have been validated.
-    pub(crate) fn new(
-        name: Arc<str>,
-        config: CircuitBreakerConfig,
-        policy: Box<dyn TripPolicy>,
-    ) -> Self {
+    pub(crate) fn new(name: Arc<str>, config: CircuitBreakerConfig, policy: Policy) -> Self {
         let metrics = Arc::new(Metrics::new(&name));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let state = Arc::new(watch::Sender::new(State::Closed));

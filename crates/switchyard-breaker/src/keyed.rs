@@ -15,7 +15,7 @@ use crate::config::{CircuitBreakerConfig, Mode};
 use crate::error::BreakerOpen;
 use crate::future::{Guard, ResponseFuture};
 use crate::handle::{BreakerHandle, BreakerSnapshot, Shared};
-use crate::policy;
+use crate::policy::Policy;
 use crate::state::State;
 
 struct Entry {
@@ -60,7 +60,7 @@ where
             Self::evict(&mut map);
         }
         let name: Arc<str> = format!("{}/{key}", self.name).into();
-        let policy = policy::from_config(&self.config.trip);
+        let policy = Policy::from_config(&self.config.trip);
         let shared = Arc::new(Shared::new(name, self.config.clone(), policy));
         map.insert(
             key.clone(),

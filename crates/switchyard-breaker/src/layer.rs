@@ -9,7 +9,7 @@ use tower::Layer;
 use crate::config::CircuitBreakerConfig;
 use crate::error::BreakerOpen;
 use crate::handle::{BreakerHandle, Shared};
-use crate::policy::{self, TripPolicy};
+use crate::policy::{Policy, TripPolicy};
 use crate::service::CircuitBreaker;
 
 /// Wraps services in one shared circuit breaker.
@@ -37,7 +37,7 @@ impl CircuitBreakerLayer {
         config: CircuitBreakerConfig,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let policy = policy::from_config(&config.trip);
+        let policy = Policy::from_config(&config.trip);
         Ok(Self::build(name.into(), config, policy))
     }
 
@@ -53,10 +53,14 @@ impl CircuitBreakerLayer {
         policy: impl TripPolicy,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self::build(name.into(), config, Box::new(policy)))
+        Ok(Self::build(
+            name.into(),
+            config,
+            Policy::Custom(Box::new(policy)),
+        ))
     }
 
-    fn build(name: Arc<str>, config: CircuitBreakerConfig, policy: Box<dyn TripPolicy>) -> Self {
+    fn build(name: Arc<str>, config: CircuitBreakerConfig, policy: Policy) -> Self {
         switchyard_core::rejection::register::<BreakerOpen>();
         Self {
             shared: Arc::new(Shared::new(name, config, policy)),

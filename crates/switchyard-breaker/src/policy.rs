@@ -104,6 +104,7 @@ impl ConsecutiveFailures {
 }
 
 impl TripPolicy for ConsecutiveFailures {
+    #[inline]
     fn record(&self, call: CallRecord, _now: Instant) -> bool {
         if call.failed {
             self.run.fetch_add(1, Ordering::AcqRel).saturating_add(1) >= self.threshold
@@ -175,14 +176,71 @@ fn percent(part: u64, whole: u64) -> f64 {
     part as f64 * 100.0 / whole as f64
 }
 
-/// Builds the policy a [`Trip`] config describes.
-pub(crate) fn from_config(trip: &Trip) -> Box<dyn TripPolicy> {
-    match trip {
-        Trip::ConsecutiveFailures { threshold } => Box::new(ConsecutiveFailures::new(*threshold)),
-        Trip::FailureRate(rate) => match rate.window {
-            Window::Count(_) => Box::new(CountWindow::new(rate)),
-            Window::Time { .. } => Box::new(TimeWindow::new(rate, Instant::now())),
-        },
+/// The policy a breaker runs: the built-ins by value, so the call path dispatches with a
+/// `match` the compiler can inline, and users' own behind a box.
+pub(crate) enum Policy {
+    Consecutive(ConsecutiveFailures),
+    Count(CountWindow),
+    Time(TimeWindow),
+    Custom(Box<dyn TripPolicy>),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $p:ident => $e:expr) => {
+        match $self {
+            Policy::Consecutive($p) => $e,
+            Policy::Count($p) => $e,
+            Policy::Time($p) => $e,
+            Policy::Custom($p) => $e,
+        }
+    };
+}
+
+impl Policy {
+    /// Builds the policy a [`Trip`] config describes.
+    pub(crate) fn from_config(trip: &Trip) -> Self {
+        match trip {
+            Trip::ConsecutiveFailures { threshold } => {
+                Self::Consecutive(ConsecutiveFailures::new(*threshold))
+            }
+            Trip::FailureRate(rate) => match rate.window {
+                Window::Count(_) => Self::Count(CountWindow::new(rate)),
+                Window::Time { .. } => Self::Time(TimeWindow::new(rate, Instant::now())),
+            },
+        }
+    }
+
+    #[inline]
+    pub(crate) fn record(&self, call: CallRecord, now: Instant) -> bool {
+        dispatch!(self, p => p.record(call, now))
+    }
+
+    pub(crate) fn reset(&self, now: Instant) {
+        dispatch!(self, p => p.reset(now));
+    }
+
+    pub(crate) fn stats(&self, now: Instant) -> WindowStats {
+        dispatch!(self, p => p.stats(now))
+    }
+
+    #[inline]
+    pub(crate) fn needs_clock(&self) -> bool {
+        dispatch!(self, p => p.needs_clock())
+    }
+
+    pub(crate) fn slow_call_duration(&self) -> Option<std::time::Duration> {
+        dispatch!(self, p => p.slow_call_duration())
+    }
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Consecutive(p) => p.fmt(f),
+            Self::Count(p) => p.fmt(f),
+            Self::Time(p) => p.fmt(f),
+            Self::Custom(_) => f.write_str("Custom"),
+        }
     }
 }
 

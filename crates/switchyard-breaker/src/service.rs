@@ -18,12 +18,11 @@ use crate::state::Permit;
 
 type Wait = Pin<Box<dyn Future<Output = Permit> + Send + Sync>>;
 
-/// Where this service instance is between `poll_ready` and `call`.
-enum Ready {
+/// Where an instance that holds no permit is between `poll_ready` and `call`. Kept apart from
+/// the permit so the admitted path tests one `Option` and never this enum.
+enum Pending {
     /// Not readied yet.
     Idle,
-    /// Admitted: holds the permit until `call` takes it (or the service is dropped).
-    Admitted(Guard),
     /// Refused (fail-fast mode): `call` answers with this error without calling the inner
     /// service.
     Refused(BreakerOpen),
@@ -41,7 +40,9 @@ pub struct CircuitBreaker<S, C = ErrorsAsFailures> {
     inner: S,
     shared: Arc<Shared>,
     classifier: C,
-    ready: Ready,
+    /// Admitted: the permit `call` will use (given back if the instance is dropped first).
+    permit: Option<Guard>,
+    pending: Pending,
 }
 
 impl<S, C> CircuitBreaker<S, C> {
@@ -50,7 +51,8 @@ impl<S, C> CircuitBreaker<S, C> {
             inner,
             shared,
             classifier,
-            ready: Ready::Idle,
+            permit: None,
+            pending: Pending::Idle,
         }
     }
 
@@ -114,50 +116,70 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        loop {
-            match &mut self.ready {
-                Ready::Admitted(_) => {
-                    let result = ready!(self.inner.poll_ready(cx));
-                    if result.is_err() {
-                        // A dead inner service: give the permit back, record nothing.
-                        self.ready = Ready::Idle;
-                    }
-                    return Poll::Ready(result.map_err(Into::into));
-                }
-                Ready::Refused(_) => return Poll::Ready(Ok(())),
-                Ready::Waiting(wait) => {
-                    let permit = ready!(wait.as_mut().poll(cx));
-                    self.ready = Ready::Admitted(Guard::new(Arc::clone(&self.shared), permit));
-                }
-                Ready::Idle => match self.shared.circuit.acquire(Instant::now) {
-                    Ok(permit) => {
-                        self.ready = Ready::Admitted(Guard::new(Arc::clone(&self.shared), permit));
-                    }
-                    Err(refusal) => match self.shared.mode {
-                        Mode::FailFast => {
-                            self.ready = Ready::Refused(BreakerOpen::new(
-                                Arc::clone(&self.shared.name),
-                                refusal.retry_after,
-                            ));
-                        }
-                        Mode::Backpressure => {
-                            self.ready =
-                                Ready::Waiting(wait_for_admission(Arc::clone(&self.shared)));
-                        }
-                    },
-                },
+        if self.permit.is_none() {
+            ready!(self.admit(cx));
+            if self.permit.is_none() {
+                // Refused: ready, and `call` answers with the rejection.
+                return Poll::Ready(Ok(()));
             }
         }
+        let result = ready!(self.inner.poll_ready(cx));
+        if result.is_err() {
+            // A dead inner service: give the permit back, record nothing.
+            self.permit = None;
+        }
+        Poll::Ready(result.map_err(Into::into))
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        match std::mem::replace(&mut self.ready, Ready::Idle) {
-            Ready::Admitted(guard) => {
-                let start = guard.shared().slow_call_duration.map(|_| Instant::now());
-                ResponseFuture::called(self.inner.call(req), guard, self.classifier.clone(), start)
+        if let Some(guard) = self.permit.take() {
+            let start = guard.shared().slow_call_duration.map(|_| Instant::now());
+            return ResponseFuture::called(
+                self.inner.call(req),
+                guard,
+                self.classifier.clone(),
+                start,
+            );
+        }
+        match std::mem::replace(&mut self.pending, Pending::Idle) {
+            Pending::Refused(error) => ResponseFuture::refused(error, &self.shared),
+            Pending::Idle | Pending::Waiting(_) => panic!("poll_ready must be called first"),
+        }
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    /// Asks the breaker for a permit. Ready with `self.permit` set (admitted) or with
+    /// `self.pending` refused; pending while a backpressure wait runs.
+    fn admit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match &mut self.pending {
+                Pending::Refused(_) => return Poll::Ready(()),
+                Pending::Waiting(wait) => {
+                    let permit = ready!(wait.as_mut().poll(cx));
+                    self.pending = Pending::Idle;
+                    self.permit = Some(Guard::new(Arc::clone(&self.shared), permit));
+                    return Poll::Ready(());
+                }
+                Pending::Idle => match self.shared.circuit.acquire(Instant::now) {
+                    Ok(permit) => {
+                        self.permit = Some(Guard::new(Arc::clone(&self.shared), permit));
+                        return Poll::Ready(());
+                    }
+                    Err(refusal) => {
+                        self.pending = match self.shared.mode {
+                            Mode::FailFast => Pending::Refused(BreakerOpen::new(
+                                Arc::clone(&self.shared.name),
+                                refusal.retry_after,
+                            )),
+                            Mode::Backpressure => {
+                                Pending::Waiting(wait_for_admission(Arc::clone(&self.shared)))
+                            }
+                        };
+                    }
+                },
             }
-            Ready::Refused(error) => ResponseFuture::refused(error, &self.shared),
-            Ready::Idle | Ready::Waiting(_) => panic!("poll_ready must be called first"),
         }
     }
 }

@@ -17,6 +17,7 @@
 //! out) is recognised as stale and not counted.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -26,7 +27,7 @@ use switchyard_core::Outcome;
 use tokio::time::Instant;
 
 use crate::config::CircuitBreakerConfig;
-use crate::policy::{CallRecord, TripPolicy, WindowStats};
+use crate::policy::{CallRecord, Policy, WindowStats};
 
 /// The state of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -120,16 +121,27 @@ pub struct Transition {
     pub at: Instant,
 }
 
-/// The right to make one call, issued by [`Circuit::acquire`].
+/// The right to make one call, issued by [`Circuit::acquire`]: the epoch it was issued in and
+/// whether it is a half-open probe, packed in one non-zero word so that `Option<Permit>` is a
+/// single word too (it travels in every response future).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Permit {
-    epoch: u64,
-    probe: bool,
-}
+pub(crate) struct Permit(NonZeroU64);
 
 impl Permit {
+    #[inline]
+    fn new(epoch: u64, probe: bool) -> Self {
+        // Bit 0 is always set (non-zero), bit 1 marks a probe, the rest is the epoch.
+        Self(NonZeroU64::MIN | ((epoch << 2) | (u64::from(probe) << 1)))
+    }
+
+    #[inline]
+    fn epoch(self) -> u64 {
+        self.0.get() >> 2
+    }
+
+    #[inline]
     pub(crate) fn is_probe(self) -> bool {
-        self.probe
+        self.0.get() & 2 != 0
     }
 }
 
@@ -174,7 +186,7 @@ pub(crate) struct Circuit {
     deadline: AtomicU64,
     opened: AtomicU64,
     origin: Instant,
-    policy: Box<dyn TripPolicy>,
+    policy: Policy,
     settings: Settings,
     slow: Mutex<Slow>,
     observer: Observer,
@@ -193,7 +205,7 @@ impl Circuit {
     /// A closed circuit. `config` must have been validated.
     pub(crate) fn new(
         config: &CircuitBreakerConfig,
-        policy: Box<dyn TripPolicy>,
+        policy: Policy,
         observer: Observer,
         now: Instant,
     ) -> Self {
@@ -241,13 +253,11 @@ impl Circuit {
     }
 
     /// May a call go through now? `now` is read only when the breaker is not closed.
+    #[inline]
     pub(crate) fn acquire(&self, now: impl Fn() -> Instant) -> Result<Permit, Refusal> {
         let word = self.word.load(Ordering::Acquire);
         match unpack(word) {
-            (epoch, State::Closed | State::ForcedClosed) => Ok(Permit {
-                epoch,
-                probe: false,
-            }),
+            (epoch, State::Closed | State::ForcedClosed) => Ok(Permit::new(epoch, false)),
             _ => self.acquire_slow(word, now()),
         }
     }
@@ -258,10 +268,7 @@ impl Circuit {
             let (epoch, state) = unpack(word);
             match state {
                 State::Closed | State::ForcedClosed => {
-                    return Ok(Permit {
-                        epoch,
-                        probe: false,
-                    });
+                    return Ok(Permit::new(epoch, false));
                 }
                 State::ForcedOpen => return Err(self.refuse(None)),
                 State::Open => {
@@ -278,7 +285,7 @@ impl Circuit {
                         // No verdict in time: a probe hung or never came. Reopen.
                         self.transition_from(word, State::Open, now);
                     } else if self.claim_probe(epoch) {
-                        return Ok(Permit { epoch, probe: true });
+                        return Ok(Permit::new(epoch, true));
                     } else {
                         return Err(Refusal {
                             retry_after: None,
@@ -317,22 +324,24 @@ impl Circuit {
         let _ = self
             .probes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |probes| {
-                (probes >> 32 == permit.epoch & 0xffff_ffff && probes & 0xffff_ffff > 0)
+                (probes >> 32 == permit.epoch() & 0xffff_ffff && probes & 0xffff_ffff > 0)
                     .then(|| probes - 1)
             });
     }
 
     /// Gives back a permit whose call never ran or was cancelled: nothing is recorded, and a
     /// probe slot is freed for another caller.
+    #[inline]
     pub(crate) fn cancel(&self, permit: Permit) -> bool {
-        if permit.probe {
+        if permit.is_probe() {
             self.release_probe(permit);
         }
-        permit.probe
+        permit.is_probe()
     }
 
     /// Records how an admitted call ended. `now` is read only when the policy needs the
     /// clock or the breaker changes state.
+    #[inline]
     pub(crate) fn record(
         &self,
         permit: Permit,
@@ -349,9 +358,9 @@ impl Circuit {
             Outcome::Success => false,
         };
         let word = self.word.load(Ordering::Acquire);
-        if permit.probe {
+        if permit.is_probe() {
             self.release_probe(permit);
-            if word != pack(permit.epoch, State::HalfOpen) {
+            if word != pack(permit.epoch(), State::HalfOpen) {
                 return;
             }
             let now = now();
@@ -367,7 +376,7 @@ impl Circuit {
                     self.transition_locked(&mut guard, word, State::Closed, now);
                 }
             }
-        } else if word == pack(permit.epoch, State::Closed) {
+        } else if word == pack(permit.epoch(), State::Closed) {
             let at = if self.policy.needs_clock() {
                 now()
             } else {
@@ -484,7 +493,7 @@ mod tests {
 
     use super::*;
     use crate::config::Trip;
-    use crate::policy;
+    use crate::policy::Policy;
 
     struct Fixture {
         circuit: Circuit,
@@ -498,7 +507,7 @@ mod tests {
         let start = Instant::now();
         let circuit = Circuit::new(
             config,
-            policy::from_config(&config.trip),
+            Policy::from_config(&config.trip),
             Box::new(move |t| log.lock().unwrap().push((t.from, t.to))),
             start,
         );

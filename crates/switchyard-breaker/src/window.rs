@@ -82,6 +82,7 @@ impl CountWindow {
 }
 
 impl TripPolicy for CountWindow {
+    #[inline]
     fn record(&self, call: CallRecord, _now: Instant) -> bool {
         let n = self.slots.len() as u64;
         #[allow(clippy::cast_possible_truncation)] // the index is < n <= MAX_COUNT_WINDOW
@@ -221,6 +222,7 @@ impl TimeWindow {
 }
 
 impl TripPolicy for TimeWindow {
+    #[inline]
     fn record(&self, call: CallRecord, now: Instant) -> bool {
         let epoch = self.epoch(now);
         self.advance(epoch);
