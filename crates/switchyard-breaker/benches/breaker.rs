@@ -136,6 +136,16 @@ fn single(c: &mut Criterion) {
     group.finish();
 }
 
+/// What one clock read costs here: the floor under the time window, which reads the clock once
+/// per call. (Benches build tokio with the `test-util` feature, unified in from the
+/// dev-dependencies, which makes `tokio::time::Instant::now` check for a paused clock first.)
+fn clock(c: &mut Criterion) {
+    let mut group = c.benchmark_group("clock");
+    group.bench_function("tokio::time::Instant::now", |b| b.iter(tokio::time::Instant::now));
+    group.bench_function("std::time::Instant::now", |b| b.iter(std::time::Instant::now));
+    group.finish();
+}
+
 /// Two tasks, each with its own clone of one shared breaker, on two worker threads; the
 /// figure is wall time per call (both tasks' calls counted).
 fn contended(c: &mut Criterion) {
@@ -196,6 +206,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = single, contended
+    targets = single, contended, clock
 }
 criterion_main!(benches);

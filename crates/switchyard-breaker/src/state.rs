@@ -110,6 +110,18 @@ fn unpack(word: u64) -> (u64, State) {
     (word >> STATE_BITS, State::ALL[code])
 }
 
+/// Aligns its content to its own cache line (128 bytes covers adjacent-line prefetching).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// A state change, as observers and subscribers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
@@ -177,8 +189,10 @@ pub(crate) type Observer = Box<dyn Fn(&Transition) + Send + Sync>;
 
 /// The state machine shared by every clone of one breaker.
 pub(crate) struct Circuit {
-    /// `epoch << 3 | state`.
-    word: AtomicU64,
+    /// `epoch << 3 | state`. On a cache line of its own: every call reads it, and without the
+    /// padding it would share a line with the `Arc`'s reference count, which every call
+    /// writes, so two threads would keep stealing the line from each other.
+    word: CachePadded<AtomicU64>,
     /// `epoch << 32 | probes in flight` for the half-open spell of that epoch.
     probes: AtomicU64,
     /// Open: when the wait ends. Half-open: when the spell gives up. In nanoseconds since
@@ -210,7 +224,7 @@ impl Circuit {
         now: Instant,
     ) -> Self {
         Self {
-            word: AtomicU64::new(pack(0, State::Closed)),
+            word: CachePadded(AtomicU64::new(pack(0, State::Closed))),
             probes: AtomicU64::new(0),
             deadline: AtomicU64::new(u64::MAX),
             opened: AtomicU64::new(0),
