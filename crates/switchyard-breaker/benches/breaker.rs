@@ -141,8 +141,12 @@ fn single(c: &mut Criterion) {
 /// dev-dependencies, which makes `tokio::time::Instant::now` check for a paused clock first.)
 fn clock(c: &mut Criterion) {
     let mut group = c.benchmark_group("clock");
-    group.bench_function("tokio::time::Instant::now", |b| b.iter(tokio::time::Instant::now));
-    group.bench_function("std::time::Instant::now", |b| b.iter(std::time::Instant::now));
+    group.bench_function("tokio::time::Instant::now", |b| {
+        b.iter(tokio::time::Instant::now);
+    });
+    group.bench_function("std::time::Instant::now", |b| {
+        b.iter(std::time::Instant::now);
+    });
     group.finish();
 }
 

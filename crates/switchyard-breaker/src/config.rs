@@ -15,6 +15,10 @@ pub const MAX_COUNT_WINDOW: u32 = 1_000_000;
 /// The most buckets a time window may have.
 pub const MAX_TIME_BUCKETS: u32 = 1_000;
 
+/// The longest time window. The window keeps its call and failure totals in 32 bits each, so
+/// an hour holds up to 1.19 million calls a second per breaker.
+pub const MAX_TIME_WINDOW: Duration = Duration::from_secs(3600);
+
 /// How a circuit breaker decides, and what it does, over its life.
 ///
 /// ```
@@ -53,8 +57,9 @@ pub struct CircuitBreakerConfig {
     pub permitted_calls_in_half_open: u32,
     /// How many probe successes close the breaker again; one probe failure reopens it.
     pub successes_to_close: u32,
-    /// If set, a breaker that stays half-open this long without a verdict (a probe hung or
-    /// never came) reopens, so a lost probe cannot wedge it.
+    /// A breaker that stays half-open this long without a verdict (a probe hung, or a readied
+    /// service holding the probe slot was never called) reopens, so a lost probe cannot wedge
+    /// it. Default 60 s; `null` waits for the probes forever, as Resilience4j's default does.
     #[serde(with = "switchyard_core::duration")]
     pub max_wait_in_half_open: Option<Duration>,
     /// What `poll_ready` does while the breaker refuses calls.
@@ -70,7 +75,7 @@ impl Default for CircuitBreakerConfig {
             max_wait_in_open: Duration::from_secs(300),
             permitted_calls_in_half_open: 1,
             successes_to_close: 2,
-            max_wait_in_half_open: None,
+            max_wait_in_half_open: Some(Duration::from_secs(60)),
             mode: Mode::FailFast,
         }
     }
@@ -377,6 +382,9 @@ impl Window {
                         "time.duration",
                         "must give each bucket at least 1ms",
                     ));
+                }
+                if duration > MAX_TIME_WINDOW {
+                    return Err(ConfigError::new("time.duration", "must be at most 1h"));
                 }
             }
         }

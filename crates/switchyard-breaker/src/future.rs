@@ -36,6 +36,12 @@ impl Guard {
         &self.shared
     }
 
+    /// Whether the breaker still honours this permit.
+    #[inline]
+    pub(crate) fn is_current(&self) -> bool {
+        self.permit.is_some_and(|p| self.shared.circuit.admits(p))
+    }
+
     /// Records the outcome of a call that started at `start` (when it was timed).
     #[inline]
     pub(crate) fn finish(&mut self, outcome: Outcome, start: Option<Instant>) {

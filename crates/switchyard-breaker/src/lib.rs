@@ -3,7 +3,7 @@
 //! A circuit breaker stops calling a backend that keeps failing, so that a sick dependency
 //! costs its callers a fast, typed error instead of a pile of timeouts, and gets room to
 //! recover. This one is built for the hot path: a closed breaker admits a call with one atomic
-//! load and records it with a few atomic operations, never a lock.
+//! load and records it with a few atomic operations, never a lock per call.
 //!
 //! # Example
 //!
@@ -107,7 +107,8 @@ mod state;
 mod window;
 
 pub use config::{
-    CircuitBreakerConfig, MAX_COUNT_WINDOW, MAX_TIME_BUCKETS, Mode, RateConfig, Trip, Window,
+    CircuitBreakerConfig, MAX_COUNT_WINDOW, MAX_TIME_BUCKETS, MAX_TIME_WINDOW, Mode, RateConfig,
+    Trip, Window,
 };
 pub use error::BreakerOpen;
 pub use future::ResponseFuture;
@@ -115,7 +116,7 @@ pub use handle::{BreakerHandle, BreakerSnapshot, StateChange};
 pub use keyed::{KeyedBreakerHandle, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;
-pub use state::{State, Transition};
+pub use state::State;
 
 /// The crate README's example, compiled as a doctest so the README never lies.
 #[cfg(doctest)]

@@ -1,9 +1,11 @@
 //! Trip policies: what opens a closed breaker.
 //!
 //! A [`TripPolicy`] sees the outcome of every call admitted while the breaker is closed and
-//! says when to open. It is pure (the caller passes `now`) and lock-free on the record path,
-//! because it runs on every call. The built-in policies are [`ConsecutiveFailures`] and the
-//! sliding windows in [`CountWindow`] and [`TimeWindow`]; users plug their own in with
+//! says when to open. It is pure (the caller passes `now`) and takes no lock per call, because
+//! it runs on every call. The built-in policies are [`ConsecutiveFailures`] and the count- and
+//! time-based sliding windows that [`Trip::FailureRate`](crate::Trip::FailureRate) selects
+//! (the time window takes a small lock once per bucket length, to expire a bucket, never per
+//! call); users plug their own in with
 //! [`CircuitBreakerLayer::with_policy`](crate::CircuitBreakerLayer::with_policy).
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,7 +14,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::config::{RateConfig, Trip, Window};
-pub use crate::window::{CountWindow, TimeWindow};
+use crate::window::{CountWindow, TimeWindow};
 
 /// One call's result as a trip policy sees it. Ignored calls never reach a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,8 +206,10 @@ impl Policy {
                 Self::Consecutive(ConsecutiveFailures::new(*threshold))
             }
             Trip::FailureRate(rate) => match rate.window {
-                Window::Count(_) => Self::Count(CountWindow::new(rate)),
-                Window::Time { .. } => Self::Time(TimeWindow::new(rate, Instant::now())),
+                Window::Count(size) => Self::Count(CountWindow::new(size, rate)),
+                Window::Time { duration, buckets } => {
+                    Self::Time(TimeWindow::new(duration, buckets, rate, Instant::now()))
+                }
             },
         }
     }

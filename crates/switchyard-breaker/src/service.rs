@@ -134,13 +134,21 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         if let Some(guard) = self.permit.take() {
-            let start = guard.shared().slow_call_duration.map(|_| Instant::now());
-            return ResponseFuture::called(
-                self.inner.call(req),
-                guard,
-                self.classifier.clone(),
-                start,
-            );
+            if guard.is_current() {
+                let start = guard.shared().slow_call_duration.map(|_| Instant::now());
+                return ResponseFuture::called(
+                    self.inner.call(req),
+                    guard,
+                    self.classifier.clone(),
+                    start,
+                );
+            }
+            // The breaker opened (or began a new half-open spell) after this instance was
+            // readied: the permit is void, and the call is refused like any other.
+            drop(guard);
+            let retry_after = self.shared.circuit.open_remaining(Instant::now());
+            let error = BreakerOpen::new(Arc::clone(&self.shared.name), retry_after);
+            return ResponseFuture::refused(error, &self.shared);
         }
         match std::mem::replace(&mut self.pending, Pending::Idle) {
             Pending::Refused(error) => ResponseFuture::refused(error, &self.shared),

@@ -122,15 +122,16 @@ impl<T> std::ops::Deref for CachePadded<T> {
     }
 }
 
-/// A state change, as observers and subscribers see it.
+/// A state change, as the observer sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
-    /// The state left.
-    pub from: State,
-    /// The state entered.
-    pub to: State,
-    /// When it happened (tokio's clock).
-    pub at: Instant,
+pub(crate) struct Transition {
+    pub(crate) from: State,
+    pub(crate) to: State,
+    pub(crate) at: Instant,
+}
+
+fn nanos_of(wait: Duration) -> u64 {
+    u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The right to make one call, issued by [`Circuit::acquire`]: the epoch it was issued in and
@@ -256,7 +257,7 @@ impl Circuit {
 
     /// The deadline `wait` after `now`, in `nanos`; `u64::MAX` (never) if it overflows.
     fn deadline_after(&self, now: Instant, wait: Duration) -> u64 {
-        now.checked_add(wait).map_or(u64::MAX, |at| self.nanos(at))
+        self.nanos(now).saturating_add(nanos_of(wait))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slow> {
@@ -288,18 +289,32 @@ impl Circuit {
                 State::Open => {
                     let deadline = self.deadline.load(Ordering::Acquire);
                     let at = self.nanos(now);
-                    if at < deadline {
-                        return Err(self.refuse(Some(Duration::from_nanos(deadline - at))));
+                    if self.word.load(Ordering::Acquire) != word {
+                        // The deadline read may belong to the next state: read both again.
+                    } else if at < deadline {
+                        // `u64::MAX` is a wait too long to express: no hint then.
+                        let retry_after =
+                            (deadline != u64::MAX).then(|| Duration::from_nanos(deadline - at));
+                        return Err(self.refuse(retry_after));
+                    } else {
+                        self.transition_from(word, State::HalfOpen, now);
                     }
-                    self.transition_from(word, State::HalfOpen, now);
                 }
                 State::HalfOpen => {
                     let (at, deadline) = (self.nanos(now), self.deadline.load(Ordering::Acquire));
-                    if at >= deadline {
+                    if self.word.load(Ordering::Acquire) != word {
+                        // As above: the deadline may not be this spell's.
+                    } else if at >= deadline {
                         // No verdict in time: a probe hung or never came. Reopen.
-                        self.transition_from(word, State::Open, now);
+                        self.reopen_expired(word, now);
                     } else if self.claim_probe(epoch) {
-                        return Ok(Permit::new(epoch, true));
+                        let permit = Permit::new(epoch, true);
+                        if self.word.load(Ordering::Acquire) == word {
+                            return Ok(permit);
+                        }
+                        // The spell ended while the slot was claimed: this probe would go
+                        // through a breaker that has moved on. Give it back and look again.
+                        self.release_probe(permit);
                     } else {
                         return Err(Refusal {
                             retry_after: None,
@@ -410,34 +425,42 @@ impl Circuit {
         }
     }
 
+    /// The half-open spell in `word` ran out without a verdict (a probe hung or never came):
+    /// reopen for the same wait, counted from when the spell ended rather than from when
+    /// someone noticed, so the schedule does not depend on traffic.
+    fn reopen_expired(&self, word: u64, now: Instant) {
+        let guard = self.lock();
+        if self.word.load(Ordering::Acquire) != word {
+            return;
+        }
+        let ended = self.deadline.load(Ordering::Acquire);
+        self.deadline.store(
+            ended.saturating_add(nanos_of(guard.current_wait)),
+            Ordering::Release,
+        );
+        self.publish(word, State::Open, now);
+    }
+
     fn transition_locked(&self, slow: &mut Slow, word: u64, to: State, now: Instant) {
-        let (epoch, from) = unpack(word);
+        let from = unpack(word).1;
         match to {
             State::Open => {
-                let at = self.nanos(now);
-                let previous = self.deadline.load(Ordering::Acquire);
-                let (wait, since) = match from {
-                    // The half-open spell ran out without a verdict: reopen for the same wait,
-                    // counted from when the spell ended rather than from when someone noticed,
-                    // so the schedule does not depend on traffic.
-                    State::HalfOpen if at >= previous => (slow.current_wait, previous),
-                    // A probe failed: the backend is still sick, wait longer.
-                    State::HalfOpen => (
-                        // Saturates instead of panicking on a huge multiplier or wait.
-                        Duration::try_from_secs_f64(
-                            slow.current_wait.as_secs_f64() * self.settings.multiplier,
-                        )
-                        .unwrap_or(Duration::MAX)
-                        .min(self.settings.max_wait_in_open),
-                        at,
-                    ),
-                    _ => (self.settings.wait_in_open, at),
+                let wait = if from == State::HalfOpen {
+                    // A probe failed: the backend is still sick, wait longer. Saturates
+                    // instead of panicking on a huge multiplier or wait.
+                    Duration::try_from_secs_f64(
+                        slow.current_wait.as_secs_f64() * self.settings.multiplier,
+                    )
+                    .unwrap_or(Duration::MAX)
+                    .min(self.settings.max_wait_in_open)
+                } else {
+                    self.settings.wait_in_open
                 };
                 slow.current_wait = wait;
-                let wait_nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
-                self.deadline
-                    .store(since.saturating_add(wait_nanos), Ordering::Release);
-                self.opened.fetch_add(1, Ordering::Relaxed);
+                self.deadline.store(
+                    self.nanos(now).saturating_add(nanos_of(wait)),
+                    Ordering::Release,
+                );
             }
             State::HalfOpen => {
                 slow.probe_successes = 0;
@@ -456,8 +479,30 @@ impl Circuit {
                 self.deadline.store(u64::MAX, Ordering::Release);
             }
         }
+        self.publish(word, to, now);
+    }
+
+    /// Makes the move from `word` to `to` visible and tells the observer. Runs under the
+    /// transition lock, so observers see transitions in the order they happened.
+    fn publish(&self, word: u64, to: State, now: Instant) {
+        let (epoch, from) = unpack(word);
+        if to == State::Open {
+            self.opened.fetch_add(1, Ordering::Relaxed);
+        }
         self.word.store(pack(epoch + 1, to), Ordering::Release);
         (self.observer)(&Transition { from, to, at: now });
+    }
+
+    /// Whether `permit` may still be used: `call` can come long after `poll_ready` (an inner
+    /// service that was slow to be ready, a readied service parked in a balancer's cache),
+    /// and the breaker may have opened since.
+    #[inline]
+    pub(crate) fn admits(&self, permit: Permit) -> bool {
+        match unpack(self.word.load(Ordering::Acquire)) {
+            (_, State::Closed | State::ForcedClosed) => true,
+            (epoch, State::HalfOpen) => permit.is_probe() && permit.epoch() == epoch,
+            (_, State::Open | State::ForcedOpen) => false,
+        }
     }
 
     /// Moves to `to` from whatever state the breaker is in (handle operations). Entering

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{RateConfig, Window};
+use crate::config::RateConfig;
 use crate::policy::{CallRecord, Thresholds, TripPolicy, WindowStats};
 
 // === impl CountWindow ===
@@ -37,7 +37,7 @@ const SLOT_SLOW: u8 = 4;
 /// the difference between the new and the evicted call to the totals, which also yields the
 /// new totals to judge without another read.
 #[derive(Debug)]
-pub struct CountWindow {
+pub(crate) struct CountWindow {
     thresholds: Thresholds,
     slow_call_duration: Option<Duration>,
     cursor: AtomicU64,
@@ -63,14 +63,9 @@ fn unpack(totals: u64) -> (u64, u64, u64) {
 }
 
 impl CountWindow {
-    /// A count window as `config` describes; a time window in `config` is read as its bucket
-    /// count, so use [`TimeWindow`] for those.
-    pub fn new(config: &RateConfig) -> Self {
-        let size = match config.window {
-            Window::Count(n) => n,
-            Window::Time { buckets, .. } => buckets,
-        }
-        .clamp(1, crate::config::MAX_COUNT_WINDOW);
+    /// A window over the last `size` calls judged by `config`'s thresholds.
+    pub(crate) fn new(size: u32, config: &RateConfig) -> Self {
+        let size = size.clamp(1, crate::config::MAX_COUNT_WINDOW);
         Self {
             thresholds: Thresholds::from_config(config),
             slow_call_duration: config.slow_call_duration,
@@ -94,7 +89,7 @@ impl TripPolicy for CountWindow {
             .totals
             .fetch_add(delta, Ordering::AcqRel)
             .wrapping_add(delta);
-        if !call.failed && !call.slow && old == new {
+        if old == new && new == SLOT_CALL {
             // Nothing changed but the ring position: the verdict cannot have changed either.
             return false;
         }
@@ -102,11 +97,16 @@ impl TripPolicy for CountWindow {
         self.thresholds.trips(calls, failures, slow)
     }
 
+    /// Drains every slot and subtracts what it held, rather than storing zeros: a call being
+    /// recorded at the same moment then stays counted exactly once, in its slot and the totals.
     fn reset(&self, _now: Instant) {
         for slot in &*self.slots {
-            slot.store(0, Ordering::Release);
+            let old = slot.swap(0, Ordering::AcqRel);
+            if old != 0 {
+                self.totals
+                    .fetch_add(0u64.wrapping_sub(contribution(old)), Ordering::AcqRel);
+            }
         }
-        self.totals.store(EMPTY_TOTALS, Ordering::Release);
     }
 
     fn stats(&self, _now: Instant) -> WindowStats {
@@ -141,7 +141,7 @@ struct Bucket {
 /// slice, the first caller to notice takes a small lock, subtracts the expiring slices from the
 /// totals and moves the window on: once per slice length, not per call.
 #[derive(Debug)]
-pub struct TimeWindow {
+pub(crate) struct TimeWindow {
     thresholds: Thresholds,
     slow_call_duration: Option<Duration>,
     origin: Instant,
@@ -154,13 +154,10 @@ pub struct TimeWindow {
 }
 
 impl TimeWindow {
-    /// A time window as `config` describes, starting at `now`; a count window in `config` is
-    /// read as a one-second window.
-    pub fn new(config: &RateConfig, now: Instant) -> Self {
-        let (duration, buckets) = match config.window {
-            Window::Time { duration, buckets } => (duration, buckets.max(1)),
-            Window::Count(_) => (Duration::from_secs(1), 1),
-        };
+    /// A window over the last `duration` in `buckets` slices, judged by `config`'s thresholds,
+    /// starting at `now`.
+    pub(crate) fn new(duration: Duration, buckets: u32, config: &RateConfig, now: Instant) -> Self {
+        let buckets = buckets.max(1);
         let bucket_nanos = u64::try_from(duration.as_nanos() / u128::from(buckets))
             .unwrap_or(u64::MAX)
             .max(1);
@@ -206,16 +203,20 @@ impl TimeWindow {
         }
         let n = self.buckets.len() as u64;
         for offset in 1..=(epoch - current).min(n) {
-            let bucket = self.slot(current + offset);
-            let counts = bucket.counts.swap(0, Ordering::AcqRel);
-            self.totals.fetch_sub(counts, Ordering::AcqRel);
-            let slow = bucket.slow.swap(0, Ordering::AcqRel);
-            self.slow_total.fetch_sub(slow, Ordering::AcqRel);
+            Self::drain(self.slot(current + offset), &self.totals, &self.slow_total);
         }
         self.current.store(epoch, Ordering::Release);
     }
 
-    fn unpack(&self) -> (u64, u64, u64) {
+    /// Empties `bucket` and takes what it held out of the totals.
+    fn drain(bucket: &Bucket, totals: &AtomicU64, slow_total: &AtomicU64) {
+        let counts = bucket.counts.swap(0, Ordering::AcqRel);
+        totals.fetch_sub(counts, Ordering::AcqRel);
+        let slow = bucket.slow.swap(0, Ordering::AcqRel);
+        slow_total.fetch_sub(slow, Ordering::AcqRel);
+    }
+
+    fn totals(&self) -> (u64, u64, u64) {
         let totals = self.totals.load(Ordering::Acquire);
         (
             totals >> 32,
@@ -234,16 +235,19 @@ impl TripPolicy for TimeWindow {
             // Finished so late that its slice has already left the window.
             return false;
         }
+        // Totals first, bucket second: a rotation subtracts only what a bucket holds, so it can
+        // never take away a call the totals have not seen yet (the totals would wrap).
         let bucket = self.slot(epoch);
         let add = CALL | u64::from(call.failed);
-        bucket.counts.fetch_add(add, Ordering::AcqRel);
         let totals = self
             .totals
             .fetch_add(add, Ordering::AcqRel)
             .wrapping_add(add);
+        bucket.counts.fetch_add(add, Ordering::AcqRel);
         let slow = if call.slow {
+            let slow = self.slow_total.fetch_add(1, Ordering::AcqRel) + 1;
             bucket.slow.fetch_add(1, Ordering::AcqRel);
-            self.slow_total.fetch_add(1, Ordering::AcqRel) + 1
+            slow
         } else {
             self.slow_total.load(Ordering::Acquire)
         };
@@ -256,12 +260,10 @@ impl TripPolicy for TimeWindow {
             .rotation
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Drain rather than store zeros, for the same reason as rotation.
         for bucket in &*self.buckets {
-            bucket.counts.store(0, Ordering::Release);
-            bucket.slow.store(0, Ordering::Release);
+            Self::drain(bucket, &self.totals, &self.slow_total);
         }
-        self.totals.store(0, Ordering::Release);
-        self.slow_total.store(0, Ordering::Release);
         self.current.store(
             self.current.load(Ordering::Acquire).max(self.epoch(now)),
             Ordering::Release,
@@ -270,7 +272,7 @@ impl TripPolicy for TimeWindow {
 
     fn stats(&self, now: Instant) -> WindowStats {
         self.advance(self.epoch(now));
-        let (calls, failures, slow) = self.unpack();
+        let (calls, failures, slow) = self.totals();
         self.thresholds.stats(calls, failures, slow)
     }
 
@@ -290,7 +292,7 @@ mod tests {
 
     #[test]
     fn count_window_evicts_the_oldest_call() {
-        let w = CountWindow::new(&Trip::count_window(4, 50.0).with_minimum_calls(4));
+        let w = CountWindow::new(4, &Trip::count_window(4, 50.0).with_minimum_calls(4));
         let now = Instant::now();
         assert!(!w.record(FAIL, now));
         for _ in 0..3 {
@@ -311,7 +313,7 @@ mod tests {
         let config = Trip::count_window(2, 100.0)
             .with_minimum_calls(2)
             .with_slow_calls(Duration::from_secs(1), 50.0);
-        let w = CountWindow::new(&config);
+        let w = CountWindow::new(2, &config);
         let now = Instant::now();
         assert!(!w.record(OK, now));
         assert!(w.record(SLOW, now));
@@ -333,7 +335,7 @@ mod tests {
     async fn time_window_forgets_calls_as_their_slice_expires() {
         let start = Instant::now();
         let config = Trip::time_window(Duration::from_secs(10), 60.0).with_minimum_calls(2);
-        let w = TimeWindow::new(&config, start);
+        let w = TimeWindow::new(Duration::from_secs(10), 10, &config, start);
         assert!(!w.record(FAIL, start));
         assert!(!w.record(OK, start + Duration::from_secs(5)));
         assert_eq!(
@@ -352,7 +354,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn time_window_drops_a_call_whose_slice_already_left() {
         let start = Instant::now();
-        let w = TimeWindow::new(&Trip::time_window(Duration::from_secs(1), 50.0), start);
+        let w = TimeWindow::new(
+            Duration::from_secs(1),
+            10,
+            &Trip::time_window(Duration::from_secs(1), 50.0),
+            start,
+        );
         w.stats(start + Duration::from_secs(5));
         assert!(!w.record(FAIL, start));
         assert_eq!(w.stats(start + Duration::from_secs(5)).calls, 0);
