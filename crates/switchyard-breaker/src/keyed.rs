@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 
 use switchyard_core::{BoxError, Classify, ConfigError, ErrorsAsFailures};
@@ -23,6 +23,15 @@ struct Entry {
     last_used: AtomicU64,
 }
 
+impl Entry {
+    /// Marks the entry used in generation `tick`, writing only when the mark changes.
+    fn touch(&self, tick: u64) {
+        if self.last_used.load(Ordering::Relaxed) != tick {
+            self.last_used.store(tick, Ordering::Relaxed);
+        }
+    }
+}
+
 struct Breakers<K> {
     name: Arc<str>,
     config: CircuitBreakerConfig,
@@ -35,51 +44,61 @@ impl<K> Breakers<K>
 where
     K: Hash + Eq + Clone + fmt::Display,
 {
-    /// The breaker for `key`, made on first use. A hit takes a shared read lock; only a new
-    /// key takes the write lock.
+    /// The breaker for `key`, made on first use. A hit takes a shared read lock and writes
+    /// nothing shared but the entry's own use mark; only a new key takes the write lock.
+    ///
+    /// Recency is a generation, not a per-call counter: `clock` counts the keys added, and a
+    /// hit marks its entry with that count. Eviction picks the entry with the lowest mark,
+    /// which is least-recently-used up to the resolution of key arrivals (two entries used
+    /// between the same two arrivals tie), without a contended counter on every call.
     fn get_or_insert(&self, key: &K) -> Arc<Shared> {
-        let tick = self.clock.fetch_add(1, Ordering::Relaxed);
         {
-            let map = self
-                .map
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(entry) = map.get(key) {
-                entry.last_used.store(tick, Ordering::Relaxed);
+                entry.touch(self.clock.load(Ordering::Relaxed));
                 return Arc::clone(&entry.shared);
             }
         }
-        let mut map = self
-            .map
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Built outside the write lock: a window can be large, and other keys keep flowing.
+        let name: Arc<str> = format!("{}/{key}", self.name).into();
+        let policy = Policy::from_config(&self.config.trip);
+        let fresh = Arc::new(Shared::new(name, self.config.clone(), policy));
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = map.get(key) {
+            entry.touch(self.clock.load(Ordering::Relaxed));
             return Arc::clone(&entry.shared);
         }
+        // A new entry is marked with the generation before it and opens the next one, so an
+        // entry used after it arrived ranks above it.
+        let tick = self.clock.fetch_add(1, Ordering::Relaxed);
         if map.len() >= self.max_keys {
             Self::evict(&mut map);
         }
-        let name: Arc<str> = format!("{}/{key}", self.name).into();
-        let policy = Policy::from_config(&self.config.trip);
-        let shared = Arc::new(Shared::new(name, self.config.clone(), policy));
         map.insert(
             key.clone(),
             Entry {
-                shared: Arc::clone(&shared),
+                shared: Arc::clone(&fresh),
                 last_used: AtomicU64::new(tick),
             },
         );
-        shared
+        fresh
     }
 
-    /// Makes room: the least recently used closed breaker goes first, so that an open breaker
-    /// (which protects a sick backend) is forgotten only when every breaker is open.
+    /// Makes room: the least recently used closed breaker goes first, then open or
+    /// half-open ones (which protect a sick backend), and a breaker an operator forced goes
+    /// last. A scan over the keys, under the write lock, paid once per new key beyond
+    /// `max_keys`: keep `max_keys` to what a scan may cost (thousands, not millions).
     fn evict(map: &mut HashMap<K, Entry>) {
+        let rank = |state: State| match state {
+            State::Closed => 0,
+            State::Open | State::HalfOpen => 1,
+            State::ForcedOpen | State::ForcedClosed => 2,
+        };
         let victim = map
             .iter()
             .min_by_key(|(_, e)| {
                 (
-                    e.shared.circuit.state() != State::Closed,
+                    rank(e.shared.circuit.state()),
                     e.last_used.load(Ordering::Relaxed),
                 )
             })
@@ -95,7 +114,9 @@ where
 ///
 /// Keys share one config; each key's breaker is named `<name>/<key>`. At most `max_keys`
 /// breakers are kept: a new key beyond that evicts the least recently used closed breaker
-/// (an open one only when all are open), so memory stays bounded under any key churn.
+/// (an open one only when all are open, a forced one last), so memory stays bounded under any
+/// key churn. Metric series are labelled per key name and are not removed on eviction, as
+/// `metrics` recorders keep series until they expire them: bound `max_keys` with that in mind.
 ///
 /// The key is known only in `call`, so a keyed breaker always fails fast: `poll_ready` readies
 /// the inner service and `call` returns a ready [`BreakerOpen`] for a key whose breaker
@@ -226,7 +247,7 @@ impl<K: Hash + Eq> KeyedBreakerHandle<K> {
             .breakers
             .map
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner);
         map.get(key).map(|e| BreakerHandle {
             shared: Arc::clone(&e.shared),
         })
@@ -237,7 +258,7 @@ impl<K: Hash + Eq> KeyedBreakerHandle<K> {
         self.breakers
             .map
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
 
@@ -253,7 +274,7 @@ impl<K: Hash + Eq> KeyedBreakerHandle<K> {
                 .breakers
                 .map
                 .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                .unwrap_or_else(PoisonError::into_inner);
             map.values()
                 .map(|e| BreakerHandle {
                     shared: Arc::clone(&e.shared),
@@ -291,6 +312,15 @@ impl<S: fmt::Debug, K, F, C> fmt::Debug for KeyedCircuitBreaker<S, K, F, C> {
             .field("inner", &self.inner)
             .field("name", &self.breakers.name)
             .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, F, C> KeyedCircuitBreaker<S, K, F, C> {
+    /// The handle over every key's breaker.
+    pub fn handle(&self) -> KeyedBreakerHandle<K> {
+        KeyedBreakerHandle {
+            breakers: Arc::clone(&self.breakers),
+        }
     }
 }
 

@@ -688,6 +688,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_probe_failing_after_its_spell_ran_out_still_grows_the_wait() {
+        let f = circuit(
+            &seed()
+                .with_exponential_open_wait(2.0, Duration::from_secs(10))
+                .with_max_wait_in_half_open(Duration::from_millis(50)),
+        );
+        f.call(0, Outcome::Failure).unwrap();
+        f.call(0, Outcome::Failure).unwrap();
+        let probe = f.circuit.acquire(f.at(100)).unwrap();
+        // The probe fails at 160 ms, after the spell's 150 ms deadline, before anyone noticed
+        // the deadline: a real failure, so the wait doubles from now.
+        f.circuit.record(probe, Outcome::Failure, false, f.at(160));
+        assert_eq!(f.circuit.state(), State::Open);
+        assert_eq!(
+            f.circuit.open_remaining(f.at(160)()),
+            Some(Duration::from_millis(200))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permit_is_void_once_the_breaker_has_moved_on() {
+        let f = circuit(&seed());
+        let closed = f.circuit.acquire(f.at(0)).unwrap();
+        assert!(f.circuit.admits(closed));
+        f.call(0, Outcome::Failure).unwrap();
+        f.call(0, Outcome::Failure).unwrap();
+        assert!(!f.circuit.admits(closed), "open");
+        let probe = f.circuit.acquire(f.at(100)).unwrap();
+        assert!(f.circuit.admits(probe));
+        assert!(
+            !f.circuit.admits(closed),
+            "half-open admits only its probes"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn outcomes_from_a_previous_spell_are_not_counted() {
         let f = circuit(&seed());
         let early = f.circuit.acquire(f.at(0)).unwrap();

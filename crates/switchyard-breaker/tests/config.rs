@@ -84,6 +84,19 @@ fn a_time_window_with_less_than_a_millisecond_per_bucket_is_rejected() {
 }
 
 #[test]
+fn a_time_window_longer_than_an_hour_is_rejected() {
+    let window = Window::Time {
+        duration: Duration::from_secs(3601),
+        buckets: 10,
+    };
+
+    let err = rejection(rate(RateConfig::new(window, 50.0)));
+
+    assert_eq!(err.field(), "trip.failure_rate.window.time.duration");
+    assert_eq!(err.reason(), "must be at most 1h");
+}
+
+#[test]
 fn a_failure_rate_threshold_outside_zero_to_a_hundred_is_rejected() {
     for bad in [0.0, -1.0, 100.5, f64::NAN, f64::INFINITY] {
         let mut config = count_window();

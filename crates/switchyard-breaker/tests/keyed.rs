@@ -155,6 +155,22 @@ async fn an_open_breaker_is_kept_in_preference_to_a_closed_one() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_breaker_an_operator_forced_open_is_evicted_last() {
+    let (mut svc, handle) = keyed(2);
+    send(&mut svc, "a", false).await.unwrap();
+    handle.get(&"a").expect("a has a breaker").force_open();
+    trip(&mut svc, "b").await;
+
+    send(&mut svc, "c", false).await.unwrap();
+
+    assert!(
+        handle.get(&"b").is_none(),
+        "the automatically open breaker went first"
+    );
+    assert_eq!(state(&handle, "a"), Some(State::ForcedOpen));
+}
+
+#[tokio::test(start_paused = true)]
 async fn when_every_breaker_is_open_the_least_recently_used_goes() {
     let (mut svc, handle) = keyed(2);
     trip(&mut svc, "a").await;

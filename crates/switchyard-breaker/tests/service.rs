@@ -185,6 +185,30 @@ async fn the_readied_instance_is_the_one_called() {
     assert_eq!(backend.calls(), 3);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_permit_taken_before_the_breaker_opened_is_void_at_call_time() {
+    let (mut parked, backend, handle) = breaker(seed_config());
+    let mut other = parked.clone();
+    // `parked` is readied while closed, then sits (as in a balancer's ready cache)...
+    parked.ready().await.unwrap();
+    // ...while other traffic trips the breaker.
+    fail_times(&mut other, &backend, 2).await;
+    assert_eq!(handle.state(), State::Open);
+
+    let err = parked
+        .call(1)
+        .await
+        .expect_err("the breaker opened after readiness");
+
+    assert_eq!(breaker_open(&err).retry_after(), Some(ms(100)));
+    assert_eq!(
+        backend.calls(),
+        2,
+        "the void permit never reached the backend"
+    );
+    assert_eq!(handle.snapshot().rejected, 1);
+}
+
 #[tokio::test]
 #[should_panic(expected = "poll_ready must be called first")]
 async fn calling_a_clone_that_was_not_readied_panics() {
