@@ -59,7 +59,9 @@ pub mod rejection;
 
 #[cfg(feature = "grpc")]
 pub use classify::GrpcClassifier;
-pub use classify::{Classify, ErrorsAsFailures, HttpClassifier, Outcome, TowerHttp, classify_fn};
+pub use classify::{
+    Classify, ErrorsAsFailures, HttpClassifier, IgnoreRejections, Outcome, TowerHttp, classify_fn,
+};
 pub use config::ConfigError;
 pub use rejection::{Rejection, RejectionKind, find_cause, find_rejection};
 

@@ -7,28 +7,45 @@ use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
 
 use super::{Classify, Outcome};
 
-/// A set of HTTP status codes (100–999) as a bitset, so classifiers stay `Copy`.
+/// A set of HTTP status codes as a 512-bit bitset over 100–611, so classifiers stay small and
+/// `Copy` (they are copied into every response future). Codes outside that range (valid HTTP
+/// ends at 599) are never members.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
-struct StatusSet([u64; 16]);
+struct StatusSet([u64; 8]);
+
+const FIRST: u16 = 100;
+const LAST: u16 = FIRST + 8 * 64 - 1;
 
 impl StatusSet {
+    fn bit(status: StatusCode) -> Option<(usize, u64)> {
+        let code = status.as_u16();
+        (FIRST..=LAST).contains(&code).then(|| {
+            let n = usize::from(code - FIRST);
+            (n / 64, 1 << (n % 64))
+        })
+    }
+
     fn insert(&mut self, status: StatusCode) {
-        let n = usize::from(status.as_u16());
-        self.0[n / 64] |= 1 << (n % 64);
+        if let Some((word, mask)) = Self::bit(status) {
+            self.0[word] |= mask;
+        }
     }
 
     fn remove(&mut self, status: StatusCode) {
-        let n = usize::from(status.as_u16());
-        self.0[n / 64] &= !(1 << (n % 64));
+        if let Some((word, mask)) = Self::bit(status) {
+            self.0[word] &= !mask;
+        }
     }
 
     fn contains(&self, status: StatusCode) -> bool {
-        let n = usize::from(status.as_u16());
-        self.0[n / 64] & (1 << (n % 64)) != 0
+        Self::bit(status).is_some_and(|(word, mask)| self.0[word] & mask != 0)
     }
 
     fn iter(&self) -> impl Iterator<Item = u16> + '_ {
-        (100u16..1000).filter(|n| self.0[usize::from(*n) / 64] & (1 << (n % 64)) != 0)
+        (FIRST..=LAST).filter(|n| {
+            let n = usize::from(n - FIRST);
+            self.0[n / 64] & (1 << (n % 64)) != 0
+        })
     }
 }
 
@@ -190,6 +207,15 @@ mod tests {
                 "status {n}"
             );
         }
+    }
+
+    #[test]
+    fn codes_beyond_the_set_are_never_members_and_the_classifier_stays_small() {
+        let odd = StatusCode::from_u16(750).unwrap();
+        let c = HttpClassifier::server_errors().with_failure(odd);
+        assert_eq!(c.outcome_for(odd), Outcome::Success);
+        assert_eq!(c.outcome_for(StatusCode::from_u16(599).unwrap()), Outcome::Failure);
+        assert_eq!(std::mem::size_of::<HttpClassifier>(), 128);
     }
 
     #[test]

@@ -11,19 +11,25 @@
 //! | [`TowerHttp`] | whatever a `tower_http::classify` classifier says | reusing tower-http's classifiers |
 //! | `GrpcClassifier` (`grpc` feature) | an `Err` or a `grpc-status` in a code set | tonic channels and stubs |
 //! | [`classify_fn`] | whatever your closure says | anything else |
+//! | [`IgnoreRejections`] | what the wrapped one says, but never another layer's refusal | breakers outside bulkheads or limits |
 //!
 //! [`Outcome::Ignored`] is the third answer tower-http's classifiers lack: the call neither
 //! proves the backend healthy nor sick (a client's `404`, a caller's cancellation, a rejection
 //! by a layer further in) and must not move any counter.
 //!
-//! Classifiers are small `Copy`-like values (bitsets, not lists) because a layer clones its
-//! classifier into every response future.
+//! Classifiers are small `Copy` values (bitsets, not lists: `ErrorsAsFailures` is empty,
+//! `GrpcClassifier` 8 bytes, `HttpClassifier` 128) because a layer copies its classifier into
+//! every response future. [`IgnoreRejections`] wraps any of them so that a refusal by another
+//! switchyard layer further in (a full bulkhead, an exhausted rate limit) does not count
+//! against the backend.
 
 #[cfg(feature = "grpc")]
 mod grpc;
 mod http;
 
 use std::fmt;
+
+use crate::BoxError;
 
 #[cfg(feature = "grpc")]
 pub use self::grpc::GrpcClassifier;
@@ -76,6 +82,54 @@ impl<Res, E> Classify<Res, E> for ErrorsAsFailures {
         match result {
             Ok(_) => Outcome::Success,
             Err(_) => Outcome::Failure,
+        }
+    }
+}
+
+/// Ignores errors that are switchyard rejections (see [`find_rejection`](crate::find_rejection))
+/// and asks the wrapped classifier about everything else.
+///
+/// A breaker stacked outside a bulkhead or a rate limit sees their refusals as errors; with the
+/// default [`ErrorsAsFailures`] those would count as backend failures, though the backend was
+/// never called. Wrap the classifier in this to keep them out.
+///
+/// ```
+/// use switchyard_core::{BoxError, Classify, ErrorsAsFailures, IgnoreRejections, Outcome};
+/// # #[derive(Debug)] struct Full;
+/// # impl std::fmt::Display for Full {
+/// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("full") }
+/// # }
+/// # impl std::error::Error for Full {}
+/// # impl switchyard_core::Rejection for Full {
+/// #     fn kind(&self) -> switchyard_core::RejectionKind { switchyard_core::RejectionKind::BulkheadFull }
+/// # }
+/// # switchyard_core::rejection::register::<Full>();
+/// let classifier = IgnoreRejections::new(ErrorsAsFailures);
+/// let refused: Result<(), BoxError> = Err(Box::new(Full));
+/// let failed: Result<(), BoxError> = Err("connection reset".into());
+/// assert_eq!(classifier.classify(refused.as_ref()), Outcome::Ignored);
+/// assert_eq!(classifier.classify(failed.as_ref()), Outcome::Failure);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IgnoreRejections<C> {
+    inner: C,
+}
+
+impl<C> IgnoreRejections<C> {
+    /// Wraps `inner`.
+    pub fn new(inner: C) -> Self {
+        Self { inner }
+    }
+}
+
+impl<C, Res> Classify<Res, BoxError> for IgnoreRejections<C>
+where
+    C: Classify<Res, BoxError>,
+{
+    fn classify(&self, result: Result<&Res, &BoxError>) -> Outcome {
+        match result {
+            Err(err) if crate::find_rejection(&**err).is_some() => Outcome::Ignored,
+            other => self.inner.classify(other),
         }
     }
 }
