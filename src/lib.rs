@@ -46,8 +46,8 @@ pub use switchyard_breaker as breaker;
 /// The names most programs need, for `use switchyard::prelude::*`.
 pub mod prelude {
     pub use switchyard_core::{
-        BoxError, Classify, ConfigError, ErrorsAsFailures, HttpClassifier, Outcome, Rejection,
-        RejectionKind, find_rejection,
+        BoxError, Classify, ConfigError, ErrorsAsFailures, HttpClassifier, IgnoreRejections,
+        Outcome, Rejection, RejectionKind, find_rejection,
     };
 
     #[cfg(feature = "breaker")]

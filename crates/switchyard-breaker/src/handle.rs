@@ -122,6 +122,11 @@ impl Shared {
 ///
 /// Get it from [`CircuitBreakerLayer::handle`](crate::CircuitBreakerLayer::handle). Cheap to
 /// clone.
+///
+/// Transitions are published (tracing event, metrics, watch, broadcast) while the breaker's
+/// transition lock is held, so that every observer sees them in the order they happened. A
+/// tracing subscriber or metrics recorder must therefore not call back into the same breaker's
+/// handle (`reset`, `force_*`) from inside its callback: spawn a task for that.
 #[derive(Debug, Clone)]
 pub struct BreakerHandle {
     pub(crate) shared: Arc<Shared>,
@@ -203,6 +208,14 @@ impl BreakerHandle {
     /// This is how a health monitor, an overload detector or an operator's flag elsewhere
     /// takes a backend out of service through the breaker that already guards it. The
     /// returned task ends when the sender is dropped.
+    ///
+    /// The task reacts to changes of the switch: an operator's own `force_open` is left alone
+    /// when the switch reads `false`, and a `reset` or `release` while the switch reads `true`
+    /// lifts the hold until the switch changes again.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
     pub fn follow(&self, mut switch: watch::Receiver<bool>) -> JoinHandle<()> {
         let handle = self.clone();
         tokio::spawn(async move {

@@ -214,7 +214,10 @@ mod tests {
         let odd = StatusCode::from_u16(750).unwrap();
         let c = HttpClassifier::server_errors().with_failure(odd);
         assert_eq!(c.outcome_for(odd), Outcome::Success);
-        assert_eq!(c.outcome_for(StatusCode::from_u16(599).unwrap()), Outcome::Failure);
+        assert_eq!(
+            c.outcome_for(StatusCode::from_u16(599).unwrap()),
+            Outcome::Failure
+        );
         assert_eq!(std::mem::size_of::<HttpClassifier>(), 128);
     }
 
