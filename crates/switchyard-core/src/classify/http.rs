@@ -218,7 +218,7 @@ mod tests {
             c.outcome_for(StatusCode::from_u16(599).unwrap()),
             Outcome::Failure
         );
-        assert_eq!(std::mem::size_of::<HttpClassifier>(), 128);
+        assert_eq!(size_of::<HttpClassifier>(), 128);
     }
 
     #[test]
