@@ -3,7 +3,7 @@
 //! A [`TripPolicy`] sees the outcome of every call admitted while the breaker is closed and
 //! says when to open. It is pure (the caller passes `now`) and takes no lock per call, because
 //! it runs on every call. The built-in policies are [`ConsecutiveFailures`] and the count- and
-//! time-based sliding windows that [`Trip::FailureRate`](crate::Trip::FailureRate) selects
+//! time-based sliding windows that [`Trip::FailureRate`] selects
 //! (the time window takes a small lock once per bucket length, to expire a bucket, never per
 //! call); users plug their own in with
 //! [`CircuitBreakerLayer::with_policy`](crate::CircuitBreakerLayer::with_policy).

@@ -66,7 +66,7 @@ impl fmt::Display for Outcome {
 /// Decides the [`Outcome`] of a finished call from its result.
 ///
 /// `Res` is the service's response type and `E` its error type. switchyard layers convert
-/// errors to [`BoxError`](crate::BoxError) before classifying, so a classifier used in a
+/// errors to [`BoxError`] before classifying, so a classifier used in a
 /// layer needs to implement `Classify<Res, BoxError>`; the ready ones do.
 pub trait Classify<Res, E> {
     /// Classifies one call's result.
