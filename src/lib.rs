@@ -9,6 +9,7 @@
 //! | --- | --- | --- |
 //! | [`core`] | switchyard-core | outcome classification, rejection kinds and their HTTP/gRPC mapping, config helpers |
 //! | `breaker` | switchyard-breaker | circuit breaker layer, handle, events (feature `breaker`) |
+//! | `bulkhead` | switchyard-bulkhead | bulkhead layer with four backpressure policies, admission controller (feature `bulkhead`) |
 //!
 //! # Example
 //!
@@ -43,6 +44,9 @@ pub use switchyard_core as core;
 #[cfg(feature = "breaker")]
 pub use switchyard_breaker as breaker;
 
+#[cfg(feature = "bulkhead")]
+pub use switchyard_bulkhead as bulkhead;
+
 /// The names most programs need, for `use switchyard::prelude::*`.
 pub mod prelude {
     pub use switchyard_core::{
@@ -54,6 +58,11 @@ pub mod prelude {
     pub use switchyard_breaker::{
         BreakerHandle, BreakerOpen, CircuitBreakerConfig, CircuitBreakerLayer,
         KeyedCircuitBreakerLayer, Mode, State, Trip, Window,
+    };
+
+    #[cfg(feature = "bulkhead")]
+    pub use switchyard_bulkhead::{
+        AdmissionController, BulkheadConfig, BulkheadFull, BulkheadLayer, Policy,
     };
 }
 

@@ -1,0 +1,394 @@
+//! The admission controller: the bulkhead's slots, usable without tower.
+//!
+//! An [`AdmissionController`] hands out [`Permit`]s, at most `max_concurrent_calls` at a time
+//! (beyond that the [`Policy`] decides), and takes each back when the permit is dropped, so a
+//! cancelled future can never leak a slot. The tower service is a thin adapter over it, and
+//! the ordered stream gate and non-tower code use it directly.
+//!
+//! The hard-reject and soft-allow policies are one atomic counter: no semaphore, no waker.
+//! The queue policy is tokio's `Semaphore`, which is FIFO-fair and hands a released slot
+//! straight to the longest waiter, so a newcomer cannot overtake the queue.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+
+use crate::config::{BulkheadConfig, Policy};
+use crate::error::{BulkheadFull, FullReason};
+use crate::observe::Metrics;
+
+/// Aligns its content to its own cache line, away from the `Arc` count every permit writes.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct CachePadded<T>(T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+struct Inner {
+    /// Counter policies: calls in flight. (The queue policy counts with its semaphore.)
+    in_flight: CachePadded<AtomicU32>,
+    name: Arc<str>,
+    limit: u32,
+    policy: Policy,
+    semaphore: Arc<Semaphore>,
+    queued: AtomicU32,
+    rejected: AtomicU64,
+    over_capacity: AtomicU64,
+    under_pressure: AtomicBool,
+    pressure: watch::Sender<bool>,
+    metrics: Metrics,
+}
+
+/// Hands out the slots of one bulkhead. Cheap to clone; clones share the slots.
+#[derive(Clone)]
+pub struct AdmissionController {
+    inner: Arc<Inner>,
+}
+
+/// A slot in a bulkhead, given back when dropped.
+///
+/// Hold it for as long as the work it admits runs; dropping it (or the future holding it)
+/// frees the slot.
+#[must_use = "the slot is given back as soon as the permit is dropped"]
+pub struct Permit {
+    inner: Arc<Inner>,
+    kind: Kind,
+}
+
+enum Kind {
+    /// A counted slot within the limit.
+    Slot,
+    /// A counted admission beyond the limit (soft-allow policies).
+    Over,
+    /// A slot from the queue policy's semaphore.
+    Queued(#[allow(dead_code)] OwnedSemaphorePermit), // held only to be released on drop
+}
+
+/// What a bulkhead holds right now, as serde data for status pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BulkheadStats {
+    /// The bulkhead's name.
+    pub name: String,
+    /// Its slot count.
+    pub max_concurrent_calls: u32,
+    /// Calls holding a permit now (beyond the limit, under a soft-allow policy).
+    pub in_flight: u32,
+    /// Callers waiting in the queue now.
+    pub queued: u32,
+    /// Calls refused since the bulkhead was built.
+    pub rejected: u64,
+    /// Calls admitted beyond the limit since the bulkhead was built (soft-allow policies).
+    pub over_capacity: u64,
+    /// Whether the bulkhead is over its limit now (soft-allow-with-signal).
+    pub under_pressure: bool,
+}
+
+impl AdmissionController {
+    /// The slots `config` describes, named `name` (in errors, metrics and events).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`](switchyard_core::ConfigError) naming the first invalid field.
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        config: &BulkheadConfig,
+    ) -> Result<Self, switchyard_core::ConfigError> {
+        config.validate()?;
+        switchyard_core::rejection::register::<BulkheadFull>();
+        let name = name.into();
+        let semaphore_permits = match config.policy {
+            Policy::Queue { .. } => config.max_concurrent_calls as usize,
+            _ => 0,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                in_flight: CachePadded(AtomicU32::new(0)),
+                metrics: Metrics::new(&name),
+                name,
+                limit: config.max_concurrent_calls,
+                policy: config.policy,
+                semaphore: Arc::new(Semaphore::new(semaphore_permits)),
+                queued: AtomicU32::new(0),
+                rejected: AtomicU64::new(0),
+                over_capacity: AtomicU64::new(0),
+                under_pressure: AtomicBool::new(false),
+                pressure: watch::Sender::new(false),
+            }),
+        })
+    }
+
+    /// The bulkhead's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The bulkhead's policy.
+    pub fn policy(&self) -> Policy {
+        self.inner.policy
+    }
+
+    /// A slot now, without waiting. Under the queue policy this succeeds only when a slot is
+    /// free and nobody is queued for it; use [`acquire`](Self::acquire) to queue.
+    ///
+    /// # Errors
+    ///
+    /// [`BulkheadFull`] when no slot is free (never under the soft-allow policies).
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit, BulkheadFull> {
+        self.try_slot().ok_or_else(|| self.reject(FullReason::Full))
+    }
+
+    /// A slot, waiting for one under the queue policy (in FIFO order, at most `max_wait`, and
+    /// only if fewer than `capacity` callers wait already); the other policies answer at once,
+    /// as [`try_acquire`](Self::try_acquire). Cancel-safe: dropping the future leaves the
+    /// queue and takes no slot.
+    ///
+    /// # Errors
+    ///
+    /// [`BulkheadFull`] with reason `Full`, `QueueFull` or `WaitExpired`.
+    pub async fn acquire(&self) -> Result<Permit, BulkheadFull> {
+        self.acquire_uncounted()
+            .await
+            .inspect_err(|refusal| self.count_refusal(refusal))
+    }
+
+    /// [`acquire`](Self::acquire) without counting a refusal: the service counts it when
+    /// `call` delivers it.
+    pub(crate) async fn acquire_uncounted(&self) -> Result<Permit, BulkheadFull> {
+        let Policy::Queue { capacity, max_wait } = self.inner.policy else {
+            return self
+                .try_slot()
+                .ok_or_else(|| self.refusal(FullReason::Full));
+        };
+        if let Some(permit) = self.try_slot() {
+            return Ok(permit);
+        }
+        let inner = &*self.inner;
+        let _in_queue = QueueSeat::take(inner);
+        if inner.queued.load(Ordering::Acquire) > capacity {
+            return Err(self.refusal(FullReason::QueueFull));
+        }
+        let start = Instant::now();
+        let waited =
+            tokio::time::timeout(max_wait, Arc::clone(&inner.semaphore).acquire_owned()).await;
+        inner.metrics.wait.record(start.elapsed().as_secs_f64());
+        match waited {
+            Ok(Ok(permit)) => Ok(self.permit(Kind::Queued(permit))),
+            // The semaphore is never closed; treat it as full all the same.
+            Ok(Err(_closed)) => Err(self.refusal(FullReason::Full)),
+            Err(_elapsed) => Err(self.refusal(FullReason::WaitExpired)),
+        }
+    }
+
+    /// A slot if one is free now, or an admission the policy allows beyond the limit; never
+    /// counts a rejection.
+    #[inline]
+    pub(crate) fn try_slot(&self) -> Option<Permit> {
+        let inner = &*self.inner;
+        match inner.policy {
+            Policy::HardReject => {
+                let mut current = inner.in_flight.load(Ordering::Relaxed);
+                loop {
+                    if current >= inner.limit {
+                        return None;
+                    }
+                    match inner.in_flight.compare_exchange_weak(
+                        current,
+                        current + 1,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return Some(self.permit(Kind::Slot)),
+                        Err(actual) => current = actual,
+                    }
+                }
+            }
+            Policy::SoftAllow | Policy::SoftAllowWithSignal => {
+                let before = inner.in_flight.fetch_add(1, Ordering::SeqCst);
+                if before < inner.limit {
+                    return Some(self.permit(Kind::Slot));
+                }
+                inner.over_capacity.fetch_add(1, Ordering::Relaxed);
+                inner.metrics.over_capacity.increment(1);
+                if inner.policy == Policy::SoftAllowWithSignal {
+                    // Raise the hint first, then settle the signal from a fresh count: a
+                    // release racing with this admission either sees the hint and settles
+                    // the signal itself, or is seen by the fresh count (see `settle_pressure`).
+                    inner.under_pressure.store(true, Ordering::SeqCst);
+                    settle_pressure(inner);
+                }
+                Some(self.permit(Kind::Over))
+            }
+            Policy::Queue { .. } => Arc::clone(&inner.semaphore)
+                .try_acquire_owned()
+                .ok()
+                .map(|p| self.permit(Kind::Queued(p))),
+        }
+    }
+
+    #[inline]
+    fn permit(&self, kind: Kind) -> Permit {
+        self.inner.metrics.in_flight.increment(1.0);
+        Permit {
+            inner: Arc::clone(&self.inner),
+            kind,
+        }
+    }
+
+    /// A refusal, counted (metrics, stats, tracing): for refusals delivered to a caller now.
+    #[cold]
+    pub(crate) fn reject(&self, reason: FullReason) -> BulkheadFull {
+        let refusal = self.refusal(reason);
+        self.count_refusal(&refusal);
+        refusal
+    }
+
+    /// A refusal not yet delivered (the service decides in `poll_ready`, delivers in `call`).
+    #[cold]
+    pub(crate) fn refusal(&self, reason: FullReason) -> BulkheadFull {
+        BulkheadFull::new(Arc::clone(&self.inner.name), reason)
+    }
+
+    /// Counts a refusal as it reaches its caller.
+    #[cold]
+    pub(crate) fn count_refusal(&self, refusal: &BulkheadFull) {
+        let inner = &*self.inner;
+        inner.rejected.fetch_add(1, Ordering::Relaxed);
+        inner.metrics.rejected(refusal.reason());
+        tracing::debug!(
+            target: "switchyard_bulkhead",
+            bulkhead = %inner.name,
+            reason = refusal.reason().as_str(),
+            "bulkhead refused a call"
+        );
+    }
+
+    /// `true` while a soft-allow-with-signal bulkhead is over its limit: watch it to slow
+    /// down upstream. Stays `false` under the other policies.
+    pub fn pressure(&self) -> watch::Receiver<bool> {
+        self.inner.pressure.subscribe()
+    }
+
+    /// The bulkhead's counters now.
+    pub fn stats(&self) -> BulkheadStats {
+        let inner = &*self.inner;
+        let in_flight = match inner.policy {
+            Policy::Queue { .. } => {
+                let free = u32::try_from(inner.semaphore.available_permits()).unwrap_or(u32::MAX);
+                inner.limit.saturating_sub(free)
+            }
+            _ => inner.in_flight.load(Ordering::Acquire),
+        };
+        BulkheadStats {
+            name: inner.name.to_string(),
+            max_concurrent_calls: inner.limit,
+            in_flight,
+            queued: inner.queued.load(Ordering::Acquire),
+            rejected: inner.rejected.load(Ordering::Relaxed),
+            over_capacity: inner.over_capacity.load(Ordering::Relaxed),
+            under_pressure: inner.under_pressure.load(Ordering::Acquire),
+        }
+    }
+}
+
+impl fmt::Debug for AdmissionController {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdmissionController")
+            .field("name", &self.inner.name)
+            .field("limit", &self.inner.limit)
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A place in the queue, left when dropped (also when the waiting future is cancelled).
+struct QueueSeat<'a>(&'a Inner);
+
+impl<'a> QueueSeat<'a> {
+    fn take(inner: &'a Inner) -> Self {
+        inner.queued.fetch_add(1, Ordering::AcqRel);
+        inner.metrics.queued.increment(1.0);
+        Self(inner)
+    }
+}
+
+impl Drop for QueueSeat<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.queued.decrement(1.0);
+    }
+}
+
+impl Permit {
+    /// Whether this admission went beyond the bulkhead's limit (soft-allow policies).
+    pub fn is_over_capacity(&self) -> bool {
+        matches!(self.kind, Kind::Over)
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("bulkhead", &self.inner.name)
+            .field("over_capacity", &self.is_over_capacity())
+            .finish()
+    }
+}
+
+impl Drop for Permit {
+    #[inline]
+    fn drop(&mut self) {
+        let inner = &*self.inner;
+        inner.metrics.in_flight.decrement(1.0);
+        if matches!(self.kind, Kind::Slot | Kind::Over) {
+            inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if inner.under_pressure.load(Ordering::SeqCst) {
+                settle_pressure(inner);
+            }
+        }
+        // A queued permit gives its semaphore slot back as its field drops.
+    }
+}
+
+/// Sets the pressure signal from a fresh count of the calls in flight.
+///
+/// Runs inside the watch channel's lock, so settlements are ordered and the last one reads the
+/// newest count: the signal cannot be left stale by two threads racing (an admission going
+/// over while a release comes back within). The admission raises `under_pressure` before it
+/// settles and a release checks it after its decrement, both `SeqCst`: either the release sees
+/// the hint and settles, or the admission's fresh count sees the release.
+#[cold]
+fn settle_pressure(inner: &Inner) {
+    inner.pressure.send_if_modified(|signalled| {
+        let over = inner.in_flight.load(Ordering::SeqCst) > inner.limit;
+        inner.under_pressure.store(over, Ordering::SeqCst);
+        if *signalled == over {
+            return false;
+        }
+        *signalled = over;
+        if over {
+            tracing::warn!(
+                target: "switchyard_bulkhead",
+                bulkhead = %inner.name,
+                limit = inner.limit,
+                "bulkhead over capacity"
+            );
+        } else {
+            tracing::info!(
+                target: "switchyard_bulkhead",
+                bulkhead = %inner.name,
+                "bulkhead back within capacity"
+            );
+        }
+        true
+    });
+}

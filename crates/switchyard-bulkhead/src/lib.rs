@@ -1,0 +1,82 @@
+//! A bulkhead layer for tower: concurrency isolation with the four backpressure policies.
+//!
+//! A bulkhead caps how many calls run at once against one dependency, so that a slow backend
+//! ties up a bounded share of a service's capacity instead of all of it. What happens to the
+//! call beyond the cap is the [`Policy`]:
+//!
+//! | policy | beyond the cap | cost of a slot |
+//! | --- | --- | --- |
+//! | [`Policy::HardReject`] (default) | refused at once with [`BulkheadFull`] | one atomic compare-and-swap |
+//! | [`Policy::Queue`] | waits in a fair FIFO queue (bounded, with a deadline), then refused | tokio's semaphore |
+//! | [`Policy::SoftAllow`] | admitted and counted | one atomic add |
+//! | [`Policy::SoftAllowWithSignal`] | admitted, counted, and signalled on a `watch` channel | one atomic add |
+//!
+//! # Example
+//!
+//! ```
+//! use switchyard_bulkhead::{BulkheadConfig, BulkheadFull, BulkheadLayer, Policy};
+//! use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let bulkhead = BulkheadLayer::new("ledger", &BulkheadConfig::new(1, Policy::HardReject))?;
+//! let controller = bulkhead.controller().clone();
+//! let mut service = ServiceBuilder::new()
+//!     .layer(bulkhead)
+//!     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n * 2) }));
+//!
+//! // Work outside tower can hold the slot too: the service is then full.
+//! let permit = controller.try_acquire()?;
+//! let err = service.ready().await?.call(1).await.unwrap_err();
+//! assert_eq!(err.to_string(), "bulkhead full: ledger");
+//! assert!(err.downcast_ref::<BulkheadFull>().is_some());
+//!
+//! drop(permit);
+//! assert_eq!(service.ready().await?.call(21).await?, 42);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Tower semantics
+//!
+//! A full bulkhead never returns `Err` from `poll_ready` (tower's `Buffer` and balancers would
+//! take the service for dead). Hard reject follows `tower::load_shed`: `poll_ready` is `Ok`
+//! and `call` returns a ready [`BulkheadFull`] (HTTP 503, gRPC `RESOURCE_EXHAUSTED`). The
+//! queue policy waits in `poll_ready`, holding the slot it gets in the service (as tower's
+//! `ConcurrencyLimit` does), and refuses through `call` when the queue is full or the wait
+//! expires. The slot is released when the response future resolves or is dropped.
+//!
+//! # The admission controller
+//!
+//! [`AdmissionController`] is the bulkhead without tower: `try_acquire`, `acquire` (queues
+//! under the queue policy, cancel-safe), [`Permit`]s released on drop, [`BulkheadStats`], and
+//! the pressure `watch` channel. switchyard's ordered stream gate uses it for its backpressure.
+//!
+//! # Observability
+//!
+//! Metrics: `switchyard_bulkhead_in_flight{bulkhead}` and `switchyard_bulkhead_queued{bulkhead}`
+//! gauges, `switchyard_bulkhead_rejected_total{bulkhead, reason}` (`full`, `queue_full`,
+//! `wait_expired`), `switchyard_bulkhead_over_capacity_total{bulkhead}`, and the
+//! `switchyard_bulkhead_wait_seconds{bulkhead}` histogram of queue waits. Tracing (target
+//! `switchyard_bulkhead`): a DEBUG event per refusal (`bulkhead`, `reason`), WARN when a
+//! signalling bulkhead goes over capacity and INFO when it is back within.
+
+mod admission;
+mod config;
+mod error;
+mod future;
+mod layer;
+mod observe;
+mod service;
+
+pub use admission::{AdmissionController, BulkheadStats, Permit};
+pub use config::{BulkheadConfig, MAX_CONCURRENT_CALLS, Policy};
+pub use error::{BulkheadFull, FullReason};
+pub use future::ResponseFuture;
+pub use layer::BulkheadLayer;
+pub use service::Bulkhead;
+
+/// The crate README's example, compiled as a doctest so the README never lies.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
