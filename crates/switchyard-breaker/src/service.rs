@@ -117,6 +117,11 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.permit.is_none() {
+            if let Pending::Refused(_) = self.pending {
+                // A refusal is decided afresh at every `poll_ready`, as `tower::load_shed`
+                // does: the breaker may have let go since.
+                self.pending = Pending::Idle;
+            }
             ready!(self.admit(cx));
             if self.permit.is_none() {
                 // Refused: ready, and `call` answers with the rejection.

@@ -209,6 +209,25 @@ async fn a_permit_taken_before_the_breaker_opened_is_void_at_call_time() {
     assert_eq!(handle.snapshot().rejected, 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_refusal_is_decided_afresh_at_every_poll_ready() {
+    let (mut svc, backend, handle) = breaker(seed_config());
+    fail_times(&mut svc, &backend, 2).await;
+    // Readied while open: refused...
+    svc.ready().await.unwrap();
+    advance(ms(100)).await;
+    // ...but readied again after the wait, the same instance probes instead.
+    svc.ready().await.unwrap();
+    assert_eq!(svc.call(7).await.unwrap(), 7);
+    assert_eq!(backend.calls(), 3);
+    assert_eq!(handle.state(), State::HalfOpen);
+    assert_eq!(
+        handle.snapshot().rejected,
+        0,
+        "the stale refusal was never delivered"
+    );
+}
+
 #[tokio::test]
 #[should_panic(expected = "poll_ready must be called first")]
 async fn calling_a_clone_that_was_not_readied_panics() {
