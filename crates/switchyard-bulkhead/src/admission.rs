@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::config::{BulkheadConfig, Policy};
@@ -39,7 +39,7 @@ struct Inner {
     name: Arc<str>,
     limit: u32,
     policy: Policy,
-    semaphore: Arc<Semaphore>,
+    semaphore: Semaphore,
     queued: AtomicU32,
     rejected: AtomicU64,
     over_capacity: AtomicU64,
@@ -69,8 +69,9 @@ enum Kind {
     Slot,
     /// A counted admission beyond the limit (soft-allow policies).
     Over,
-    /// A slot from the queue policy's semaphore.
-    Queued(#[allow(dead_code)] OwnedSemaphorePermit), // held only to be released on drop
+    /// A slot from the queue policy's semaphore, whose permit was forgotten when taken and is
+    /// added back on drop: the permit then needs no `Arc` of its own to the semaphore.
+    Queued,
 }
 
 /// What a bulkhead holds right now, as serde data for status pages.
@@ -116,7 +117,7 @@ impl AdmissionController {
                 name,
                 limit: config.max_concurrent_calls,
                 policy: config.policy,
-                semaphore: Arc::new(Semaphore::new(semaphore_permits)),
+                semaphore: Semaphore::new(semaphore_permits),
                 queued: AtomicU32::new(0),
                 rejected: AtomicU64::new(0),
                 over_capacity: AtomicU64::new(0),
@@ -178,11 +179,14 @@ impl AdmissionController {
             return Err(self.refusal(FullReason::QueueFull));
         }
         let start = Instant::now();
-        let waited =
-            tokio::time::timeout(max_wait, Arc::clone(&inner.semaphore).acquire_owned()).await;
+        let waited = tokio::time::timeout(max_wait, inner.semaphore.acquire()).await;
         inner.metrics.wait.record(start.elapsed().as_secs_f64());
         match waited {
-            Ok(Ok(permit)) => Ok(self.permit(Kind::Queued(permit))),
+            // No await point between getting the slot and owning it as a `Permit`.
+            Ok(Ok(slot)) => {
+                slot.forget();
+                Ok(self.permit(Kind::Queued))
+            }
             // The semaphore is never closed; treat it as full all the same.
             Ok(Err(_closed)) => Err(self.refusal(FullReason::Full)),
             Err(_elapsed) => Err(self.refusal(FullReason::WaitExpired)),
@@ -228,10 +232,10 @@ impl AdmissionController {
                 }
                 Some(self.permit(Kind::Over))
             }
-            Policy::Queue { .. } => Arc::clone(&inner.semaphore)
-                .try_acquire_owned()
-                .ok()
-                .map(|p| self.permit(Kind::Queued(p))),
+            Policy::Queue { .. } => inner.semaphore.try_acquire().ok().map(|slot| {
+                slot.forget();
+                self.permit(Kind::Queued)
+            }),
         }
     }
 
@@ -349,13 +353,14 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let inner = &*self.inner;
         inner.metrics.in_flight.decrement(1.0);
-        if matches!(self.kind, Kind::Slot | Kind::Over) {
+        if let Kind::Queued = self.kind {
+            inner.semaphore.add_permits(1);
+        } else {
             inner.in_flight.fetch_sub(1, Ordering::SeqCst);
             if inner.under_pressure.load(Ordering::SeqCst) {
                 settle_pressure(inner);
             }
         }
-        // A queued permit gives its semaphore slot back as its field drops.
     }
 }
 
