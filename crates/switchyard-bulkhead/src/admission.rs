@@ -17,7 +17,7 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
-use crate::config::{BulkheadConfig, Policy};
+use crate::config::{AdaptiveConfig, BulkheadConfig, Policy};
 use crate::error::{BulkheadFull, FullReason};
 use crate::observe::Metrics;
 
@@ -37,7 +37,12 @@ struct Inner {
     /// Counter policies: calls in flight. (The queue policy counts with its semaphore.)
     in_flight: CachePadded<AtomicU32>,
     name: Arc<str>,
-    limit: u32,
+    /// The slot count now: fixed, or moved by `adaptive`.
+    limit: AtomicU32,
+    adaptive: Option<AdaptiveConfig>,
+    /// Queue policy: slots to keep when they come back, after the limit fell while they were
+    /// in use (a semaphore cannot take back permits it has handed out).
+    debt: AtomicU32,
     policy: Policy,
     semaphore: Semaphore,
     queued: AtomicU32,
@@ -110,12 +115,14 @@ impl AdmissionController {
             Policy::Queue { .. } => config.max_concurrent_calls as usize,
             _ => 0,
         };
-        Ok(Self {
+        let controller = Self {
             inner: Arc::new(Inner {
                 in_flight: CachePadded(AtomicU32::new(0)),
                 metrics: Metrics::new(&name),
                 name,
-                limit: config.max_concurrent_calls,
+                limit: AtomicU32::new(config.max_concurrent_calls),
+                adaptive: config.adaptive,
+                debt: AtomicU32::new(0),
                 policy: config.policy,
                 semaphore: Semaphore::new(semaphore_permits),
                 queued: AtomicU32::new(0),
@@ -124,7 +131,13 @@ impl AdmissionController {
                 under_pressure: AtomicBool::new(false),
                 pressure: watch::Sender::new(false),
             }),
-        })
+        };
+        controller
+            .inner
+            .metrics
+            .limit
+            .set(f64::from(config.max_concurrent_calls));
+        Ok(controller)
     }
 
     /// The bulkhead's name.
@@ -202,7 +215,7 @@ impl AdmissionController {
             Policy::HardReject => {
                 let mut current = inner.in_flight.load(Ordering::Relaxed);
                 loop {
-                    if current >= inner.limit {
+                    if current >= inner.limit.load(Ordering::Relaxed) {
                         return None;
                     }
                     match inner.in_flight.compare_exchange_weak(
@@ -218,7 +231,7 @@ impl AdmissionController {
             }
             Policy::SoftAllow | Policy::SoftAllowWithSignal => {
                 let before = inner.in_flight.fetch_add(1, Ordering::SeqCst);
-                if before < inner.limit {
+                if before < inner.limit.load(Ordering::Relaxed) {
                     return Some(self.permit(Kind::Slot));
                 }
                 inner.over_capacity.fetch_add(1, Ordering::Relaxed);
@@ -282,20 +295,25 @@ impl AdmissionController {
         self.inner.pressure.subscribe()
     }
 
+    /// The slot count now (moves under an adaptive config).
+    pub fn limit(&self) -> u32 {
+        self.inner.limit.load(Ordering::Acquire)
+    }
+
+    /// Feeds one finished call to the adaptive limit: `ok` is whether it succeeded, `latency`
+    /// how long it took. Does nothing without an adaptive config. The tower service calls it
+    /// for every call; other users of the controller call it themselves.
+    pub fn record(&self, ok: bool, latency: std::time::Duration) {
+        self.inner.record(ok, latency);
+    }
+
     /// The bulkhead's counters now.
     pub fn stats(&self) -> BulkheadStats {
         let inner = &*self.inner;
-        let in_flight = match inner.policy {
-            Policy::Queue { .. } => {
-                let free = u32::try_from(inner.semaphore.available_permits()).unwrap_or(u32::MAX);
-                inner.limit.saturating_sub(free)
-            }
-            _ => inner.in_flight.load(Ordering::Acquire),
-        };
         BulkheadStats {
             name: inner.name.to_string(),
-            max_concurrent_calls: inner.limit,
-            in_flight,
+            max_concurrent_calls: inner.limit.load(Ordering::Acquire),
+            in_flight: inner.in_flight(),
             queued: inner.queued.load(Ordering::Acquire),
             rejected: inner.rejected.load(Ordering::Relaxed),
             over_capacity: inner.over_capacity.load(Ordering::Relaxed),
@@ -308,9 +326,100 @@ impl fmt::Debug for AdmissionController {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdmissionController")
             .field("name", &self.inner.name)
-            .field("limit", &self.inner.limit)
+            .field("limit", &self.inner.limit.load(Ordering::Relaxed))
             .field("policy", &self.inner.policy)
             .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// The adaptive limit's reaction to one finished call (see `AdmissionController::record`).
+    fn record(&self, ok: bool, latency: std::time::Duration) {
+        let inner = self;
+        let Some(adaptive) = inner.adaptive else {
+            return;
+        };
+        let congested = !ok || latency > adaptive.latency_threshold;
+        let mut current = inner.limit.load(Ordering::Acquire);
+        loop {
+            let next = if congested {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                // in [0, current)
+                let shrunk = (f64::from(current) * adaptive.decrease_factor) as u32;
+                shrunk
+                    .min(current.saturating_sub(1))
+                    .max(adaptive.min_limit)
+            } else if inner.in_flight().saturating_mul(2) >= current {
+                current
+                    .saturating_add(adaptive.increase_by)
+                    .min(adaptive.max_limit)
+            } else {
+                // Not busy enough for a success to say more slots would be used.
+                current
+            };
+            if next == current {
+                return;
+            }
+            match inner.limit.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    inner.resize(current, next);
+                    return;
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Calls holding a slot now.
+    fn in_flight(&self) -> u32 {
+        match self.policy {
+            Policy::Queue { .. } => {
+                let free = u32::try_from(self.semaphore.available_permits()).unwrap_or(u32::MAX);
+                (self.limit.load(Ordering::Acquire) + self.debt.load(Ordering::Acquire))
+                    .saturating_sub(free)
+            }
+            _ => self.in_flight.load(Ordering::Acquire),
+        }
+    }
+
+    /// Applies a limit change from `from` to `to` (the counter policies read the limit as
+    /// they go; the queue policy's semaphore must be given or relieved of permits).
+    fn resize(&self, from: u32, to: u32) {
+        self.metrics.limit.set(f64::from(to));
+        tracing::debug!(
+            target: "switchyard_bulkhead",
+            bulkhead = %self.name,
+            from,
+            to,
+            "bulkhead limit adapted"
+        );
+        if !matches!(self.policy, Policy::Queue { .. }) {
+            return;
+        }
+        if to > from {
+            // Forgive debt first: those slots are still out and will simply come back.
+            let mut grow = to - from;
+            while grow > 0 {
+                match self
+                    .debt
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+                {
+                    Ok(_) => grow -= 1,
+                    Err(_) => break,
+                }
+            }
+            self.semaphore.add_permits(grow as usize);
+        } else {
+            let shrink = (from - to) as usize;
+            let forgotten = self.semaphore.forget_permits(shrink);
+            let owed = u32::try_from(shrink - forgotten).unwrap_or(u32::MAX);
+            self.debt.fetch_add(owed, Ordering::AcqRel);
+        }
     }
 }
 
@@ -333,6 +442,17 @@ impl Drop for QueueSeat<'_> {
 }
 
 impl Permit {
+    /// Feeds the call this permit admitted to the adaptive limit, as
+    /// [`AdmissionController::record`] does.
+    pub fn record(&self, ok: bool, latency: std::time::Duration) {
+        self.inner.record(ok, latency);
+    }
+
+    /// Whether the bulkhead adapts its limit, so that outcomes are worth timing.
+    pub(crate) fn is_adaptive(&self) -> bool {
+        self.inner.adaptive.is_some()
+    }
+
     /// Whether this admission went beyond the bulkhead's limit (soft-allow policies).
     pub fn is_over_capacity(&self) -> bool {
         matches!(self.kind, Kind::Over)
@@ -354,7 +474,14 @@ impl Drop for Permit {
         let inner = &*self.inner;
         inner.metrics.in_flight.decrement(1.0);
         if let Kind::Queued = self.kind {
-            inner.semaphore.add_permits(1);
+            // Pay a debt left by a lowered limit before handing the slot on.
+            let paid = inner
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+                .is_ok();
+            if !paid {
+                inner.semaphore.add_permits(1);
+            }
         } else {
             inner.in_flight.fetch_sub(1, Ordering::SeqCst);
             if inner.under_pressure.load(Ordering::SeqCst) {
@@ -374,7 +501,7 @@ impl Drop for Permit {
 #[cold]
 fn settle_pressure(inner: &Inner) {
     inner.pressure.send_if_modified(|signalled| {
-        let over = inner.in_flight.load(Ordering::SeqCst) > inner.limit;
+        let over = inner.in_flight.load(Ordering::SeqCst) > inner.limit.load(Ordering::SeqCst);
         inner.under_pressure.store(over, Ordering::SeqCst);
         if *signalled == over {
             return false;
@@ -384,7 +511,7 @@ fn settle_pressure(inner: &Inner) {
             tracing::warn!(
                 target: "switchyard_bulkhead",
                 bulkhead = %inner.name,
-                limit = inner.limit,
+                limit = inner.limit.load(Ordering::Relaxed),
                 "bulkhead over capacity"
             );
         } else {

@@ -18,13 +18,17 @@ use switchyard_core::ConfigError;
 /// config.validate().unwrap();
 /// assert_eq!(config.policy, Policy::Queue { capacity: 50, max_wait: Duration::from_millis(250) });
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BulkheadConfig {
     /// Calls allowed in flight at once (the policy decides what happens beyond).
     pub max_concurrent_calls: u32,
     /// What happens to a call when all slots are taken.
     pub policy: Policy,
+    /// If set, the slot count moves between bounds with the backend's health (AIMD), starting
+    /// at `max_concurrent_calls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveConfig>,
 }
 
 impl Default for BulkheadConfig {
@@ -33,6 +37,7 @@ impl Default for BulkheadConfig {
         Self {
             max_concurrent_calls: 25,
             policy: Policy::HardReject,
+            adaptive: None,
         }
     }
 }
@@ -43,7 +48,15 @@ impl BulkheadConfig {
         Self {
             max_concurrent_calls,
             policy,
+            adaptive: None,
         }
+    }
+
+    /// Lets the slot count adapt, as `adaptive` describes.
+    #[must_use]
+    pub fn with_adaptive(mut self, adaptive: AdaptiveConfig) -> Self {
+        self.adaptive = Some(adaptive);
+        self
     }
 
     /// Checks every field.
@@ -63,6 +76,11 @@ impl BulkheadConfig {
                 "max_concurrent_calls",
                 format!("must be at most {MAX_CONCURRENT_CALLS}"),
             ));
+        }
+        if let Some(adaptive) = &self.adaptive {
+            adaptive
+                .validate(self.max_concurrent_calls)
+                .map_err(|e| e.within("adaptive"))?;
         }
         if let Policy::Queue { capacity, max_wait } = self.policy {
             if capacity == 0 {
@@ -120,5 +138,104 @@ impl Policy {
             Self::SoftAllow => "soft_allow",
             Self::SoftAllowWithSignal => "soft_allow_with_signal",
         }
+    }
+}
+
+/// An adaptive slot count: additive increase, multiplicative decrease (AIMD), the congestion
+/// control of TCP applied to concurrency, as Netflix's `concurrency-limits` does.
+///
+/// Every call that ends in an error or takes longer than `latency_threshold` is a congestion
+/// signal and multiplies the limit by `decrease_factor` (down to `min_limit`). Every call that
+/// succeeds in time while at least half the slots are busy adds `increase_by` (up to
+/// `max_limit`): a bulkhead that is not used does not grow. The count starts at
+/// `max_concurrent_calls`.
+///
+/// ```
+/// use std::time::Duration;
+/// use switchyard_bulkhead::{AdaptiveConfig, BulkheadConfig, Policy};
+///
+/// let config: BulkheadConfig = serde_json::from_str(r#"{
+///     "max_concurrent_calls": 20,
+///     "adaptive": { "min_limit": 2, "max_limit": 100, "latency_threshold": "250ms" }
+/// }"#).unwrap();
+/// config.validate().unwrap();
+/// assert_eq!(config.adaptive.unwrap().decrease_factor, 0.9);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveConfig {
+    /// The fewest slots the limit falls to.
+    pub min_limit: u32,
+    /// The most slots the limit grows to.
+    pub max_limit: u32,
+    /// A call slower than this is a congestion signal.
+    #[serde(with = "switchyard_core::duration")]
+    pub latency_threshold: Duration,
+    /// The factor in (0, 1) a congestion signal multiplies the limit by.
+    #[serde(default = "AdaptiveConfig::default_decrease_factor")]
+    pub decrease_factor: f64,
+    /// Slots added per timely success while at least half the slots are busy.
+    #[serde(default = "AdaptiveConfig::default_increase_by")]
+    pub increase_by: u32,
+}
+
+impl AdaptiveConfig {
+    fn default_decrease_factor() -> f64 {
+        0.9
+    }
+
+    fn default_increase_by() -> u32 {
+        1
+    }
+
+    /// Bounds and threshold, with the default factor (0.9) and step (1).
+    pub fn new(min_limit: u32, max_limit: u32, latency_threshold: Duration) -> Self {
+        Self {
+            min_limit,
+            max_limit,
+            latency_threshold,
+            decrease_factor: Self::default_decrease_factor(),
+            increase_by: Self::default_increase_by(),
+        }
+    }
+
+    fn validate(&self, initial: u32) -> Result<(), ConfigError> {
+        if self.min_limit == 0 {
+            return Err(ConfigError::new("min_limit", "must be at least 1"));
+        }
+        if self.min_limit > initial {
+            return Err(ConfigError::new(
+                "min_limit",
+                "must not exceed `max_concurrent_calls`, where the limit starts",
+            ));
+        }
+        if self.max_limit < initial {
+            return Err(ConfigError::new(
+                "max_limit",
+                "must be at least `max_concurrent_calls`, where the limit starts",
+            ));
+        }
+        if self.max_limit > MAX_CONCURRENT_CALLS {
+            return Err(ConfigError::new(
+                "max_limit",
+                format!("must be at most {MAX_CONCURRENT_CALLS}"),
+            ));
+        }
+        if self.latency_threshold.is_zero() {
+            return Err(ConfigError::new(
+                "latency_threshold",
+                "must be greater than zero",
+            ));
+        }
+        if !(self.decrease_factor > 0.0 && self.decrease_factor < 1.0) {
+            return Err(ConfigError::new(
+                "decrease_factor",
+                format!("must be in (0, 1), got {}", self.decrease_factor),
+            ));
+        }
+        if self.increase_by == 0 {
+            return Err(ConfigError::new("increase_by", "must be at least 1"));
+        }
+        Ok(())
     }
 }

@@ -6,6 +6,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use switchyard_core::BoxError;
+use tokio::time::Instant;
 
 use crate::admission::Permit;
 use crate::error::BulkheadFull;
@@ -29,6 +30,8 @@ pin_project! {
             future: F,
             // Released as soon as the inner future resolves, or when this future is dropped.
             permit: Option<Permit>,
+            // Set when the bulkhead adapts its limit: the call is timed.
+            start: Option<Instant>,
         },
         Refused {
             error: Option<BulkheadFull>,
@@ -38,10 +41,12 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn called(future: F, permit: Permit) -> Self {
+        let start = permit.is_adaptive().then(Instant::now);
         Self {
             kind: Kind::Called {
                 future,
                 permit: Some(permit),
+                start,
             },
         }
     }
@@ -62,8 +67,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called { future, permit } => {
+            KindProj::Called {
+                future,
+                permit,
+                start,
+            } => {
                 let result = ready!(future.poll(cx));
+                if let (Some(permit), Some(start)) = (permit.as_ref(), *start) {
+                    permit.record(result.is_ok(), start.elapsed());
+                }
                 drop(permit.take());
                 Poll::Ready(result.map_err(Into::into))
             }

@@ -37,6 +37,13 @@
 //! # }
 //! ```
 //!
+//! # Adaptive limit
+//!
+//! With an [`AdaptiveConfig`] the slot count moves between bounds with the backend's health:
+//! errors and slow calls shrink it multiplicatively, timely successes on a busy bulkhead grow it
+//! by a step (AIMD). The service feeds every call's outcome and latency to it; other users of
+//! the controller call [`AdmissionController::record`].
+//!
 //! # Tower semantics
 //!
 //! A full bulkhead never returns `Err` from `poll_ready` (tower's `Buffer` and balancers would
@@ -54,11 +61,12 @@
 //!
 //! # Observability
 //!
-//! Metrics: `switchyard_bulkhead_in_flight{bulkhead}` and `switchyard_bulkhead_queued{bulkhead}`
-//! gauges, `switchyard_bulkhead_rejected_total{bulkhead, reason}` (`full`, `queue_full`,
+//! Metrics: `switchyard_bulkhead_in_flight{bulkhead}`, `switchyard_bulkhead_queued{bulkhead}`
+//! and `switchyard_bulkhead_limit{bulkhead}` gauges, `switchyard_bulkhead_rejected_total{bulkhead, reason}` (`full`, `queue_full`,
 //! `wait_expired`), `switchyard_bulkhead_over_capacity_total{bulkhead}`, and the
 //! `switchyard_bulkhead_wait_seconds{bulkhead}` histogram of queue waits. Tracing (target
-//! `switchyard_bulkhead`): a DEBUG event per refusal (`bulkhead`, `reason`), WARN when a
+//! `switchyard_bulkhead`): a DEBUG event per refusal (`bulkhead`, `reason`) and per limit
+//! change (`bulkhead`, `from`, `to`), WARN when a
 //! signalling bulkhead goes over capacity and INFO when it is back within.
 
 mod admission;
@@ -70,7 +78,7 @@ mod observe;
 mod service;
 
 pub use admission::{AdmissionController, BulkheadStats, Permit};
-pub use config::{BulkheadConfig, MAX_CONCURRENT_CALLS, Policy};
+pub use config::{AdaptiveConfig, BulkheadConfig, MAX_CONCURRENT_CALLS, Policy};
 pub use error::{BulkheadFull, FullReason};
 pub use future::ResponseFuture;
 pub use layer::BulkheadLayer;

@@ -10,6 +10,7 @@ use crate::error::FullReason;
 /// the recorder before building the layer: handles taken earlier stay no-ops.
 pub(crate) struct Metrics {
     pub(crate) in_flight: Gauge,
+    pub(crate) limit: Gauge,
     pub(crate) queued: Gauge,
     pub(crate) over_capacity: Counter,
     pub(crate) wait: Histogram,
@@ -30,6 +31,7 @@ impl Metrics {
         Self {
             in_flight: metrics::gauge!("switchyard_bulkhead_in_flight", "bulkhead" => name.to_string()),
             queued: metrics::gauge!("switchyard_bulkhead_queued", "bulkhead" => name.to_string()),
+            limit: metrics::gauge!("switchyard_bulkhead_limit", "bulkhead" => name.to_string()),
             over_capacity: metrics::counter!(
                 "switchyard_bulkhead_over_capacity_total",
                 "bulkhead" => name.to_string()
