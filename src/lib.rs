@@ -62,7 +62,8 @@ pub mod prelude {
 
     #[cfg(feature = "bulkhead")]
     pub use switchyard_bulkhead::{
-        AdmissionController, BulkheadConfig, BulkheadFull, BulkheadLayer, Policy,
+        AdaptiveConfig, AdmissionController, BulkheadConfig, BulkheadFull, BulkheadLayer,
+        KeyedBulkheadLayer, Policy,
     };
 }
 

@@ -53,6 +53,12 @@
 //! `ConcurrencyLimit` does), and refuses through `call` when the queue is full or the wait
 //! expires. The slot is released when the response future resolves or is dropped.
 //!
+//! # A bulkhead per key
+//!
+//! [`KeyedBulkheadLayer`] keeps one bulkhead per key taken from the request (a tenant, a route),
+//! bounded in number: a new key evicts the least recently used idle bulkhead, and is refused if
+//! every kept bulkhead is busy.
+//!
 //! # The admission controller
 //!
 //! [`AdmissionController`] is the bulkhead without tower: `try_acquire`, `acquire` (queues
@@ -73,6 +79,7 @@ mod admission;
 mod config;
 mod error;
 mod future;
+mod keyed;
 mod layer;
 mod observe;
 mod service;
@@ -81,6 +88,7 @@ pub use admission::{AdmissionController, BulkheadStats, Permit};
 pub use config::{AdaptiveConfig, BulkheadConfig, MAX_CONCURRENT_CALLS, Policy};
 pub use error::{BulkheadFull, FullReason};
 pub use future::ResponseFuture;
+pub use keyed::{KeyedBulkhead, KeyedBulkheadHandle, KeyedBulkheadLayer};
 pub use layer::BulkheadLayer;
 pub use service::Bulkhead;
 
