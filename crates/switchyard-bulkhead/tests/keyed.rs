@@ -9,34 +9,30 @@ use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
 
 type Call = Pin<Box<dyn Future<Output = Result<&'static str, BoxError>> + Send>>;
 
+/// A request: its key, and a signal that ends the call.
+type Req = (&'static str, tokio::sync::oneshot::Receiver<()>);
+
 /// A service whose calls for `(key, hold)` stay in flight until `hold` resolves.
 fn keyed(
     max_keys: usize,
 ) -> (
-    impl Service<
-        (&'static str, tokio::sync::oneshot::Receiver<()>),
-        Response = &'static str,
-        Error = BoxError,
-        Future = impl Future<Output = Result<&'static str, BoxError>>,
-    > + Clone,
+    impl Service<Req, Response = &'static str, Error = BoxError> + Clone,
     switchyard_bulkhead::KeyedBulkheadHandle<&'static str>,
 ) {
     let layer = KeyedBulkheadLayer::new(
         "tenants",
         BulkheadConfig::new(1, Policy::HardReject),
         max_keys,
-        |req: &(&'static str, tokio::sync::oneshot::Receiver<()>)| req.0,
+        |req: &Req| req.0,
     )
     .unwrap();
     let handle = layer.handle();
-    let svc = layer.layer(service_fn(
-        |(key, hold): (&'static str, tokio::sync::oneshot::Receiver<()>)| -> Call {
-            Box::pin(async move {
-                let _ = hold.await;
-                Ok(key)
-            })
-        },
-    ));
+    let svc = layer.layer(service_fn(|(key, hold): Req| -> Call {
+        Box::pin(async move {
+            let _ = hold.await;
+            Ok(key)
+        })
+    }));
     (svc, handle)
 }
 
