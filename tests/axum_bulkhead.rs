@@ -1,0 +1,132 @@
+//! The bulkhead and the breaker stacked in an axum app, served by a real hyper server on
+//! 127.0.0.1: requests beyond the bulkhead's slots are shed with 503 while the admitted ones
+//! finish with 200, and the breaker does not count the shed requests against the backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use switchyard::prelude::*;
+use tokio::sync::{Semaphore, mpsc};
+use tower::ServiceBuilder;
+
+async fn handle_error(err: BoxError) -> Response {
+    let status = find_rejection(&*err).map_or(StatusCode::INTERNAL_SERVER_ERROR, |r| {
+        r.kind().http_status()
+    });
+    (status, err.to_string()).into_response()
+}
+
+#[tokio::test]
+async fn requests_beyond_the_bulkhead_are_shed_with_503_and_the_rest_succeed() {
+    // The handler reports each request it starts, then waits for a go-ahead.
+    let (entered_tx, mut entered) = mpsc::unbounded_channel::<()>();
+    let gate = Arc::new(Semaphore::new(0));
+
+    let bulkhead = BulkheadLayer::new("api", &BulkheadConfig::new(2, Policy::HardReject))
+        .expect("valid config");
+    let slots = bulkhead.controller().clone();
+    let breaker = CircuitBreakerLayer::new(
+        "api",
+        CircuitBreakerConfig::new(Trip::consecutive_failures(1)),
+    )
+    .expect("valid config")
+    .with_classifier(IgnoreRejections::new(HttpClassifier::server_errors()));
+    let circuit = breaker.handle();
+
+    let app = Router::new()
+        .route(
+            "/work",
+            get({
+                let gate = Arc::clone(&gate);
+                move || async move {
+                    let _ = entered_tx.send(());
+                    gate.acquire().await.expect("gate open").forget();
+                    "done"
+                }
+            }),
+        )
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(handle_error))
+                .layer(breaker)
+                .layer(bulkhead),
+        );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: hyper::Uri = format!("http://{addr}/work").parse().expect("uri");
+    let get = |client: Client<_, Empty<Bytes>>, uri: hyper::Uri| async move {
+        let response = client.get(uri).await.expect("request");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+
+    // Two requests take both slots and wait in the handler.
+    let admitted: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(get(client.clone(), uri.clone())))
+        .collect();
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), entered.recv())
+            .await
+            .expect("the handler started")
+            .expect("channel open");
+    }
+    assert_eq!(slots.stats().in_flight, 2);
+
+    // Three more are shed at once, without reaching the handler.
+    for _ in 0..3 {
+        let (status, body) = get(client.clone(), uri.clone()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "bulkhead full: api");
+    }
+    assert!(
+        entered.try_recv().is_err(),
+        "no shed request reached the handler"
+    );
+
+    // The admitted ones finish normally.
+    gate.add_permits(2);
+    for request in admitted {
+        assert_eq!(
+            request.await.expect("task"),
+            (StatusCode::OK, "done".to_owned())
+        );
+    }
+    let stats = slots.stats();
+    assert_eq!((stats.in_flight, stats.rejected), (0, 3));
+    assert_eq!(
+        circuit.state(),
+        State::Closed,
+        "the breaker ignored the bulkhead's refusals (threshold 1)"
+    );
+
+    let _ = stop.send(());
+    server.await.expect("server task").expect("server");
+}
