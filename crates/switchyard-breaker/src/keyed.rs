@@ -1,12 +1,11 @@
 //! A breaker per key: per host, per route, per tenant.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use switchyard_core::keyed::KeyedMap;
 use switchyard_core::{BoxError, Classify, ConfigError, ErrorsAsFailures};
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -18,94 +17,36 @@ use crate::handle::{BreakerHandle, BreakerSnapshot, Shared};
 use crate::policy::Policy;
 use crate::state::State;
 
-struct Entry {
-    shared: Arc<Shared>,
-    last_used: AtomicU64,
-}
-
-impl Entry {
-    /// Marks the entry used in generation `tick`, writing only when the mark changes.
-    fn touch(&self, tick: u64) {
-        if self.last_used.load(Ordering::Relaxed) != tick {
-            self.last_used.store(tick, Ordering::Relaxed);
-        }
-    }
-}
-
 struct Breakers<K> {
     name: Arc<str>,
     config: CircuitBreakerConfig,
-    max_keys: usize,
-    map: RwLock<HashMap<K, Entry>>,
-    clock: AtomicU64,
+    map: KeyedMap<K, Arc<Shared>>,
 }
 
 impl<K> Breakers<K>
 where
     K: Hash + Eq + Clone + fmt::Display,
 {
-    /// The breaker for `key`, made on first use. A hit takes a shared read lock and writes
-    /// nothing shared but the entry's own use mark; only a new key takes the write lock.
-    ///
-    /// Recency is a generation, not a per-call counter: `clock` counts the keys added, and a
-    /// hit marks its entry with that count. Eviction picks the entry with the lowest mark,
-    /// which is least-recently-used up to the resolution of key arrivals (two entries used
-    /// between the same two arrivals tie), without a contended counter on every call.
+    /// The breaker for `key`, made on first use. To make room, a closed breaker goes first,
+    /// then an open or half-open one (which protects a sick backend), and a breaker an
+    /// operator forced goes last; least recently used first within each.
     fn get_or_insert(&self, key: &K) -> Arc<Shared> {
-        {
-            let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = map.get(key) {
-                entry.touch(self.clock.load(Ordering::Relaxed));
-                return Arc::clone(&entry.shared);
-            }
-        }
-        // Built outside the write lock: a window can be large, and other keys keep flowing.
-        let name: Arc<str> = format!("{}/{key}", self.name).into();
-        let policy = Policy::from_config(&self.config.trip);
-        let fresh = Arc::new(Shared::new(name, self.config.clone(), policy));
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = map.get(key) {
-            entry.touch(self.clock.load(Ordering::Relaxed));
-            return Arc::clone(&entry.shared);
-        }
-        // A new entry is marked with the generation before it and opens the next one, so an
-        // entry used after it arrived ranks above it.
-        let tick = self.clock.fetch_add(1, Ordering::Relaxed);
-        if map.len() >= self.max_keys {
-            Self::evict(&mut map);
-        }
-        map.insert(
-            key.clone(),
-            Entry {
-                shared: Arc::clone(&fresh),
-                last_used: AtomicU64::new(tick),
-            },
-        );
-        fresh
-    }
-
-    /// Makes room: the least recently used closed breaker goes first, then open or
-    /// half-open ones (which protect a sick backend), and a breaker an operator forced goes
-    /// last. A scan over the keys, under the write lock, paid once per new key beyond
-    /// `max_keys`: keep `max_keys` to what a scan may cost (thousands, not millions).
-    fn evict(map: &mut HashMap<K, Entry>) {
-        let rank = |state: State| match state {
-            State::Closed => 0,
-            State::Open | State::HalfOpen => 1,
-            State::ForcedOpen | State::ForcedClosed => 2,
+        let make = || {
+            let name: Arc<str> = format!("{}/{key}", self.name).into();
+            let policy = Policy::from_config(&self.config.trip);
+            Arc::new(Shared::new(name, self.config.clone(), policy))
         };
-        let victim = map
-            .iter()
-            .min_by_key(|(_, e)| {
-                (
-                    rank(e.shared.circuit.state()),
-                    e.last_used.load(Ordering::Relaxed),
-                )
+        let rank = |shared: &Arc<Shared>| {
+            Some(match shared.circuit.state() {
+                State::Closed => 0,
+                State::Open | State::HalfOpen => 1,
+                State::ForcedOpen | State::ForcedClosed => 2,
             })
-            .map(|(k, _)| k.clone());
-        if let Some(key) = victim {
-            map.remove(&key);
-        }
+        };
+        // Every breaker is evictable, so there is always room.
+        self.map
+            .get_or_insert_with(key, make, rank)
+            .expect("every breaker ranks as evictable")
     }
 }
 
@@ -158,9 +99,7 @@ impl<K, F> KeyedCircuitBreakerLayer<K, F> {
             breakers: Arc::new(Breakers {
                 name: name.into(),
                 config,
-                max_keys,
-                map: RwLock::new(HashMap::new()),
-                clock: AtomicU64::new(0),
+                map: KeyedMap::new(max_keys),
             }),
             key_fn,
             classifier: ErrorsAsFailures,
@@ -200,7 +139,7 @@ impl<K, F, C: fmt::Debug> fmt::Debug for KeyedCircuitBreakerLayer<K, F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedCircuitBreakerLayer")
             .field("name", &self.breakers.name)
-            .field("max_keys", &self.breakers.max_keys)
+            .field("max_keys", &self.breakers.map.max_keys())
             .field("classifier", &self.classifier)
             .finish_non_exhaustive()
     }
@@ -240,48 +179,34 @@ impl<K> fmt::Debug for KeyedBreakerHandle<K> {
     }
 }
 
-impl<K: Hash + Eq> KeyedBreakerHandle<K> {
+impl<K: Hash + Eq + Clone> KeyedBreakerHandle<K> {
     /// The handle of `key`'s breaker, if it has one now.
     pub fn get(&self, key: &K) -> Option<BreakerHandle> {
-        let map = self
-            .breakers
+        self.breakers
             .map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        map.get(key).map(|e| BreakerHandle {
-            shared: Arc::clone(&e.shared),
-        })
+            .get(key)
+            .map(|shared| BreakerHandle { shared })
     }
 
     /// How many keys have a breaker now.
     pub fn len(&self) -> usize {
-        self.breakers
-            .map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.breakers.map.len()
     }
 
     /// Whether no key has a breaker yet.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.breakers.map.is_empty()
     }
 
     /// A snapshot of every key's breaker, sorted by name.
     pub fn snapshot_all(&self) -> Vec<BreakerSnapshot> {
-        let handles: Vec<BreakerHandle> = {
-            let map = self
-                .breakers
-                .map
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            map.values()
-                .map(|e| BreakerHandle {
-                    shared: Arc::clone(&e.shared),
-                })
-                .collect()
-        };
-        let mut all: Vec<_> = handles.iter().map(BreakerHandle::snapshot).collect();
+        let mut all: Vec<_> = self
+            .breakers
+            .map
+            .values()
+            .into_iter()
+            .map(|shared| BreakerHandle { shared }.snapshot())
+            .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }

@@ -1,12 +1,11 @@
 //! A bulkhead per key: per tenant, per route, per downstream host.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use switchyard_core::keyed::KeyedMap;
 use switchyard_core::{BoxError, ConfigError};
 use tower::{Layer, Service};
 
@@ -15,19 +14,10 @@ use crate::config::{BulkheadConfig, Policy};
 use crate::error::{BulkheadFull, FullReason};
 use crate::future::ResponseFuture;
 
-struct Entry {
-    controller: AdmissionController,
-    last_used: AtomicU64,
-}
-
 struct Bulkheads<K> {
     name: Arc<str>,
     config: BulkheadConfig,
-    max_keys: usize,
-    map: RwLock<HashMap<K, Entry>>,
-    /// Keys added so far: the generation a hit marks its entry with (see the breaker's keyed
-    /// layer, which keeps recency the same way).
-    clock: AtomicU64,
+    map: KeyedMap<K, AdmissionController>,
 }
 
 impl<K> Bulkheads<K>
@@ -36,54 +26,18 @@ where
 {
     /// The bulkhead for `key`, made on first use; `None` when `max_keys` bulkheads exist and
     /// every one of them is busy, so none can be forgotten without breaking its isolation.
+    /// Only idle bulkheads (no slot held, no waiter) are evicted, least recently used first.
     fn get_or_insert(&self, key: &K) -> Option<AdmissionController> {
-        {
-            let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = map.get(key) {
-                touch(&entry.last_used, self.clock.load(Ordering::Relaxed));
-                return Some(entry.controller.clone());
-            }
-        }
-        let name = format!("{}/{key}", self.name);
-        // The config was validated when the layer was built.
-        let fresh = AdmissionController::new(name, &self.config).ok()?;
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = map.get(key) {
-            touch(&entry.last_used, self.clock.load(Ordering::Relaxed));
-            return Some(entry.controller.clone());
-        }
-        if map.len() >= self.max_keys && !Self::evict_idle(&mut map) {
-            return None;
-        }
-        let tick = self.clock.fetch_add(1, Ordering::Relaxed);
-        map.insert(
-            key.clone(),
-            Entry {
-                controller: fresh.clone(),
-                last_used: AtomicU64::new(tick),
-            },
-        );
-        Some(fresh)
-    }
-
-    /// Forgets the least recently used bulkhead that holds no slot and no waiter. A scan under
-    /// the write lock, once per new key beyond `max_keys`.
-    fn evict_idle(map: &mut HashMap<K, Entry>) -> bool {
-        let victim = map
-            .iter()
-            .filter(|(_, e)| {
-                let stats = e.controller.stats();
-                stats.in_flight == 0 && stats.queued == 0
-            })
-            .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
-            .map(|(k, _)| k.clone());
-        victim.is_some_and(|key| map.remove(&key).is_some())
-    }
-}
-
-fn touch(mark: &AtomicU64, tick: u64) {
-    if mark.load(Ordering::Relaxed) != tick {
-        mark.store(tick, Ordering::Relaxed);
+        let make = || {
+            // The config was validated when the layer was built.
+            AdmissionController::new(format!("{}/{key}", self.name), &self.config)
+                .expect("a validated config")
+        };
+        let idle = |controller: &AdmissionController| {
+            let stats = controller.stats();
+            (stats.in_flight == 0 && stats.queued == 0).then_some(0)
+        };
+        self.map.get_or_insert_with(key, make, idle)
     }
 }
 
@@ -134,9 +88,7 @@ impl<K, F> KeyedBulkheadLayer<K, F> {
             bulkheads: Arc::new(Bulkheads {
                 name: name.into(),
                 config,
-                max_keys,
-                map: RwLock::new(HashMap::new()),
-                clock: AtomicU64::new(0),
+                map: KeyedMap::new(max_keys),
             }),
             key_fn,
         })
@@ -163,7 +115,7 @@ impl<K, F> fmt::Debug for KeyedBulkheadLayer<K, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedBulkheadLayer")
             .field("name", &self.bulkheads.name)
-            .field("max_keys", &self.bulkheads.max_keys)
+            .field("max_keys", &self.bulkheads.map.max_keys())
             .finish_non_exhaustive()
     }
 }
@@ -201,42 +153,31 @@ impl<K> fmt::Debug for KeyedBulkheadHandle<K> {
     }
 }
 
-impl<K: Hash + Eq> KeyedBulkheadHandle<K> {
+impl<K: Hash + Eq + Clone> KeyedBulkheadHandle<K> {
     /// The controller of `key`'s bulkhead, if it has one now.
     pub fn get(&self, key: &K) -> Option<AdmissionController> {
-        let map = self
-            .bulkheads
-            .map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        map.get(key).map(|e| e.controller.clone())
+        self.bulkheads.map.get(key)
     }
 
     /// How many keys have a bulkhead now.
     pub fn len(&self) -> usize {
-        self.bulkheads
-            .map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.bulkheads.map.len()
     }
 
     /// Whether no key has a bulkhead yet.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.bulkheads.map.is_empty()
     }
 
     /// The stats of every key's bulkhead, sorted by name.
     pub fn stats_all(&self) -> Vec<BulkheadStats> {
-        let controllers: Vec<AdmissionController> = {
-            let map = self
-                .bulkheads
-                .map
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            map.values().map(|e| e.controller.clone()).collect()
-        };
-        let mut all: Vec<_> = controllers.iter().map(AdmissionController::stats).collect();
+        let mut all: Vec<_> = self
+            .bulkheads
+            .map
+            .values()
+            .iter()
+            .map(AdmissionController::stats)
+            .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }

@@ -15,6 +15,8 @@
 //! - **Is this config valid?** [`config`] holds [`ConfigError`], which names the offending
 //!   field, and [`duration`], the humane (`"250ms"`, `"30s"`) duration format every config
 //!   uses.
+//! - **How is per-key state bounded?** [`keyed::KeyedMap`] keeps at most `max_keys` values for
+//!   the keyed variants of every layer, evicting by a rank the layer chooses.
 //!
 //! # Example
 //!
@@ -55,6 +57,7 @@
 pub mod classify;
 pub mod config;
 pub mod duration;
+pub mod keyed;
 pub mod rejection;
 
 #[cfg(feature = "grpc")]
