@@ -11,8 +11,8 @@ use switchyard_breaker::{BreakerHandle, CircuitBreakerConfig, State, Trip};
 use tokio::sync::watch;
 use tokio::time::{Instant, advance, timeout};
 
-use support::recorded::Recorded;
 use support::{breaker, breaker_open, call, fail_times, is_refused, ms, seed_config};
+use switchyard_core::test_util::Recorded;
 
 /// Waits (in paused time, so at no cost) until the breaker's state next changes.
 async fn next_state(states: &mut watch::Receiver<State>) -> State {

@@ -12,8 +12,8 @@ use tokio::time::advance;
 use tower::{Service, ServiceExt};
 use tower_test::mock;
 
-use support::recorded::Recorded;
 use support::{NAME, bulkhead, call, controller, ms, paused_runtime, poll_once, queue, refusal};
+use switchyard_core::test_util::Recorded;
 
 const REJECTED: &str = "switchyard_bulkhead_rejected_total";
 const IN_FLIGHT: &str = "switchyard_bulkhead_in_flight";

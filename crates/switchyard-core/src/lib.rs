@@ -59,6 +59,8 @@ pub mod config;
 pub mod duration;
 pub mod keyed;
 pub mod rejection;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 #[cfg(feature = "grpc")]
 pub use classify::GrpcClassifier;

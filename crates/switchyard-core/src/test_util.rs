@@ -1,0 +1,82 @@
+//! Test helpers shared by the switchyard crates (feature `test-util`): not part of the
+//! stable API.
+//!
+//! [`Recorded`] reads a `metrics_util` debugging recorder, so that every crate asserts its
+//! metric names and values the same way.
+
+use metrics_util::debugging::{DebugValue, Snapshotter};
+
+/// One snapshot of a debugging recorder.
+///
+/// Taking it drains the recorder: counters count again from zero and gauges read zero (so
+/// an increment-only gauge reads the change since), so take one snapshot per point of
+/// interest and read it as often as needed.
+#[derive(Debug)]
+pub struct Recorded(Vec<Metric>);
+
+/// A metric's name, its labels sorted, and its value.
+type Metric = (String, Vec<(String, String)>, DebugValue);
+
+impl Recorded {
+    /// Takes a snapshot (and so drains the recorder).
+    pub fn take(snapshotter: &Snapshotter) -> Self {
+        let metrics = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let key = key.key();
+                let mut labels: Vec<(String, String)> = key
+                    .labels()
+                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                    .collect();
+                labels.sort_unstable();
+                (key.name().to_owned(), labels, value)
+            })
+            .collect();
+        Self(metrics)
+    }
+
+    fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<&DebugValue> {
+        let mut wanted: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        wanted.sort_unstable();
+        self.0
+            .iter()
+            .find(|(n, l, _)| n == name && *l == wanted)
+            .map(|(_, _, value)| value)
+    }
+
+    /// Whether any metric of this name was registered, whatever its labels.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _, _)| n == name)
+    }
+
+    /// Counter `name{labels}`, counted since the previous snapshot; `None` if never
+    /// registered.
+    pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+        match self.find(name, labels)? {
+            DebugValue::Counter(n) => Some(*n),
+            other => panic!("{name} is not a counter: {other:?}"),
+        }
+    }
+
+    /// Gauge `name{labels}`; `None` if never registered.
+    pub fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        match self.find(name, labels)? {
+            DebugValue::Gauge(v) => Some(v.0),
+            other => panic!("{name} is not a gauge: {other:?}"),
+        }
+    }
+
+    /// Histogram `name{labels}`'s values since the previous snapshot; `None` if never
+    /// registered.
+    pub fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Option<Vec<f64>> {
+        match self.find(name, labels)? {
+            DebugValue::Histogram(values) => Some(values.iter().map(|v| v.0).collect()),
+            other => panic!("{name} is not a histogram: {other:?}"),
+        }
+    }
+}
