@@ -10,6 +10,7 @@
 //! | [`core`] | switchyard-core | outcome classification, rejection kinds and their HTTP/gRPC mapping, config helpers |
 //! | `breaker` | switchyard-breaker | circuit breaker layer, handle, events (feature `breaker`) |
 //! | `bulkhead` | switchyard-bulkhead | bulkhead layer with four backpressure policies, admission controller (feature `bulkhead`) |
+//! | `ratelimit` | switchyard-ratelimit | governor-based rate limits, global and keyed, reject or wait (feature `ratelimit`) |
 //!
 //! # Example
 //!
@@ -47,6 +48,9 @@ pub use switchyard_breaker as breaker;
 #[cfg(feature = "bulkhead")]
 pub use switchyard_bulkhead as bulkhead;
 
+#[cfg(feature = "ratelimit")]
+pub use switchyard_ratelimit as ratelimit;
+
 /// The names most programs need, for `use switchyard::prelude::*`.
 pub mod prelude {
     pub use switchyard_core::{
@@ -64,6 +68,11 @@ pub mod prelude {
     pub use switchyard_bulkhead::{
         AdaptiveConfig, AdmissionController, BulkheadConfig, BulkheadFull, BulkheadLayer,
         KeyedBulkheadLayer, Policy,
+    };
+
+    #[cfg(feature = "ratelimit")]
+    pub use switchyard_ratelimit::{
+        KeyedRateLimitLayer, RateLimitConfig, RateLimitLayer, RateLimitMode, RateLimited,
     };
 }
 

@@ -210,6 +210,40 @@ pub fn find_rejection<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a dyn Reje
     None
 }
 
+/// The HTTP response a server should answer a rejection with: the kind's status, a
+/// `Retry-After` header (whole seconds, rounded up) when the rejection knows when to retry,
+/// and its message as a plain-text body. Usable as an axum response as it is.
+///
+/// ```
+/// use std::time::Duration;
+/// use switchyard_core::{Rejection, RejectionKind};
+/// # #[derive(Debug)] struct Limited;
+/// # impl std::fmt::Display for Limited {
+/// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("rate limited: api") }
+/// # }
+/// # impl std::error::Error for Limited {}
+/// impl Rejection for Limited {
+///     fn kind(&self) -> RejectionKind { RejectionKind::RateLimited }
+///     fn retry_after(&self) -> Option<Duration> { Some(Duration::from_millis(1500)) }
+/// }
+///
+/// let response = switchyard_core::rejection::http_response(&Limited);
+/// assert_eq!(response.status(), 429);
+/// assert_eq!(response.headers()["retry-after"], "2");
+/// assert_eq!(response.body(), "rate limited: api");
+/// ```
+pub fn http_response(rejection: &dyn Rejection) -> http::Response<String> {
+    let mut response = http::Response::new(rejection.to_string());
+    *response.status_mut() = rejection.kind().http_status();
+    if let Some(after) = rejection.retry_after() {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+    }
+    response
+}
+
 /// Finds the first error of concrete type `E` in `err` or its `source()` chain.
 pub fn find_cause<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E> {
     let mut current = Some(err);

@@ -1,0 +1,205 @@
+//! A rate limit per key: per client, per API key, per route.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use governor::clock::Clock;
+use switchyard_core::{BoxError, ConfigError};
+use tokio::task::JoinHandle;
+use tower::{Layer, Service};
+
+use crate::clock::TokioClock;
+use crate::config::{RateLimitConfig, RateLimitMode};
+use crate::error::RateLimited;
+use crate::future::ResponseFuture;
+use crate::limiter::{Keyed, Metrics};
+
+struct Limits<K: Hash + Eq + Clone> {
+    name: Arc<str>,
+    limiter: Keyed<K>,
+    metrics: Metrics,
+}
+
+/// Wraps services in a rate limit per key, the key taken from each request by a function (see
+/// [`key`](crate::key) for ready ones). Every key gets the same quota; clones share every key's
+/// state.
+///
+/// The key is known only in `call`, after the inner service was readied, so a keyed limit
+/// refuses (it cannot wait): `mode = "wait"` is rejected when the layer is built.
+///
+/// Keys that have not been seen for a quota period hold no information (a fresh key starts
+/// with a full burst), so [`spawn_cleanup`](Self::spawn_cleanup) forgets them periodically,
+/// keeping memory bounded by the keys active within one period.
+pub struct KeyedRateLimitLayer<K: Hash + Eq + Clone, F> {
+    limits: Arc<Limits<K>>,
+    key_fn: F,
+}
+
+impl<K, F> KeyedRateLimitLayer<K, F>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// Limits named `<name>/<key>` in errors, keyed by `key_fn(&request)`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field of `config`; `mode` must be `reject`.
+    pub fn new<Req>(
+        name: impl Into<Arc<str>>,
+        config: &RateLimitConfig,
+        key_fn: F,
+    ) -> Result<Self, ConfigError>
+    where
+        F: Fn(&Req) -> K,
+    {
+        config.validate()?;
+        if let RateLimitMode::Wait { .. } = config.mode {
+            return Err(ConfigError::new(
+                "mode",
+                "a keyed rate limit learns its key in `call`, so it can only reject",
+            ));
+        }
+        switchyard_core::rejection::register::<RateLimited>();
+        let name = name.into();
+        Ok(Self {
+            limits: Arc::new(Limits {
+                metrics: Metrics::new(&name),
+                name,
+                limiter: governor::RateLimiter::dashmap_with_clock(config.quota(), TokioClock),
+            }),
+            key_fn,
+        })
+    }
+
+    /// How many keys have state now (an estimate under concurrent use).
+    pub fn len(&self) -> usize {
+        self.limits.limiter.len()
+    }
+
+    /// Whether no key has state.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets now every key whose state is indistinguishable from a fresh one.
+    pub fn cleanup(&self) {
+        self.limits.limiter.retain_recent();
+        self.limits.limiter.shrink_to_fit();
+    }
+
+    /// Runs [`cleanup`](Self::cleanup) every `interval` on the tokio runtime, until the
+    /// returned task is aborted or every layer and service sharing these limits is dropped.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    pub fn spawn_cleanup(&self, interval: Duration) -> JoinHandle<()> {
+        let limits = Arc::downgrade(&self.limits);
+        // The schedule starts now, not when the task is first polled.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tokio::spawn(async move {
+            loop {
+                ticks.tick().await;
+                let Some(limits) = limits.upgrade() else {
+                    break;
+                };
+                limits.limiter.retain_recent();
+                limits.limiter.shrink_to_fit();
+                metrics::gauge!("switchyard_ratelimit_keys", "limit" => limits.name.to_string())
+                    .set(f64::from(
+                        u32::try_from(limits.limiter.len()).unwrap_or(u32::MAX),
+                    ));
+            }
+        })
+    }
+}
+
+impl<K: Hash + Eq + Clone, F: Clone> Clone for KeyedRateLimitLayer<K, F> {
+    fn clone(&self) -> Self {
+        Self {
+            limits: Arc::clone(&self.limits),
+            key_fn: self.key_fn.clone(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, F> fmt::Debug for KeyedRateLimitLayer<K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRateLimitLayer")
+            .field("limit", &self.limits.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K: Hash + Eq + Clone, F: Clone> Layer<S> for KeyedRateLimitLayer<K, F> {
+    type Service = KeyedRateLimit<S, K, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyedRateLimit {
+            inner,
+            limits: Arc::clone(&self.limits),
+            key_fn: self.key_fn.clone(),
+        }
+    }
+}
+
+/// A service with a rate limit per key. Built by [`KeyedRateLimitLayer`].
+pub struct KeyedRateLimit<S, K: Hash + Eq + Clone, F> {
+    inner: S,
+    limits: Arc<Limits<K>>,
+    key_fn: F,
+}
+
+impl<S: Clone, K: Hash + Eq + Clone, F: Clone> Clone for KeyedRateLimit<S, K, F> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            limits: Arc::clone(&self.limits),
+            key_fn: self.key_fn.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K: Hash + Eq + Clone, F> fmt::Debug for KeyedRateLimit<S, K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRateLimit")
+            .field("inner", &self.inner)
+            .field("limit", &self.limits.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, F, Req> Service<Req> for KeyedRateLimit<S, K, F>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    K: Hash + Eq + Clone + fmt::Display,
+    F: Fn(&Req) -> K,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let key = (self.key_fn)(&req);
+        let limits = &*self.limits;
+        match limits.limiter.check_key(&key) {
+            Ok(()) => {
+                limits.metrics.admitted.increment(1);
+                ResponseFuture::called(self.inner.call(req))
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(TokioClock.now());
+                let name: Arc<str> = format!("{}/{key}", limits.name).into();
+                ResponseFuture::refused(limits.metrics.reject(name, wait))
+            }
+        }
+    }
+}
