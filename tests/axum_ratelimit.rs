@@ -35,7 +35,9 @@ async fn requests_past_the_quota_get_429_with_retry_after_and_the_rest_200() {
                 .layer(limit),
         );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -57,8 +59,17 @@ async fn requests_past_the_quota_get_429_with_retry_after_and_the_rest_200() {
                 let response = client.get(uri).await.expect("request");
                 let status = response.status();
                 let retry_after = response.headers().get("retry-after").cloned();
-                let body = response.into_body().collect().await.expect("body").to_bytes();
-                (status, retry_after, String::from_utf8_lossy(&body).into_owned())
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                (
+                    status,
+                    retry_after,
+                    String::from_utf8_lossy(&body).into_owned(),
+                )
             })
         })
         .collect();
