@@ -1,6 +1,8 @@
-//! The bulkhead and the breaker stacked in an axum app, served by a real hyper server on
-//! 127.0.0.1: requests beyond the bulkhead's slots are shed with 503 while the admitted ones
-//! finish with 200, and the breaker does not count the shed requests against the backend.
+//! The rate limit, the bulkhead and the breaker stacked in an axum app in switchyard's order,
+//! served by a real hyper server on 127.0.0.1: requests beyond the bulkhead's slots are shed
+//! with 503 while the admitted ones finish with 200, requests past the quota get 429 with
+//! `Retry-After`. In that order the breaker sits inside both, so their refusals never reach it
+//! and it stays closed though its threshold is one failure.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +21,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tower::ServiceBuilder;
 
 async fn handle_error(err: BoxError) -> Response {
-    let status = find_rejection(&*err).map_or(StatusCode::INTERNAL_SERVER_ERROR, |r| {
-        r.kind().http_status()
-    });
-    (status, err.to_string()).into_response()
+    match find_rejection(&*err) {
+        Some(rejection) => switchyard::core::rejection::http_response(rejection).into_response(),
+        None => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
 }
 
 #[tokio::test]
@@ -39,8 +41,11 @@ async fn requests_beyond_the_bulkhead_are_shed_with_503_and_the_rest_succeed() {
         CircuitBreakerConfig::new(Trip::consecutive_failures(1)),
     )
     .expect("valid config")
-    .with_classifier(IgnoreRejections::new(HttpClassifier::server_errors()));
+    .with_classifier(HttpClassifier::server_errors());
     let circuit = breaker.handle();
+    // Seven requests a minute: the five below and two more, then 429.
+    let limit = RateLimitLayer::new("api", &RateLimitConfig::new("7/min".parse().expect("rate")))
+        .expect("valid config");
 
     let app = Router::new()
         .route(
@@ -57,8 +62,9 @@ async fn requests_beyond_the_bulkhead_are_shed_with_503_and_the_rest_succeed() {
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(handle_error))
-                .layer(breaker)
-                .layer(bulkhead),
+                .layer(limit)
+                .layer(bulkhead)
+                .layer(breaker),
         );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -124,8 +130,20 @@ async fn requests_beyond_the_bulkhead_are_shed_with_503_and_the_rest_succeed() {
     assert_eq!(
         circuit.state(),
         State::Closed,
-        "the breaker ignored the bulkhead's refusals (threshold 1)"
+        "no refusal reached the breaker (threshold 1)"
     );
+
+    // The quota: two more requests pass, the next is refused with 429 and Retry-After.
+    gate.add_permits(2);
+    for _ in 0..2 {
+        assert_eq!(
+            get(client.clone(), uri.clone()).await,
+            (StatusCode::OK, "done".to_owned())
+        );
+    }
+    let response = client.get(uri.clone()).await.expect("request");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
 
     let _ = stop.send(());
     server.await.expect("server task").expect("server");
