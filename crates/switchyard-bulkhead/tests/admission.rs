@@ -569,3 +569,19 @@ proptest! {
         paused_runtime().block_on(run(limit, capacity, max_wait, ops))?;
     }
 }
+
+proptest! {
+    // Long runs: three sequences of 10,000 operations, about a sixth of them cancels of a
+    // queued acquire, with the same invariants checked after every step.
+    #![proptest_config(ProptestConfig { cases: 3, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ten_thousand_step_runs_leak_no_permit(
+        limit in 1u32..4,
+        capacity in 1u32..5,
+        max_wait in (1u64..200).prop_map(ms),
+        ops in proptest::collection::vec(op(), 10_000),
+    ) {
+        paused_runtime().block_on(run(limit, capacity, max_wait, ops))?;
+    }
+}
