@@ -37,11 +37,15 @@ where
             Arc::new(Shared::new(name, self.config.clone(), policy))
         };
         let rank = |shared: &Arc<Shared>| {
-            Some(match shared.circuit.state() {
+            let state = match shared.circuit.state() {
                 State::Closed => 0,
                 State::Open | State::HalfOpen => 1,
                 State::ForcedOpen | State::ForcedClosed => 2,
-            })
+            };
+            // A breaker held elsewhere (a call in flight would record into it, a handle steers
+            // it) goes after every one held by the map alone.
+            let in_use = if Arc::strong_count(shared) > 1 { 3 } else { 0 };
+            Some(state + in_use)
         };
         // Every breaker is evictable, so there is always room.
         self.map

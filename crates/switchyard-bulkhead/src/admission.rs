@@ -140,6 +140,11 @@ impl AdmissionController {
         Ok(controller)
     }
 
+    /// Whether this is the only handle to the slots: no other clone, no permit.
+    pub(crate) fn is_unshared(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1
+    }
+
     /// The bulkhead's name.
     pub fn name(&self) -> &str {
         &self.inner.name

@@ -33,10 +33,10 @@ where
             AdmissionController::new(format!("{}/{key}", self.name), &self.config)
                 .expect("a validated config")
         };
-        let idle = |controller: &AdmissionController| {
-            let stats = controller.stats();
-            (stats.in_flight == 0 && stats.queued == 0).then_some(0)
-        };
+        // Idle means nobody but the map holds the controller: no permit (each holds it), and no
+        // caller between its lookup and its `try_slot`. Checked under the map's write lock, so
+        // no new caller can take it meanwhile.
+        let idle = |controller: &AdmissionController| controller.is_unshared().then_some(0);
         self.map.get_or_insert_with(key, make, idle)
     }
 }

@@ -142,3 +142,23 @@ fn zero_max_keys_is_rejected() {
     let err = KeyedBulkheadLayer::new("k", bad, 8, |r: &u32| *r).unwrap_err();
     assert_eq!(err.field(), "max_concurrent_calls");
 }
+
+#[tokio::test]
+async fn a_bulkhead_someone_still_holds_is_not_evicted() {
+    let (mut svc, handle) = keyed(2);
+    for key in ["b", "a"] {
+        let (release, hold) = tokio::sync::oneshot::channel();
+        release.send(()).unwrap();
+        svc.ready().await.unwrap().call((key, hold)).await.unwrap();
+    }
+    // "b" is the least recently used, but a caller still holds its controller (as one does
+    // between its lookup and taking a slot): evicting it would split "b" into two bulkheads.
+    let held = handle.get(&"b").expect("b has a bulkhead");
+    let (release, hold) = tokio::sync::oneshot::channel();
+    release.send(()).unwrap();
+    svc.ready().await.unwrap().call(("c", hold)).await.unwrap();
+
+    assert!(handle.get(&"a").is_none(), "the unheld one went instead");
+    assert_eq!(held.name(), "tenants/b");
+    assert!(handle.get(&"b").is_some());
+}

@@ -1,7 +1,8 @@
 //! A bounded map of per-key state, for the keyed variants of every layer.
 //!
-//! A keyed layer (a breaker per host, a bulkhead per tenant, a rate limit per client) must not
-//! let an unbounded key space grow its memory. [`KeyedMap`] keeps at most `max_keys` values
+//! A keyed layer (a breaker per host, a bulkhead per tenant) must not let an unbounded key
+//! space grow its memory. (The keyed rate limit keeps its keys in governor's store instead,
+//! bounded by periodic cleanup.) [`KeyedMap`] keeps at most `max_keys` values
 //! and, to make room, evicts by a rank the layer chooses (an idle bulkhead before a busy one,
 //! a closed breaker before an open one), least recently used first within a rank.
 //!

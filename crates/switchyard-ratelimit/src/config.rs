@@ -52,6 +52,8 @@ impl FromStr for Rate {
         let count: u32 = count.trim().parse().map_err(|_| invalid())?;
         let per = per.trim();
         let per = match per {
+            "ms" => Duration::from_millis(1),
+            "us" => Duration::from_micros(1),
             "s" | "sec" | "second" => Duration::from_secs(1),
             "m" | "min" | "minute" => Duration::from_secs(60),
             "h" | "hour" => Duration::from_secs(3600),
@@ -144,14 +146,26 @@ impl RateLimitConfig {
                 "the period must be greater than zero",
             ));
         }
-        if self.rate.per / self.rate.count < Duration::from_nanos(1) {
+        let interval = self.rate.per / self.rate.count;
+        if interval < Duration::from_nanos(1) {
             return Err(ConfigError::new(
                 "rate",
                 "more than one call per nanosecond",
             ));
         }
+        // governor keeps time in u64 nanoseconds (584 years), the burst's span included.
+        let interval_nanos = u64::try_from(interval.as_nanos()).map_err(|_| {
+            ConfigError::new("rate", "one call per more than 584 years cannot be kept")
+        })?;
         if self.burst == Some(0) {
             return Err(ConfigError::new("burst", "must be at least 1"));
+        }
+        let burst = u64::from(self.burst.unwrap_or(self.rate.count));
+        if interval_nanos.checked_mul(burst - 1).is_none() {
+            return Err(ConfigError::new(
+                "burst",
+                "burst times the interval between calls must stay under 584 years",
+            ));
         }
         if let RateLimitMode::Wait { max_wait } = self.mode
             && max_wait.is_zero()

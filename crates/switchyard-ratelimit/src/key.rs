@@ -18,8 +18,12 @@ pub fn header<B>(name: &'static str) -> impl Fn(&http::Request<B>) -> String + C
     }
 }
 
-/// The peer IP from a `SocketAddr` in the request's extensions (as hyper servers built on
-/// hyper-util can store it), or the unspecified address when there is none.
+/// The peer IP from a plain `SocketAddr` in the request's extensions, or the unspecified
+/// address when there is none.
+///
+/// **Check that your server puts one there**: neither hyper-util nor axum does by default
+/// (axum stores `ConnectInfo<SocketAddr>`; use the closure in the module docs). Without it,
+/// every request maps to `0.0.0.0` and all clients share one limit.
 pub fn peer_ip<B>() -> impl Fn(&http::Request<B>) -> IpAddr + Clone {
     |req| {
         req.extensions()

@@ -30,9 +30,13 @@ struct Limits<K: Hash + Eq + Clone> {
 /// The key is known only in `call`, after the inner service was readied, so a keyed limit
 /// refuses (it cannot wait): `mode = "wait"` is rejected when the layer is built.
 ///
-/// Keys that have not been seen for a quota period hold no information (a fresh key starts
-/// with a full burst), so [`spawn_cleanup`](Self::spawn_cleanup) forgets them periodically,
-/// keeping memory bounded by the keys active within one period.
+/// A key whose bucket has refilled holds no information (a fresh key starts with a full
+/// burst), so [`spawn_cleanup`](KeyedRateLimitLayer::spawn_cleanup) forgets such keys
+/// periodically. Memory is then bounded by the keys seen within one cleanup interval plus the
+/// time a bucket takes to refill (`burst` intervals). Without cleanup it grows with every key
+/// seen: run it when keys come from clients (a header, a path, an address).
+///
+/// A refusal's error names the limit, not the key, since the key may be a credential.
 pub struct KeyedRateLimitLayer<K: Hash + Eq + Clone, F> {
     limits: Arc<Limits<K>>,
     key_fn: F,
@@ -90,7 +94,8 @@ where
         self.limits.limiter.shrink_to_fit();
     }
 
-    /// Runs [`cleanup`](Self::cleanup) every `interval` on the tokio runtime, until the
+    /// Runs [`cleanup`](Self::cleanup) every `interval` (from 1 ms to a year) on the tokio
+    /// runtime, until the
     /// returned task is aborted or every layer and service sharing these limits is dropped.
     ///
     /// # Panics
@@ -98,6 +103,7 @@ where
     /// Outside a tokio runtime, as `tokio::spawn` does.
     pub fn spawn_cleanup(&self, interval: Duration) -> JoinHandle<()> {
         let limits = Arc::downgrade(&self.limits);
+        let interval = interval.clamp(Duration::from_millis(1), Duration::from_secs(86_400 * 365));
         // The schedule starts now, not when the task is first polled.
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         tokio::spawn(async move {
@@ -197,8 +203,9 @@ where
             }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(TokioClock.now());
-                let name: Arc<str> = format!("{}/{key}", limits.name).into();
-                ResponseFuture::refused(limits.metrics.reject(name, wait))
+                // The key stays out of the error: it may be a credential (an API key header),
+                // and the error's text reaches response bodies and logs.
+                ResponseFuture::refused(limits.metrics.reject(Arc::clone(&limits.name), wait))
             }
         }
     }

@@ -94,11 +94,12 @@ impl<S> RateLimit<S> {
                 }
                 RateLimitMode::Wait { max_wait } => {
                     let now = Instant::now();
-                    let deadline = deadline.unwrap_or(now + max_wait);
+                    // A `max_wait` beyond the clock's range means no deadline at all.
+                    let deadline = deadline.or_else(|| now.checked_add(max_wait));
                     match now.checked_add(wait) {
-                        Some(until) if until <= deadline => Decision::Waiting {
+                        Some(until) if deadline.is_none_or(|d| until <= d) => Decision::Waiting {
                             sleep: Box::pin(tokio::time::sleep_until(until)),
-                            deadline,
+                            deadline: deadline.unwrap_or(until),
                         },
                         _ => Decision::Refused(RateLimited::new(Arc::clone(&limiter.name), wait)),
                     }

@@ -133,7 +133,11 @@ async fn each_key_has_its_own_limit() {
     let mut svc = layer.layer(echo());
     assert_eq!(call(&mut svc, 1).await.unwrap(), 1);
     let err = call(&mut svc, 11).await.unwrap_err();
-    assert_eq!(err.to_string(), "rate limited: tenants/1");
+    assert_eq!(
+        err.to_string(),
+        "rate limited: tenants",
+        "the key stays out of the error"
+    );
     assert_eq!(call(&mut svc, 2).await.unwrap(), 2, "key 2 is untouched");
     assert_eq!(layer.len(), 2);
 }
@@ -191,6 +195,7 @@ fn rates_read_in_the_usual_forms() {
     assert_eq!(read("5000/min"), Ok((5000, Duration::from_secs(60))));
     assert_eq!(read("3/hour"), Ok((3, Duration::from_secs(3600))));
     assert_eq!(read("10/250ms"), Ok((10, ms(250))));
+    assert_eq!(read("1000/ms"), Ok((1000, ms(1))));
     for bad in ["100", "x/s", "100/fortnight", "-1/s", ""] {
         let err = bad.parse::<Rate>().unwrap_err();
         assert!(
@@ -212,6 +217,16 @@ fn each_bad_field_is_named() {
     assert_eq!(bad(r#"{"rate": "0/s"}"#), "rate");
     assert_eq!(bad(r#"{"rate": "1/0s"}"#), "rate");
     assert_eq!(bad(r#"{"rate": "1/s", "burst": 0}"#), "burst");
+    assert_eq!(
+        bad(r#"{"rate": "1/600years"}"#),
+        "rate",
+        "beyond governor's 584 years"
+    );
+    assert_eq!(
+        bad(r#"{"rate": "1/day", "burst": 300000}"#),
+        "burst",
+        "its span overflows"
+    );
     assert_eq!(
         bad(r#"{"rate": "1/s", "mode": {"wait": {"max_wait": "0s"}}}"#),
         "mode.wait.max_wait"
