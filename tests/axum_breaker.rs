@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
@@ -18,20 +18,11 @@ use switchyard::prelude::*;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
-/// Maps any error from the stack to a response, with the status and `Retry-After` of a
-/// switchyard rejection.
+/// Maps any error from the stack to a response: a switchyard rejection through core's mapping
+/// (status and `Retry-After`), anything else as a 500.
 async fn handle_error(err: BoxError) -> Response {
     match find_rejection(&*err) {
-        Some(rejection) => {
-            let mut response = (rejection.kind().http_status(), err.to_string()).into_response();
-            if let Some(after) = rejection.retry_after() {
-                let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            response
-        }
+        Some(rejection) => switchyard::core::rejection::http_response(rejection).into_response(),
         None => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
     }
 }

@@ -205,7 +205,11 @@ where
                 let wait = not_until.wait_time_from(TokioClock.now());
                 // The key stays out of the error: it may be a credential (an API key header),
                 // and the error's text reaches response bodies and logs.
-                ResponseFuture::refused(limits.metrics.reject(Arc::clone(&limits.name), wait))
+                ResponseFuture::refused(
+                    limits
+                        .metrics
+                        .reject(RateLimited::new(Arc::clone(&limits.name), wait)),
+                )
             }
         }
     }

@@ -32,15 +32,16 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn reject(&self, name: Arc<str>, retry_after: Duration) -> RateLimited {
+    /// Counts a refusal as it reaches its caller, and hands it on.
+    pub(crate) fn reject(&self, refusal: RateLimited) -> RateLimited {
         self.rejected.increment(1);
         tracing::debug!(
             target: "switchyard_ratelimit",
-            limit = %name,
-            retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+            limit = %refusal.name(),
+            retry_after_ms = u64::try_from(refusal.retry_after().as_millis()).unwrap_or(u64::MAX),
             "rate limit refused a call"
         );
-        RateLimited::new(name, retry_after)
+        refusal
     }
 }
 

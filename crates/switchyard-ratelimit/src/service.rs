@@ -139,12 +139,7 @@ where
                 ResponseFuture::called(self.inner.call(req))
             }
             Decision::Refused(refused) => {
-                let limiter = &self.limiter;
-                ResponseFuture::refused(
-                    limiter
-                        .metrics
-                        .reject(Arc::clone(&limiter.name), refused.retry_after()),
-                )
+                ResponseFuture::refused(self.limiter.metrics.reject(refused))
             }
             Decision::Undecided | Decision::Waiting { .. } => {
                 panic!("poll_ready must be called first")
