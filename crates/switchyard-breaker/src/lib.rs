@@ -2,8 +2,9 @@
 //!
 //! A circuit breaker stops calling a backend that keeps failing, so that a sick dependency
 //! costs its callers a fast, typed error instead of a pile of timeouts, and gets room to
-//! recover. This one is built for the hot path: a closed breaker admits a call with one atomic
-//! load and records it with a few atomic operations, never a lock per call.
+//! recover. This one is built for the hot path: a closed breaker admits a call with an atomic
+//! load (re-checking the permit with another in `call`) and records it with a few atomic
+//! operations, never a lock per call.
 //!
 //! # Example
 //!
