@@ -458,6 +458,11 @@ impl Permit {
         self.inner.adaptive.is_some()
     }
 
+    /// The name of the bulkhead this permit belongs to, shared.
+    pub(crate) fn bulkhead(&self) -> &Arc<str> {
+        &self.inner.name
+    }
+
     /// Whether this admission went beyond the bulkhead's limit (soft-allow policies).
     pub fn is_over_capacity(&self) -> bool {
         matches!(self.kind, Kind::Over)

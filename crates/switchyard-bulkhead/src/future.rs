@@ -10,21 +10,22 @@ use tokio::time::Instant;
 
 use crate::admission::Permit;
 use crate::error::BulkheadFull;
+use crate::signal::{NoSignal, SignalResponse};
 
 pin_project! {
     /// The response future of [`Bulkhead`](crate::Bulkhead): the inner call holding its slot,
-    /// or an immediately ready [`BulkheadFull`].
+    /// or an immediately ready [`BulkheadFull`]. `M` marks responses admitted over capacity.
     #[derive(Debug)]
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, M = NoSignal> {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<F, M>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
-    enum Kind<F> {
+    enum Kind<F, M> {
         Called {
             #[pin]
             future: F,
@@ -32,6 +33,7 @@ pin_project! {
             permit: Option<Permit>,
             // Set when the bulkhead adapts its limit: the call is timed.
             start: Option<Instant>,
+            signal: M,
         },
         Refused {
             error: Option<BulkheadFull>,
@@ -39,14 +41,15 @@ pin_project! {
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(crate) fn called(future: F, permit: Permit) -> Self {
+impl<F, M> ResponseFuture<F, M> {
+    pub(crate) fn called(future: F, permit: Permit, signal: M) -> Self {
         let start = permit.is_adaptive().then(Instant::now);
         Self {
             kind: Kind::Called {
                 future,
                 permit: Some(permit),
                 start,
+                signal,
             },
         }
     }
@@ -58,10 +61,11 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+impl<F, M, T, E> Future for ResponseFuture<F, M>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
+    M: SignalResponse<T>,
 {
     type Output = Result<T, BoxError>;
 
@@ -71,10 +75,16 @@ where
                 future,
                 permit,
                 start,
+                signal,
             } => {
-                let result = ready!(future.poll(cx));
-                if let (Some(permit), Some(start)) = (permit.as_ref(), *start) {
-                    permit.record(result.is_ok(), start.elapsed());
+                let mut result = ready!(future.poll(cx));
+                if let Some(held) = permit.as_ref() {
+                    if let Some(start) = *start {
+                        held.record(result.is_ok(), start.elapsed());
+                    }
+                    if let (true, Ok(response)) = (held.is_over_capacity(), result.as_mut()) {
+                        signal.signal(held.bulkhead(), response);
+                    }
                 }
                 drop(permit.take());
                 Poll::Ready(result.map_err(Into::into))

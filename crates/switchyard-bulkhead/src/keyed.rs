@@ -13,6 +13,7 @@ use crate::admission::{AdmissionController, BulkheadStats};
 use crate::config::{BulkheadConfig, Policy};
 use crate::error::{BulkheadFull, FullReason};
 use crate::future::ResponseFuture;
+use crate::signal::NoSignal;
 
 struct Bulkheads<K> {
     name: Arc<str>,
@@ -241,7 +242,7 @@ where
             return ResponseFuture::refused(BulkheadFull::new(name, FullReason::Full));
         };
         match controller.try_slot() {
-            Some(permit) => ResponseFuture::called(self.inner.call(req), permit),
+            Some(permit) => ResponseFuture::called(self.inner.call(req), permit, NoSignal),
             None => ResponseFuture::refused(controller.reject(FullReason::Full)),
         }
     }

@@ -37,6 +37,14 @@
 //! # }
 //! ```
 //!
+//! # Marking responses admitted over capacity
+//!
+//! Beyond the `pressure()` watch and the permit's flag, a soft-allow bulkhead can mark each
+//! response of a call it admitted over its limit:
+//! [`BulkheadLayer::signal_responses`] inserts an [`OverCapacity`] extension into such
+//! `http::Response`s, and [`BulkheadLayer::with_signal`] takes any [`SignalResponse`] for other
+//! response types. The default, [`NoSignal`], costs nothing.
+//!
 //! # Adaptive limit
 //!
 //! With an [`AdaptiveConfig`] the slot count moves between bounds with the backend's health:
@@ -83,6 +91,7 @@ mod keyed;
 mod layer;
 mod observe;
 mod service;
+mod signal;
 
 pub use admission::{AdmissionController, BulkheadStats, Permit};
 pub use config::{AdaptiveConfig, BulkheadConfig, MAX_CONCURRENT_CALLS, Policy};
@@ -91,6 +100,7 @@ pub use future::ResponseFuture;
 pub use keyed::{KeyedBulkhead, KeyedBulkheadHandle, KeyedBulkheadLayer};
 pub use layer::BulkheadLayer;
 pub use service::Bulkhead;
+pub use signal::{NoSignal, OverCapacity, OverCapacityExtension, SignalResponse};
 
 /// The crate README's example, compiled as a doctest so the README never lies.
 #[cfg(doctest)]

@@ -12,6 +12,7 @@ use crate::admission::{AdmissionController, Permit};
 use crate::config::Policy;
 use crate::error::BulkheadFull;
 use crate::future::ResponseFuture;
+use crate::signal::{NoSignal, SignalResponse};
 
 type Wait = Pin<Box<dyn Future<Output = Result<Permit, BulkheadFull>> + Send + Sync>>;
 
@@ -29,20 +30,25 @@ enum Pending {
 /// Clones share the slots but not readiness: a clone starts without a slot, so the slot taken
 /// by one instance's `poll_ready` is used by that instance's `call` only (as tower's
 /// `ConcurrencyLimit` does with its semaphore permit).
-pub struct Bulkhead<S> {
+///
+/// `M` marks the responses of calls admitted over capacity (see
+/// [`BulkheadLayer::signal_responses`](crate::BulkheadLayer::signal_responses)).
+pub struct Bulkhead<S, M = NoSignal> {
     inner: S,
     controller: AdmissionController,
     permit: Option<Permit>,
     pending: Pending,
+    signal: M,
 }
 
-impl<S> Bulkhead<S> {
-    pub(crate) fn new(inner: S, controller: AdmissionController) -> Self {
+impl<S, M> Bulkhead<S, M> {
+    pub(crate) fn new(inner: S, controller: AdmissionController, signal: M) -> Self {
         Self {
             inner,
             controller,
             permit: None,
             pending: Pending::Idle,
+            signal,
         }
     }
 
@@ -100,14 +106,15 @@ impl<S> Bulkhead<S> {
     }
 }
 
-impl<S, Req> Service<Req> for Bulkhead<S>
+impl<S, M, Req> Service<Req> for Bulkhead<S, M>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
+    M: SignalResponse<S::Response>,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.permit.is_none() {
@@ -133,7 +140,7 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         if let Some(permit) = self.permit.take() {
-            return ResponseFuture::called(self.inner.call(req), permit);
+            return ResponseFuture::called(self.inner.call(req), permit, self.signal.clone());
         }
         match std::mem::replace(&mut self.pending, Pending::Idle) {
             Pending::Refused(error) => {
@@ -145,14 +152,18 @@ where
     }
 }
 
-impl<S: Clone> Clone for Bulkhead<S> {
+impl<S: Clone, M: Clone> Clone for Bulkhead<S, M> {
     fn clone(&self) -> Self {
         // Shares the slots, starts without one: a slot belongs to the instance that took it.
-        Self::new(self.inner.clone(), self.controller.clone())
+        Self::new(
+            self.inner.clone(),
+            self.controller.clone(),
+            self.signal.clone(),
+        )
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for Bulkhead<S> {
+impl<S: fmt::Debug, M> fmt::Debug for Bulkhead<S, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bulkhead")
             .field("inner", &self.inner)

@@ -7,8 +7,8 @@ mod support;
 use std::task::{Context, Poll, Waker};
 
 use switchyard_bulkhead::{
-    AdmissionController, Bulkhead, BulkheadConfig, BulkheadFull, BulkheadLayer, FullReason, Permit,
-    Policy, ResponseFuture,
+    AdmissionController, Bulkhead, BulkheadConfig, BulkheadFull, BulkheadLayer, FullReason,
+    OverCapacity, Permit, Policy, ResponseFuture,
 };
 use switchyard_core::{BoxError, RejectionKind, find_rejection};
 use tokio::time::advance;
@@ -464,6 +464,39 @@ async fn soft_allow_with_signal_raises_pressure_over_the_limit_and_lowers_it_whe
         !pressure.has_changed().unwrap(),
         "no signal below the limit"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn signalled_responses_carry_over_capacity_only_when_admitted_beyond_the_limit() {
+    let layer = layer(1, Policy::SoftAllowWithSignal).signal_responses();
+    let controller = layer.controller().clone();
+    let mut svc = layer.layer(service_fn(|body: &'static str| async move {
+        Ok::<_, BoxError>(http::Response::new(body))
+    }));
+
+    let within = svc.ready().await.unwrap().call("within").await.unwrap();
+    assert!(within.extensions().get::<OverCapacity>().is_none());
+
+    let held = controller.try_acquire().unwrap();
+    let over = svc.ready().await.unwrap().call("over").await.unwrap();
+    let mark = over.extensions().get::<OverCapacity>().expect("marked");
+    assert_eq!(mark.bulkhead(), NAME);
+    assert_eq!(*over.body(), "over");
+    drop(held);
+
+    let again = svc.ready().await.unwrap().call("again").await.unwrap();
+    assert!(again.extensions().get::<OverCapacity>().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plain_soft_allow_bulkhead_marks_over_capacity_responses_too() {
+    let layer = layer(1, Policy::SoftAllow).signal_responses();
+    let _held = layer.controller().try_acquire().unwrap();
+    let mut svc = layer.layer(service_fn(|()| async {
+        Ok::<_, BoxError>(http::Response::new(()))
+    }));
+    let over = svc.ready().await.unwrap().call(()).await.unwrap();
+    assert!(over.extensions().get::<OverCapacity>().is_some());
 }
 
 // === Inner readiness ===
