@@ -6,29 +6,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use governor::clock::Clock;
 use switchyard_core::{BoxError, ConfigError};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::clock::TokioClock;
 use crate::config::{RateLimitConfig, RateLimitMode};
 use crate::error::RateLimited;
-use crate::future::ResponseFuture;
-use crate::limiter::{Keyed, Metrics};
-
-struct Limits<K: Hash + Eq + Clone> {
-    name: Arc<str>,
-    limiter: Keyed<K>,
-    metrics: Metrics,
-}
+use crate::future::KeyedResponseFuture;
+use crate::limiter::KeyedLimiter;
 
 /// Wraps services in a rate limit per key, the key taken from each request by a function (see
 /// [`key`](crate::key) for ready ones). Every key gets the same quota; clones share every key's
 /// state.
 ///
-/// The key is known only in `call`, after the inner service was readied, so a keyed limit
-/// refuses (it cannot wait): `mode = "wait"` is rejected when the layer is built.
+/// The key is known only in `call`, after the inner service was readied. In wait mode a call
+/// over its key's limit therefore waits in its response future, holding the readied inner
+/// service (the service keeps a clone for the next call, as `tower::steer` does), so the
+/// keyed service needs `S: Clone`; wrap a service that is not in `tower::buffer::Buffer`.
 ///
 /// A key whose bucket has refilled holds no information (a fresh key starts with a full
 /// burst), so [`spawn_cleanup`](KeyedRateLimitLayer::spawn_cleanup) forgets such keys
@@ -38,7 +33,7 @@ struct Limits<K: Hash + Eq + Clone> {
 ///
 /// A refusal's error names the limit, not the key, since the key may be a credential.
 pub struct KeyedRateLimitLayer<K: Hash + Eq + Clone, F> {
-    limits: Arc<Limits<K>>,
+    limits: Arc<KeyedLimiter<K>>,
     key_fn: F,
 }
 
@@ -46,11 +41,11 @@ impl<K, F> KeyedRateLimitLayer<K, F>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
 {
-    /// Limits named `<name>/<key>` in errors, keyed by `key_fn(&request)`.
+    /// A limit per `key_fn(&request)`, named `name` in errors and metrics.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the first invalid field of `config`; `mode` must be `reject`.
+    /// A [`ConfigError`] naming the first invalid field of `config`.
     pub fn new<Req>(
         name: impl Into<Arc<str>>,
         config: &RateLimitConfig,
@@ -60,20 +55,9 @@ where
         F: Fn(&Req) -> K,
     {
         config.validate()?;
-        if let RateLimitMode::Wait { .. } = config.mode {
-            return Err(ConfigError::new(
-                "mode",
-                "a keyed rate limit learns its key in `call`, so it can only reject",
-            ));
-        }
         switchyard_core::rejection::register::<RateLimited>();
-        let name = name.into();
         Ok(Self {
-            limits: Arc::new(Limits {
-                metrics: Metrics::new(&name),
-                name,
-                limiter: governor::RateLimiter::dashmap_with_clock(config.quota(), TokioClock),
-            }),
+            limits: Arc::new(KeyedLimiter::new(name.into(), config)),
             key_fn,
         })
     }
@@ -105,7 +89,7 @@ where
         let limits = Arc::downgrade(&self.limits);
         let interval = interval.clamp(Duration::from_millis(1), Duration::from_secs(86_400 * 365));
         // The schedule starts now, not when the task is first polled.
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
         tokio::spawn(async move {
             loop {
                 ticks.tick().await;
@@ -155,7 +139,7 @@ impl<S, K: Hash + Eq + Clone, F: Clone> Layer<S> for KeyedRateLimitLayer<K, F> {
 /// A service with a rate limit per key. Built by [`KeyedRateLimitLayer`].
 pub struct KeyedRateLimit<S, K: Hash + Eq + Clone, F> {
     inner: S,
-    limits: Arc<Limits<K>>,
+    limits: Arc<KeyedLimiter<K>>,
     key_fn: F,
 }
 
@@ -180,14 +164,14 @@ impl<S: fmt::Debug, K: Hash + Eq + Clone, F> fmt::Debug for KeyedRateLimit<S, K,
 
 impl<S, K, F, Req> Service<Req> for KeyedRateLimit<S, K, F>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
-    K: Hash + Eq + Clone + fmt::Display,
+    K: Hash + Eq + Clone,
     F: Fn(&Req) -> K,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = KeyedResponseFuture<S::Future, S, Req, K>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -196,21 +180,37 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let key = (self.key_fn)(&req);
         let limits = &*self.limits;
-        match limits.limiter.check_key(&key) {
+        let wait = match limits.check(&key) {
             Ok(()) => {
                 limits.metrics.admitted.increment(1);
-                ResponseFuture::called(self.inner.call(req))
+                return KeyedResponseFuture::called(self.inner.call(req));
             }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(TokioClock.now());
-                // The key stays out of the error: it may be a credential (an API key header),
-                // and the error's text reaches response bodies and logs.
-                ResponseFuture::refused(
-                    limits
-                        .metrics
-                        .reject(RateLimited::new(Arc::clone(&limits.name), wait)),
-                )
-            }
+            Err(wait) => wait,
+        };
+        if let RateLimitMode::Wait { max_wait } = limits.mode
+            && wait <= max_wait
+            && let Some(until) = Instant::now().checked_add(wait)
+        {
+            // The readied service goes with the waiting call; this one keeps an unreadied
+            // clone, which the next `poll_ready` readies.
+            let clone = self.inner.clone();
+            let readied = std::mem::replace(&mut self.inner, clone);
+            let deadline = Instant::now().checked_add(max_wait);
+            return KeyedResponseFuture::waiting(
+                until,
+                deadline,
+                key,
+                Arc::clone(&self.limits),
+                readied,
+                req,
+            );
         }
+        // The key stays out of the error: it may be a credential (an API key header), and
+        // the error's text reaches response bodies and logs.
+        KeyedResponseFuture::refused(
+            limits
+                .metrics
+                .reject(RateLimited::new(Arc::clone(&limits.name), wait)),
+        )
     }
 }

@@ -6,7 +6,7 @@
 //! [`KeyedRateLimitLayer`] keeps a limit per key taken from the request (see [`key`]).
 //! Quotas come from config (`"100/s"`, `"5000/min"`, a burst), and a call over the limit is
 //! either refused at once with [`RateLimited`] (HTTP 429 with `Retry-After`, gRPC
-//! `RESOURCE_EXHAUSTED`) or, for the global limit, made to wait up to a bound.
+//! `RESOURCE_EXHAUSTED`) or made to wait up to a bound.
 //!
 //! # Example
 //!
@@ -39,7 +39,9 @@
 //! answers `Ok` and `call` returns a ready [`RateLimited`] (`tower::load_shed`'s pattern; an
 //! `Err` from `poll_ready` would tell tower the service is dead). In wait mode `poll_ready`
 //! sleeps (tokio time) until the limit admits the call, if that is within `max_wait`, and
-//! refuses otherwise. A refusal is decided afresh at every `poll_ready`. Time is tokio's
+//! refuses otherwise; a keyed limit learns its key in `call`, so its waiting call waits in the
+//! response future, holding the readied inner service. A refusal is decided afresh at every
+//! `poll_ready`. Time is tokio's
 //! ([`TokioClock`]), so paused-time tests control the limit.
 //!
 //! # Observability
@@ -62,7 +64,7 @@ mod service;
 pub use clock::{TokioClock, TokioInstant};
 pub use config::{InvalidRate, Rate, RateLimitConfig, RateLimitMode};
 pub use error::RateLimited;
-pub use future::ResponseFuture;
+pub use future::{KeyedResponseFuture, ResponseFuture};
 pub use keyed::{KeyedRateLimit, KeyedRateLimitLayer};
 pub use layer::RateLimitLayer;
 pub use service::RateLimit;

@@ -1,5 +1,6 @@
 //! The shared limiters: governor's GCRA on tokio's clock, with the metrics beside them.
 
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,34 @@ impl Limiter {
     pub(crate) fn check(&self) -> Result<(), Duration> {
         self.limiter
             .check()
+            .map_err(|not_until| not_until.wait_time_from(TokioClock.now()))
+    }
+}
+
+/// A limit per key, shared by every clone of the services of one keyed layer.
+pub(crate) struct KeyedLimiter<K: Hash + Eq + Clone> {
+    pub(crate) name: Arc<str>,
+    pub(crate) mode: RateLimitMode,
+    pub(crate) metrics: Metrics,
+    pub(crate) limiter: Keyed<K>,
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
+    /// `config` must have been validated.
+    pub(crate) fn new(name: Arc<str>, config: &RateLimitConfig) -> Self {
+        Self {
+            metrics: Metrics::new(&name),
+            mode: config.mode,
+            limiter: governor::RateLimiter::dashmap_with_clock(config.quota(), TokioClock),
+            name,
+        }
+    }
+
+    /// Takes one call's worth of `key`'s limit now, or says how long until it could.
+    #[inline]
+    pub(crate) fn check(&self, key: &K) -> Result<(), Duration> {
+        self.limiter
+            .check_key(key)
             .map_err(|not_until| not_until.wait_time_from(TokioClock.now()))
     }
 }

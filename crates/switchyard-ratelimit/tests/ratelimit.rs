@@ -180,12 +180,126 @@ async fn the_cleanup_task_runs_on_tokio_time() {
     task.abort();
 }
 
-#[test]
-fn a_keyed_limit_cannot_wait() {
-    let config = RateLimitConfig::new("1/s".parse().unwrap())
-        .with_mode(RateLimitMode::Wait { max_wait: ms(10) });
-    let err = KeyedRateLimitLayer::new("k", &config, |n: &u32| *n).unwrap_err();
-    assert_eq!(err.field(), "mode");
+/// Polls `future` once with a waker that does nothing: paused time and `advance` drive it.
+fn poll_once<F: Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(future).poll(&mut cx)
+}
+
+fn keyed_waiting(
+    rate: &str,
+    max_wait: Duration,
+) -> impl Service<u32, Response = u32, Error = BoxError> + Clone {
+    let config =
+        RateLimitConfig::new(rate.parse().unwrap()).with_mode(RateLimitMode::Wait { max_wait });
+    KeyedRateLimitLayer::new("tenants", &config, |n: &u32| n % 10)
+        .unwrap()
+        .layer(echo())
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_wait_mode_waits_for_the_keys_next_cell_while_other_keys_pass() {
+    let mut svc = keyed_waiting("1/100ms", ms(150));
+    call(&mut svc, 1).await.unwrap();
+    let start = tokio::time::Instant::now();
+    svc.ready().await.unwrap();
+    let mut waiting = Box::pin(svc.call(11));
+    assert!(
+        poll_once(&mut waiting).is_pending(),
+        "key 1 waits for its next cell"
+    );
+
+    // The service is free for other calls meanwhile: key 2 passes at once.
+    assert_eq!(call(&mut svc, 2).await.unwrap(), 2);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+
+    assert_eq!(waiting.await.unwrap(), 11);
+    assert_eq!(
+        start.elapsed(),
+        ms(100),
+        "waited exactly until key 1 was admitted"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_wait_mode_refuses_at_once_when_the_wait_would_exceed_max_wait() {
+    let mut svc = keyed_waiting("1/s", ms(100));
+    call(&mut svc, 3).await.unwrap();
+    let start = tokio::time::Instant::now();
+    let err = call(&mut svc, 13).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::ZERO, "refused without waiting");
+    assert!(rate_limited(&err).retry_after() > ms(900));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_waiter_that_loses_its_cell_waits_again_within_its_deadline() {
+    let mut svc = keyed_waiting("1/100ms", ms(250));
+    call(&mut svc, 4).await.unwrap();
+    let start = tokio::time::Instant::now();
+    svc.ready().await.unwrap();
+    let mut waiting = Box::pin(svc.call(14));
+    assert!(poll_once(&mut waiting).is_pending());
+
+    // A caller takes the cell at 100 ms, before the waiter wakes for it.
+    advance(ms(100)).await;
+    assert_eq!(call(&mut svc, 24).await.unwrap(), 24);
+    assert!(
+        poll_once(&mut waiting).is_pending(),
+        "waits for the cell at 200 ms"
+    );
+    assert_eq!(waiting.await.unwrap(), 14);
+    assert_eq!(start.elapsed(), ms(200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_waiter_that_loses_its_cell_is_refused_when_the_next_is_past_its_deadline() {
+    let mut svc = keyed_waiting("1/100ms", ms(150));
+    call(&mut svc, 4).await.unwrap();
+    svc.ready().await.unwrap();
+    let mut waiting = Box::pin(svc.call(14));
+    assert!(poll_once(&mut waiting).is_pending());
+
+    advance(ms(100)).await;
+    assert_eq!(call(&mut svc, 24).await.unwrap(), 24);
+    // The next cell, at 200 ms, is past the waiter's deadline at 150 ms: refused on waking.
+    let std::task::Poll::Ready(Err(err)) = poll_once(&mut waiting) else {
+        panic!("refused at once");
+    };
+    assert_eq!(rate_limited(&err).retry_after(), ms(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_waiter_dropped_before_its_cell_never_calls_the_inner_service() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = {
+        let calls = std::sync::Arc::clone(&calls);
+        service_fn(move |n: u32| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { Ok::<_, BoxError>(n) }
+        })
+    };
+    let config = RateLimitConfig::new("1/s".parse().unwrap()).with_mode(RateLimitMode::Wait {
+        max_wait: Duration::from_secs(2),
+    });
+    let mut svc = KeyedRateLimitLayer::new("k", &config, |n: &u32| *n)
+        .unwrap()
+        .layer(counted);
+    call(&mut svc, 5).await.unwrap();
+    svc.ready().await.unwrap();
+    let mut waiting = Box::pin(svc.call(5));
+    assert!(poll_once(&mut waiting).is_pending());
+    drop(waiting);
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the first call"
+    );
+    assert_eq!(
+        call(&mut svc, 5).await.unwrap(),
+        5,
+        "the cell was not taken by the dropped waiter"
+    );
 }
 
 #[test]
