@@ -11,6 +11,8 @@
 //! | `breaker` | switchyard-breaker | circuit breaker layer, handle, events (feature `breaker`) |
 //! | `bulkhead` | switchyard-bulkhead | bulkhead layer with four backpressure policies, admission controller (feature `bulkhead`) |
 //! | `ratelimit` | switchyard-ratelimit | governor-based rate limits, global and keyed, reject or wait (feature `ratelimit`) |
+//! | `retry` | switchyard-retry | tower `Retry` policy: backoff, jitter, budget, replayable HTTP bodies (feature `retry`) |
+//! | `resilience` | switchyard-resilience | `ResilienceConfig` and the stack it builds, timeouts, fallback, registry (feature `resilience`) |
 //!
 //! # Example
 //!
@@ -51,6 +53,12 @@ pub use switchyard_bulkhead as bulkhead;
 #[cfg(feature = "ratelimit")]
 pub use switchyard_ratelimit as ratelimit;
 
+#[cfg(feature = "retry")]
+pub use switchyard_retry as retry;
+
+#[cfg(feature = "resilience")]
+pub use switchyard_resilience as resilience;
+
 /// The names most programs need, for `use switchyard::prelude::*`.
 pub mod prelude {
     pub use switchyard_core::{
@@ -73,6 +81,16 @@ pub mod prelude {
     #[cfg(feature = "ratelimit")]
     pub use switchyard_ratelimit::{
         KeyedRateLimitLayer, RateLimitConfig, RateLimitLayer, RateLimitMode, RateLimited,
+    };
+
+    #[cfg(feature = "retry")]
+    pub use switchyard_retry::{
+        BackoffConfig, BudgetConfig, Jitter, RetryConfig, RetryLayer, http::HttpRetryLayer,
+    };
+
+    #[cfg(feature = "resilience")]
+    pub use switchyard_resilience::{
+        FallbackLayer, Registry, ResilienceConfig, ResilienceLayer, TimedOut, TimeoutLayer,
     };
 }
 

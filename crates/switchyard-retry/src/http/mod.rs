@@ -1,0 +1,158 @@
+//! Retrying `http::Request`s, which are not `Clone`: the body is buffered for replay up to a
+//! size, and only idempotent methods (or requests marked [`Idempotent`]) are sent again.
+//!
+//! [`HttpRetryLayer`] is two layers in one: [`BufferBody`] reads the request body into a
+//! [`ReplayBody`] (up to `max_body_bytes`, 64 KiB by default), then tower's `Retry` with a
+//! [`RetryPolicy`] over [`HttpReplay`] retries. The inner service therefore receives
+//! `http::Request<ReplayBody<B>>`: a hyper-util client takes it as is; a tonic `Channel` wants
+//! its own body type, so map it in between
+//! (`tower::util::MapRequestLayer::new(|r: http::Request<ReplayBody<_>>| r.map(tonic::body::Body::new))`).
+//!
+//! # What is retried
+//!
+//! - Methods: `GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE` (RFC 9110's idempotent ones)
+//!   by default; `config.methods` replaces the list, and a request carrying the [`Idempotent`]
+//!   extension is retried whatever its method (mark a `POST` that carries an idempotency key).
+//! - Bodies up to `max_body_bytes`; a larger one streams through untouched and its call is not
+//!   retried (`switchyard_retry_unreplayable_total{reason="body_too_large"}`).
+//! - Responses the classifier calls failures: 5xx but 501, and 429, by default, after the
+//!   response's `Retry-After` (in seconds) if it asks for longer than the backoff.
+//!
+//! # gRPC
+//!
+//! The decision is made on the response head (its status, or the `grpc-status` of a
+//! trailers-only response with `GrpcClassifier`): a call is never retried once its first
+//! response message has reached the caller, because the caller has the response by then. gRPC
+//! calls are all `POST`: add `"POST"` to `methods` for a client whose every method may be
+//! repeated, or mark the idempotent ones with [`Idempotent`] in an interceptor.
+
+mod body;
+mod buffer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Extensions, Method, Request, Response, StatusCode};
+use switchyard_core::{ConfigError, HttpClassifier};
+use tower::Layer;
+
+pub use self::body::ReplayBody;
+pub use self::buffer::{BufferBody, BufferBodyFuture};
+use crate::config::RetryConfig;
+use crate::layer::RetryLayer;
+use crate::policy::{NotRetried, Replay, RetryPolicy};
+
+/// A request extension: this request may be sent more than once whatever its method (it
+/// carries an idempotency key, or the operation is idempotent by design).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Idempotent;
+
+/// Replays `http::Request<ReplayBody<B>>`s: the ones whose method is retried (or that are
+/// marked [`Idempotent`]) and whose body was kept; reads `Retry-After` from responses.
+#[derive(Debug, Clone)]
+pub struct HttpReplay {
+    methods: Arc<[Method]>,
+}
+
+impl HttpReplay {
+    /// Replays requests of `config.methods`, which must have been validated.
+    fn new(config: &RetryConfig) -> Self {
+        Self {
+            methods: config
+                .methods
+                .iter()
+                .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                .collect(),
+        }
+    }
+
+    /// Whether a request with this method and these extensions may be sent again.
+    pub(crate) fn allows(&self, method: &Method, extensions: &Extensions) -> bool {
+        self.methods.contains(method) || extensions.get::<Idempotent>().is_some()
+    }
+}
+
+impl<B, ResB> Replay<Request<ReplayBody<B>>, Response<ResB>> for HttpReplay {
+    fn replay(&self, req: &Request<ReplayBody<B>>) -> Result<Request<ReplayBody<B>>, NotRetried> {
+        if !self.allows(req.method(), req.extensions()) {
+            return Err(NotRetried::NotIdempotent);
+        }
+        let body = req.body().try_clone().ok_or(NotRetried::BodyTooLarge)?;
+        let mut copy = Request::new(body);
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.version_mut() = req.version();
+        *copy.headers_mut() = req.headers().clone();
+        *copy.extensions_mut() = req.extensions().clone();
+        Ok(copy)
+    }
+
+    fn retry_after(&self, response: &Response<ResB>) -> Option<Duration> {
+        // Delay-seconds only; an HTTP-date is ignored (the backoff applies).
+        let value = response.headers().get(http::header::RETRY_AFTER)?;
+        let seconds: u64 = value.to_str().ok()?.trim().parse().ok()?;
+        Some(Duration::from_secs(seconds))
+    }
+}
+
+/// The default HTTP classifier for retries: 5xx but `501 Not Implemented`, and `429 Too Many
+/// Requests`.
+pub fn default_classifier() -> HttpClassifier {
+    HttpClassifier::server_errors()
+        .with_failure(StatusCode::TOO_MANY_REQUESTS)
+        .with_ignored(StatusCode::NOT_IMPLEMENTED)
+}
+
+/// Retries `http::Request`s: buffers bodies for replay, then retries as a [`RetryLayer`] does.
+/// See the [module docs](self) for what is retried.
+#[derive(Debug, Clone)]
+pub struct HttpRetryLayer<C = HttpClassifier> {
+    retry: RetryLayer<C, HttpReplay>,
+    max_body_bytes: usize,
+}
+
+impl HttpRetryLayer {
+    /// An HTTP retry named `name` (in metrics and events) as `config` describes, classifying
+    /// responses with [`default_classifier`].
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field of `config`.
+    pub fn new(name: impl Into<Arc<str>>, config: &RetryConfig) -> Result<Self, ConfigError> {
+        let retry = RetryLayer::new(name, config)?
+            .with_classifier(default_classifier())
+            .with_replay(HttpReplay::new(config));
+        Ok(Self {
+            retry,
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+}
+
+impl<C> HttpRetryLayer<C> {
+    /// Classifies responses and errors with `classifier` instead (a failure is retried).
+    pub fn with_classifier<C2>(self, classifier: C2) -> HttpRetryLayer<C2> {
+        HttpRetryLayer {
+            retry: self.retry.with_classifier(classifier),
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+
+    /// Seeds the jitter's random source, for reproducible delays in tests.
+    #[must_use]
+    pub fn with_seed(self, seed: u64) -> Self {
+        Self {
+            retry: self.retry.with_seed(seed),
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
+impl<S, C: Clone> Layer<S> for HttpRetryLayer<C> {
+    type Service = BufferBody<tower::retry::Retry<RetryPolicy<C, HttpReplay>, S>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let replay = self.retry.replay().clone();
+        BufferBody::new(self.retry.layer(inner), replay, self.max_body_bytes)
+    }
+}
