@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 /// A request body kept for replay when it fit in `max_body_bytes`, or streamed as it comes
 /// (its first bytes, read while finding out, then the rest) when it did not.
 ///
-/// Built by [`ReplayBodyLayer`](crate::http::ReplayBodyLayer); a buffered body copies cheaply
+/// Built by [`BufferBody`](crate::http::BufferBody); a buffered body copies cheaply
 /// (reference-counted chunks) with [`try_clone`](Self::try_clone).
 #[derive(Debug)]
 pub struct ReplayBody<B> {
