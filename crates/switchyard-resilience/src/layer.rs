@@ -10,7 +10,8 @@ use switchyard_core::{ConfigError, ErrorsAsFailures, HttpClassifier};
 use switchyard_ratelimit::RateLimitLayer;
 use switchyard_retry::RetryLayer;
 use switchyard_retry::http::HttpRetryLayer;
-use tower::util::Either;
+use tower::layer::util::Identity;
+use tower::util::{Either, option_layer};
 use tower::{Layer, ServiceBuilder};
 
 use crate::config::ResilienceConfig;
@@ -23,13 +24,37 @@ type Maybe<L, S> = Either<<L as Layer<S>>::Service, S>;
 /// limit, bulkhead, circuit breaker, retry (`RL`), per-attempt timeout. Each layer a config
 /// leaves out is `Either::Right` (the service below it), so a stack is one type whatever its
 /// config.
-pub type Stack<S, RL = RetryLayer, C = ErrorsAsFailures> = Maybe<
+pub type Stack<S, RL = Either<RetryLayer, Identity>, C = ErrorsAsFailures> = Maybe<
     TimeoutLayer,
     Maybe<
         RateLimitLayer,
-        Maybe<BulkheadLayer, Maybe<CircuitBreakerLayer<C>, Maybe<RL, Maybe<TimeoutLayer, S>>>>,
+        Maybe<
+            BulkheadLayer,
+            Maybe<CircuitBreakerLayer<C>, <RL as Layer<Maybe<TimeoutLayer, S>>>::Service>,
+        >,
     >,
 >;
+
+/// The retry stage of a stack, which a config may leave out: `Either<RetryLayer, Identity>` for `Clone`
+/// requests (`Right` when the config has no retry), [`HttpRetryLayer`] (which keeps handing the inner service a `ReplayBody` when it
+/// retries nothing, so the stack's request type does not depend on its config) for HTTP.
+pub trait RetryStage {
+    /// The same stage retrying nothing.
+    #[must_use]
+    fn without_retry(self) -> Self;
+}
+
+impl<C, R> RetryStage for Either<RetryLayer<C, R>, Identity> {
+    fn without_retry(self) -> Self {
+        Either::Right(Identity::new())
+    }
+}
+
+impl<C> RetryStage for HttpRetryLayer<C> {
+    fn without_retry(self) -> Self {
+        HttpRetryLayer::without_retry(self)
+    }
+}
 
 /// What a call is, for the seed's per-pattern rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,13 +87,13 @@ pub enum Pattern {
 ///
 /// Clones of the built service share every layer's state. Handles for status pages come from
 /// [`handles`](Self::handles).
-pub struct ResilienceLayer<RL = RetryLayer, C = ErrorsAsFailures> {
+pub struct ResilienceLayer<RL = Either<RetryLayer, Identity>, C = ErrorsAsFailures> {
     name: Arc<str>,
     total_timeout: Option<TimeoutLayer>,
     rate_limit: Option<RateLimitLayer>,
     bulkhead: Option<BulkheadLayer>,
     breaker: Option<CircuitBreakerLayer<C>>,
-    retry: Option<RL>,
+    retry: RL,
     timeout: Option<TimeoutLayer>,
     fallback: Option<String>,
 }
@@ -88,7 +113,7 @@ impl ResilienceLayer {
             .map(|retry| RetryLayer::new(Arc::clone(&name), retry))
             .transpose()
             .map_err(|e| e.within("retry"))?;
-        Self::build(name, config, retry, ErrorsAsFailures)
+        Self::build(name, config, option_layer(retry), ErrorsAsFailures)
     }
 }
 
@@ -106,7 +131,8 @@ impl ResilienceLayer<HttpRetryLayer, HttpClassifier> {
             .as_ref()
             .map(|retry| HttpRetryLayer::new(Arc::clone(&name), retry))
             .transpose()
-            .map_err(|e| e.within("retry"))?;
+            .map_err(|e| e.within("retry"))?
+            .unwrap_or_else(HttpRetryLayer::disabled);
         Self::build(name, config, retry, HttpClassifier::server_errors())
     }
 }
@@ -115,7 +141,7 @@ impl<RL, C> ResilienceLayer<RL, C> {
     fn build(
         name: Arc<str>,
         config: &ResilienceConfig,
-        retry: Option<RL>,
+        retry: RL,
         classifier: C,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
@@ -160,10 +186,13 @@ impl<RL, C> ResilienceLayer<RL, C> {
     /// Applies the seed's rules for `pattern`: a [`Pattern::Duplex`] stack keeps only its rate
     /// limit, circuit breaker and timeouts (no bulkhead, no retry); the others keep every layer.
     #[must_use]
-    pub fn for_pattern(mut self, pattern: Pattern) -> Self {
+    pub fn for_pattern(mut self, pattern: Pattern) -> Self
+    where
+        RL: RetryStage,
+    {
         if pattern == Pattern::Duplex {
             self.bulkhead = None;
-            self.retry = None;
+            self.retry = self.retry.without_retry();
         }
         self
     }
@@ -204,7 +233,7 @@ impl<RL: Clone, C: Clone> Clone for ResilienceLayer<RL, C> {
     }
 }
 
-impl<RL, C> fmt::Debug for ResilienceLayer<RL, C> {
+impl<RL: fmt::Debug, C> fmt::Debug for ResilienceLayer<RL, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResilienceLayer")
             .field("name", &self.name)
@@ -212,7 +241,7 @@ impl<RL, C> fmt::Debug for ResilienceLayer<RL, C> {
             .field("rate_limit", &self.rate_limit.is_some())
             .field("bulkhead", &self.bulkhead.is_some())
             .field("circuit_breaker", &self.breaker.is_some())
-            .field("retry", &self.retry.is_some())
+            .field("retry", &self.retry)
             .field("timeout", &self.timeout.is_some())
             .finish()
     }
@@ -231,7 +260,7 @@ where
             .option_layer(self.rate_limit.clone())
             .option_layer(self.bulkhead.clone())
             .option_layer(self.breaker.clone())
-            .option_layer(self.retry.clone())
+            .layer(self.retry.clone())
             .option_layer(self.timeout.clone())
             .service(inner)
     }

@@ -50,7 +50,7 @@ mod timeout;
 
 pub use config::ResilienceConfig;
 pub use fallback::{Fallback, FallbackFuture, FallbackLayer};
-pub use layer::{Pattern, ResilienceLayer, Stack, StackHandles};
+pub use layer::{Pattern, ResilienceLayer, RetryStage, Stack, StackHandles};
 pub use registry::{Registry, StackSnapshot};
 pub use timeout::{TimedOut, Timeout, TimeoutFuture, TimeoutLayer};
 

@@ -27,12 +27,13 @@ use super::body::ReplayBody;
 #[derive(Clone)]
 pub struct BufferBody<S> {
     inner: S,
-    replay: HttpReplay,
+    // `None`: nothing is retried, so nothing is buffered.
+    replay: Option<HttpReplay>,
     max_body_bytes: usize,
 }
 
 impl<S> BufferBody<S> {
-    pub(crate) fn new(inner: S, replay: HttpReplay, max_body_bytes: usize) -> Self {
+    pub(crate) fn new(inner: S, replay: Option<HttpReplay>, max_body_bytes: usize) -> Self {
         Self {
             inner,
             replay,
@@ -84,7 +85,10 @@ where
         let (parts, body) = req.into_parts();
         let replay = if body.is_end_stream() {
             ReplayBody::buffered(Vec::new(), None)
-        } else if !self.replay.allows(&parts.method, &parts.extensions)
+        } else if !self
+            .replay
+            .as_ref()
+            .is_some_and(|replay| replay.allows(&parts.method, &parts.extensions))
             || body.size_hint().lower() > self.max_body_bytes as u64
         {
             ReplayBody::streaming(Vec::new(), body)

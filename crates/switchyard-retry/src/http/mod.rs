@@ -35,6 +35,7 @@ use std::time::Duration;
 use http::{Extensions, Method, Request, Response, StatusCode};
 use switchyard_core::{ConfigError, HttpClassifier};
 use tower::Layer;
+use tower::util::Either;
 
 pub use self::body::ReplayBody;
 pub use self::buffer::{BufferBody, BufferBodyFuture};
@@ -105,9 +106,13 @@ pub fn default_classifier() -> HttpClassifier {
 
 /// Retries `http::Request`s: buffers bodies for replay, then retries as a [`RetryLayer`] does.
 /// See the [module docs](self) for what is retried.
+///
+/// A [`disabled`](Self::disabled) layer retries nothing and buffers nothing, but still hands
+/// the inner service a `ReplayBody` (streaming), so that a stack is one type whether or not
+/// its config retries.
 #[derive(Debug, Clone)]
 pub struct HttpRetryLayer<C = HttpClassifier> {
-    retry: RetryLayer<C, HttpReplay>,
+    retry: Option<RetryLayer<C, HttpReplay>>,
     max_body_bytes: usize,
 }
 
@@ -123,9 +128,17 @@ impl HttpRetryLayer {
             .with_classifier(default_classifier())
             .with_replay(HttpReplay::new(config));
         Ok(Self {
-            retry,
+            retry: Some(retry),
             max_body_bytes: config.max_body_bytes,
         })
+    }
+
+    /// A layer that retries nothing: bodies pass through as streaming `ReplayBody`s.
+    pub fn disabled() -> Self {
+        Self {
+            retry: None,
+            max_body_bytes: 0,
+        }
     }
 }
 
@@ -133,7 +146,7 @@ impl<C> HttpRetryLayer<C> {
     /// Classifies responses and errors with `classifier` instead (a failure is retried).
     pub fn with_classifier<C2>(self, classifier: C2) -> HttpRetryLayer<C2> {
         HttpRetryLayer {
-            retry: self.retry.with_classifier(classifier),
+            retry: self.retry.map(|r| r.with_classifier(classifier)),
             max_body_bytes: self.max_body_bytes,
         }
     }
@@ -142,17 +155,37 @@ impl<C> HttpRetryLayer<C> {
     #[must_use]
     pub fn with_seed(self, seed: u64) -> Self {
         Self {
-            retry: self.retry.with_seed(seed),
+            retry: self.retry.map(|r| r.with_seed(seed)),
             max_body_bytes: self.max_body_bytes,
         }
+    }
+
+    /// This layer with retries turned off (see [`disabled`](HttpRetryLayer::disabled)).
+    #[must_use]
+    pub fn without_retry(self) -> Self {
+        Self {
+            retry: None,
+            max_body_bytes: 0,
+        }
+    }
+
+    /// Whether the layer retries.
+    pub fn is_enabled(&self) -> bool {
+        self.retry.is_some()
     }
 }
 
 impl<S, C: Clone> Layer<S> for HttpRetryLayer<C> {
-    type Service = BufferBody<tower::retry::Retry<RetryPolicy<C, HttpReplay>, S>>;
+    type Service = BufferBody<Either<tower::retry::Retry<RetryPolicy<C, HttpReplay>, S>, S>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let replay = self.retry.replay().clone();
-        BufferBody::new(self.retry.layer(inner), replay, self.max_body_bytes)
+        match &self.retry {
+            Some(retry) => BufferBody::new(
+                Either::Left(retry.layer(inner)),
+                Some(retry.replay().clone()),
+                self.max_body_bytes,
+            ),
+            None => BufferBody::new(Either::Right(inner), None, 0),
+        }
     }
 }
