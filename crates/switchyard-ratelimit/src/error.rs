@@ -23,7 +23,8 @@ impl RateLimited {
         Self { name, retry_after }
     }
 
-    /// The name of the limit that refused (for a keyed limit, `<name>/<key>`).
+    /// The name of the limit that refused (for a keyed limit too: the key stays out, as it may
+    /// be a credential).
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use switchyard_core::BoxError;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
+use tower::util::Oneshot;
 
 use crate::error::RateLimited;
 use crate::limiter::KeyedLimiter;
@@ -74,12 +75,13 @@ where
 pin_project! {
     /// The response future of [`KeyedRateLimit`](crate::KeyedRateLimit): the inner call, an
     /// immediately ready [`RateLimited`], or (wait mode) a call waiting for its key's limit
-    /// while holding the readied inner service `S` and the request.
+    /// with a clone of the inner service `S`, readied only once the limit admits the call.
     pub struct KeyedResponseFuture<F, S, Req, K>
     where
         K: Hash,
         K: Eq,
         K: Clone,
+        S: Service<Req>,
     {
         #[pin]
         kind: KeyedKind<F, S, Req, K>,
@@ -93,10 +95,16 @@ pin_project! {
         K: Hash,
         K: Eq,
         K: Clone,
+        S: Service<Req>,
     {
         Decided {
             #[pin]
             future: ResponseFuture<F>,
+        },
+        // Admitted after waiting: the clone is readied, then called.
+        Sent {
+            #[pin]
+            future: ResponseFuture<Oneshot<S, Req>>,
         },
         // Cold (only over the limit in wait mode): the sleep is boxed, as tokio's `Sleep` is
         // large and `!Unpin`.
@@ -111,7 +119,7 @@ pin_project! {
     }
 }
 
-impl<F, S, Req, K: Hash + Eq + Clone> KeyedResponseFuture<F, S, Req, K> {
+impl<F, S: Service<Req>, Req, K: Hash + Eq + Clone> KeyedResponseFuture<F, S, Req, K> {
     pub(crate) fn called(future: F) -> Self {
         Self::decided(ResponseFuture::called(future))
     }
@@ -148,7 +156,7 @@ impl<F, S, Req, K: Hash + Eq + Clone> KeyedResponseFuture<F, S, Req, K> {
 
 impl<F, S, Req, K, T, E> Future for KeyedResponseFuture<F, S, Req, K>
 where
-    S: Service<Req, Future = F>,
+    S: Service<Req, Future = F, Response = T, Error = E>,
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
     K: Hash + Eq + Clone,
@@ -160,6 +168,7 @@ where
         loop {
             let next = match this.kind.as_mut().project() {
                 KeyedKindProj::Decided { future } => return future.poll(cx),
+                KeyedKindProj::Sent { future } => return future.poll(cx),
                 KeyedKindProj::Waiting {
                     sleep,
                     deadline,
@@ -170,11 +179,13 @@ where
                     ready!(sleep.as_mut().poll(cx));
                     match limits.check(key) {
                         Ok(()) => {
-                            let (mut service, request) = call
+                            let (service, request) = call
                                 .take()
                                 .expect("KeyedResponseFuture polled after completion");
                             limits.metrics.admitted.increment(1);
-                            ResponseFuture::called(service.call(request))
+                            let future = ResponseFuture::called(Oneshot::new(service, request));
+                            this.kind.set(KeyedKind::Sent { future });
+                            continue;
                         }
                         // Another caller took the cell this one waited for: wait again, within
                         // the same deadline.
@@ -197,10 +208,12 @@ where
     }
 }
 
-impl<F, S, Req, K: Hash + Eq + Clone> std::fmt::Debug for KeyedResponseFuture<F, S, Req, K> {
+impl<F, S: Service<Req>, Req, K: Hash + Eq + Clone> std::fmt::Debug
+    for KeyedResponseFuture<F, S, Req, K>
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.kind {
-            KeyedKind::Decided { .. } => "decided",
+            KeyedKind::Decided { .. } | KeyedKind::Sent { .. } => "decided",
             KeyedKind::Waiting { .. } => "waiting",
         };
         f.debug_struct("KeyedResponseFuture")

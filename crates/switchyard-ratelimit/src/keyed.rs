@@ -21,9 +21,9 @@ use crate::limiter::KeyedLimiter;
 /// state.
 ///
 /// The key is known only in `call`, after the inner service was readied. In wait mode a call
-/// over its key's limit therefore waits in its response future, holding the readied inner
-/// service (the service keeps a clone for the next call, as `tower::steer` does), so the
-/// keyed service needs `S: Clone`; wrap a service that is not in `tower::buffer::Buffer`.
+/// over its key's limit therefore waits in its response future with a clone of the inner
+/// service, which it readies and calls once admitted; so the keyed service needs `S: Clone`
+/// (wrap a service that is not in `tower::buffer::Buffer`).
 ///
 /// A key whose bucket has refilled holds no information (a fresh key starts with a full
 /// burst), so [`spawn_cleanup`](KeyedRateLimitLayer::spawn_cleanup) forgets such keys
@@ -191,17 +191,18 @@ where
             && wait <= max_wait
             && let Some(until) = Instant::now().checked_add(wait)
         {
-            // The readied service goes with the waiting call; this one keeps an unreadied
-            // clone, which the next `poll_ready` readies.
-            let clone = self.inner.clone();
-            let readied = std::mem::replace(&mut self.inner, clone);
+            // The waiting call takes a clone, readied only once the limit admits it: holding
+            // the readied service while waiting would hold what its readiness reserved (a
+            // `Buffer` slot, a concurrency permit) from every other key. This one stays readied
+            // for the next call.
+            let service = self.inner.clone();
             let deadline = Instant::now().checked_add(max_wait);
             return KeyedResponseFuture::waiting(
                 until,
                 deadline,
                 key,
                 Arc::clone(&self.limits),
-                readied,
+                service,
                 req,
             );
         }

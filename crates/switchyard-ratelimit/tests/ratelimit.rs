@@ -361,3 +361,23 @@ fn a_config_round_trips_through_json() {
     let config: RateLimitConfig = serde_json::from_str(json).unwrap();
     assert_eq!(serde_json::to_string(&config).unwrap(), json);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_waiter_holds_no_readiness_so_other_keys_are_served_meanwhile() {
+    // The inner admits one call at a time; readiness takes its one permit.
+    let config = RateLimitConfig::new("1/s".parse().unwrap()).with_mode(RateLimitMode::Wait {
+        max_wait: Duration::from_secs(2),
+    });
+    let inner = tower::limit::ConcurrencyLimitLayer::new(1)
+        .layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    let mut svc = KeyedRateLimitLayer::new("k", &config, |n: &u32| n % 10)
+        .unwrap()
+        .layer(inner);
+    call(&mut svc, 1).await.unwrap();
+    svc.ready().await.unwrap();
+    let mut waiting = Box::pin(svc.call(11));
+    assert!(poll_once(&mut waiting).is_pending(), "key 1 waits a second");
+    // Had the waiter taken the readied service (and its permit), this would never be ready.
+    assert_eq!(call(&mut svc, 2).await.unwrap(), 2);
+    assert_eq!(waiting.await.unwrap(), 11);
+}

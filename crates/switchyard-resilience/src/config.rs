@@ -38,7 +38,9 @@ pub struct ResilienceConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
-    /// The deadline of the whole call, retries and waits included (outside every layer).
+    /// The deadline of the whole call, retries and their backoffs included (outside every
+    /// layer). It starts when the call is made: waits in `poll_ready` before it (a rate limit
+    /// in wait mode, a bulkhead queue) are bounded by their own `max_wait`.
     #[serde(
         with = "switchyard_core::duration",
         skip_serializing_if = "Option::is_none"

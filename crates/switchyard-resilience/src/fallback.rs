@@ -59,8 +59,7 @@ impl<F, C, R> FallbackLayer<F, C, R> {
         }
     }
 
-    /// Copies requests for the fallback with `replay` (e.g. `switchyard_retry::http::HttpReplay`
-    /// semantics for bodies kept for replay).
+    /// Copies requests for the fallback with `replay`, for request types that are not `Clone`.
     pub fn with_replay<R2>(self, replay: R2) -> FallbackLayer<F, C, R2> {
         FallbackLayer {
             shared: self.shared,

@@ -76,7 +76,8 @@ pub enum Pattern {
 /// Builds a whole resilience stack from one [`ResilienceConfig`], in the order of the
 /// resilience chain the seed describes, outermost first:
 ///
-/// 1. **total timeout** — bounds everything below, retries and their waits included;
+/// 1. **total timeout** — bounds everything below from `call` on, retries and backoffs
+///    included;
 /// 2. **rate limit** — one permit per call, however many attempts it makes;
 /// 3. **bulkhead** — one slot per call, held across its retries;
 /// 4. **circuit breaker** — judges each call by its final result; once open, calls are refused

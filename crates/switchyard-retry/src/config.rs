@@ -37,6 +37,7 @@ pub struct RetryConfig {
     pub budget: Option<BudgetConfig>,
     /// A rejection or response asking to be retried later than this (`retry_after`,
     /// `Retry-After`) is not retried: the caller gets the answer at once instead of waiting.
+    /// At most 1 hour.
     #[serde(with = "switchyard_core::duration")]
     pub max_retry_after: Duration,
     /// HTTP: the largest request body buffered for replay, in bytes. A larger body is sent as it
@@ -114,6 +115,18 @@ impl RetryConfig {
             ));
         }
         self.backoff.validate().map_err(|e| e.within("backoff"))?;
+        if self.jitter == Jitter::Decorrelated && self.backoff.initial.is_zero() {
+            return Err(ConfigError::new(
+                "backoff.initial",
+                "must be longer than zero with decorrelated jitter, which grows from it",
+            ));
+        }
+        if self.max_retry_after > MAX_DELAY {
+            return Err(ConfigError::new(
+                "max_retry_after",
+                "must be at most 1 hour",
+            ));
+        }
         if let Some(budget) = &self.budget {
             budget.validate().map_err(|e| e.within("budget"))?;
         }
@@ -124,10 +137,14 @@ impl RetryConfig {
             ));
         }
         for (i, method) in self.methods.iter().enumerate() {
-            if http::Method::from_bytes(method.as_bytes()).is_err() {
+            // Methods are case-sensitive: `get` would parse, as an extension method nobody sends.
+            if method.is_empty()
+                || method.bytes().any(|b| b.is_ascii_lowercase())
+                || http::Method::from_bytes(method.as_bytes()).is_err()
+            {
                 return Err(ConfigError::new(
                     format!("methods[{i}]"),
-                    format!("`{method}` is not an HTTP method"),
+                    format!("`{method}` is not an upper-case HTTP method"),
                 ));
             }
         }
@@ -186,11 +203,17 @@ impl BackoffConfig {
                 "must be a finite number of at least 1",
             ));
         }
-        if self.max < self.initial {
-            return Err(ConfigError::new("max", "must be at least `initial`"));
+        if self.initial > MAX_DELAY {
+            return Err(ConfigError::new("initial", "must be at most 1 hour"));
         }
         if self.max > MAX_DELAY {
             return Err(ConfigError::new("max", "must be at most 1 hour"));
+        }
+        if self.max < self.initial {
+            return Err(ConfigError::new(
+                "initial",
+                "must be at most `max` (10s unless set)",
+            ));
         }
         Ok(())
     }

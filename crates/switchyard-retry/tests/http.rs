@@ -284,3 +284,48 @@ async fn a_replay_body_keeps_trailers_and_copies_from_the_start() {
     );
     assert_eq!(collected.to_bytes(), "hello");
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_gets_the_whole_body_and_its_trailers() {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    let body =
+        Full::new(Bytes::from("hello")).with_trailers(std::future::ready(Some(Ok(trailers))));
+    // Each attempt's body and `x-checksum` trailer.
+    type Attempts = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    let seen: Attempts = Arc::default();
+    let log = Arc::clone(&seen);
+    let inner = service_fn(move |req: Request<ReplayBody<_>>| {
+        let log = Arc::clone(&log);
+        async move {
+            let collected = req
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| -> BoxError { Box::new(e) })?;
+            let checksum = collected
+                .trailers()
+                .and_then(|t| t.get("x-checksum"))
+                .map(|v| v.to_str().unwrap().to_owned());
+            let mut seen = log.lock().unwrap();
+            seen.push((
+                String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+                checksum,
+            ));
+            let status = if seen.len() == 1 { 503 } else { 200 };
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .status(status)
+                    .body(String::new())
+                    .unwrap(),
+            )
+        }
+    });
+    let mut svc = layer(1024).layer(inner);
+    assert_eq!(
+        send(&mut svc, request(Method::PUT, body)).await,
+        StatusCode::OK
+    );
+    let expected = ("hello".to_owned(), Some("abc".to_owned()));
+    assert_eq!(*seen.lock().unwrap(), [expected.clone(), expected]);
+}

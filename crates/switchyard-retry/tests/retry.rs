@@ -379,7 +379,7 @@ async fn retries_and_give_ups_are_counted_by_reason() {
     };
     assert_eq!(given_up("attempts"), Some(1));
     assert_eq!(given_up("terminal"), Some(1));
-    assert_eq!(given_up("budget"), Some(0));
+    assert_eq!(given_up("retry_after"), Some(0), "no refusal asked to wait");
 }
 
 #[test]

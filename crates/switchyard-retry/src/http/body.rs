@@ -24,6 +24,7 @@ enum Kind<B> {
         chunks: Vec<Bytes>,
         next: usize,
         trailers: Option<HeaderMap>,
+        trailers_sent: bool,
     },
     Streaming {
         read: VecDeque<Bytes>,
@@ -39,6 +40,7 @@ impl<B> ReplayBody<B> {
                 chunks,
                 next: 0,
                 trailers,
+                trailers_sent: false,
             },
         }
     }
@@ -90,12 +92,16 @@ where
                 chunks,
                 next,
                 trailers,
+                trailers_sent,
             } => Poll::Ready(if let Some(chunk) = chunks.get(*next) {
                 *next += 1;
                 Some(Ok(Frame::data(chunk.clone())))
+            } else if *trailers_sent {
+                None
             } else {
-                // Taken, not cloned: a copy made later starts from `try_clone`'s own trailers.
-                trailers.take().map(|t| Ok(Frame::trailers(t)))
+                // Cloned, not taken: a copy made after this body was read still has them.
+                *trailers_sent = true;
+                trailers.clone().map(|t| Ok(Frame::trailers(t)))
             }),
             Kind::Streaming { read, rest } => match read.pop_front() {
                 Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
@@ -110,7 +116,8 @@ where
                 chunks,
                 next,
                 trailers,
-            } => *next >= chunks.len() && trailers.is_none(),
+                trailers_sent,
+            } => *next >= chunks.len() && (trailers.is_none() || *trailers_sent),
             Kind::Streaming { read, rest } => read.is_empty() && rest.is_end_stream(),
         }
     }

@@ -12,6 +12,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use switchyard_core::BoxError;
 use tower::Service;
+use tower::util::Oneshot;
 
 use super::HttpReplay;
 use super::body::ReplayBody;
@@ -93,13 +94,12 @@ where
         {
             ReplayBody::streaming(Vec::new(), body)
         } else {
-            // Read the body first: the readied service goes with the future, and this one
-            // keeps a clone, readied by the next `poll_ready`.
-            let clone = self.inner.clone();
-            let readied = std::mem::replace(&mut self.inner, clone);
+            // Read the body first, then ready and call a clone: holding the readied service
+            // while a client uploads would hold what its readiness reserved (a `Buffer` slot,
+            // a permit). This one stays readied for the next call.
             return BufferBodyFuture {
                 state: State::Reading {
-                    service: Some(readied),
+                    service: Some(self.inner.clone()),
                     parts: Some(parts),
                     body: Some(body),
                     chunks: Vec::new(),
@@ -118,7 +118,10 @@ where
 
 pin_project! {
     /// The response future of [`BufferBody`]: reading the body, then the inner call.
-    pub struct BufferBodyFuture<F, S, B> {
+    pub struct BufferBodyFuture<F, S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
         #[pin]
         state: State<F, S, B>,
     }
@@ -126,7 +129,10 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, S, B> {
+    enum State<F, S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
         Reading {
             service: Option<S>,
             parts: Option<Parts>,
@@ -140,12 +146,16 @@ pin_project! {
             #[pin]
             future: F,
         },
+        Sent {
+            #[pin]
+            future: Oneshot<S, Request<ReplayBody<B>>>,
+        },
     }
 }
 
 impl<F, S, B, T, E> Future for BufferBodyFuture<F, S, B>
 where
-    S: Service<Request<ReplayBody<B>>, Future = F>,
+    S: Service<Request<ReplayBody<B>>, Future = F, Response = T, Error = E>,
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
     B: Body<Data = Bytes> + Unpin,
@@ -158,6 +168,9 @@ where
         loop {
             let future = match this.state.as_mut().project() {
                 StateProj::Called { future } => {
+                    return Poll::Ready(ready!(future.poll(cx)).map_err(Into::into));
+                }
+                StateProj::Sent { future } => {
                     return Poll::Ready(ready!(future.poll(cx)).map_err(Into::into));
                 }
                 StateProj::Reading {
@@ -195,7 +208,11 @@ where
                                 continue;
                             }
                         },
-                        Some(Err(error)) => return Poll::Ready(Err(error.into())),
+                        Some(Err(error)) => {
+                            // The request cannot be sent: finish here, dropping the body.
+                            body.take();
+                            return Poll::Ready(Err(error.into()));
+                        }
                         None => {
                             body.take();
                             ReplayBody::buffered(std::mem::take(chunks), trailers.take())
@@ -203,19 +220,19 @@ where
                     };
                     let request =
                         Request::from_parts(parts.take().expect("set until called"), replay);
-                    service.take().expect("set until called").call(request)
+                    Oneshot::new(service.take().expect("set until sent"), request)
                 }
             };
-            this.state.set(State::Called { future });
+            this.state.set(State::Sent { future });
         }
     }
 }
 
-impl<F, S, B> fmt::Debug for BufferBodyFuture<F, S, B> {
+impl<F, S: Service<Request<ReplayBody<B>>>, B> fmt::Debug for BufferBodyFuture<F, S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Reading { .. } => "reading",
-            State::Called { .. } => "called",
+            State::Called { .. } | State::Sent { .. } => "called",
         };
         f.debug_struct("BufferBodyFuture")
             .field("state", &state)

@@ -4,9 +4,20 @@
 //! [`HttpRetryLayer`] is two layers in one: [`BufferBody`] reads the request body into a
 //! [`ReplayBody`] (up to `max_body_bytes`, 64 KiB by default), then tower's `Retry` with a
 //! [`RetryPolicy`] over [`HttpReplay`] retries. The inner service therefore receives
-//! `http::Request<ReplayBody<B>>`: a hyper-util client takes it as is; a tonic `Channel` wants
-//! its own body type, so map it in between
-//! (`tower::util::MapRequestLayer::new(|r: http::Request<ReplayBody<_>>| r.map(tonic::body::Body::new))`).
+//! `http::Request<ReplayBody<B>>` — a hyper-util client's body type can be `ReplayBody<B>`; a
+//! tonic `Channel` wants its own body type, so map it in between
+//! (`tower::util::MapRequestLayer::new(|r: http::Request<ReplayBody<_>>| r.map(tonic::body::Body::new))`)
+//! — and its errors must be `BoxError` (`tower::util::MapErrLayer::new(Into::into)` below, for
+//! a client whose error type is its own).
+//!
+//! # Bodies are read before the first attempt
+//!
+//! A retried request's body (up to `max_body_bytes`) is read in full before it is sent, so its
+//! first attempt starts once the body has arrived. A call whose client waits for a response
+//! before ending its request body — a gRPC bidirectional or interactive client stream — would
+//! wait forever: never send such calls through a retrying layer (leave their method out of
+//! `methods`, or build their stack with `Pattern::Duplex`, which has no retry and buffers
+//! nothing).
 //!
 //! # What is retried
 //!
@@ -124,7 +135,12 @@ impl HttpRetryLayer {
     ///
     /// A [`ConfigError`] naming the first invalid field of `config`.
     pub fn new(name: impl Into<Arc<str>>, config: &RetryConfig) -> Result<Self, ConfigError> {
-        let retry = RetryLayer::new(name, config)?
+        let retry = RetryLayer::new(name, config)?;
+        if config.max_attempts == 1 {
+            // Nothing will be retried: buffer nothing either.
+            return Ok(Self::disabled());
+        }
+        let retry = retry
             .with_classifier(default_classifier())
             .with_replay(HttpReplay::new(config));
         Ok(Self {
