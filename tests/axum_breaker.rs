@@ -7,16 +7,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use switchyard::prelude::*;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
+
+mod support;
+use support::Server;
 
 /// Maps any error from the stack to a response: a switchyard rejection through core's mapping
 /// (status and `Retry-After`), anything else as a 500.
@@ -62,44 +61,11 @@ async fn breaker_in_an_axum_router_sheds_a_failing_route_over_real_http() {
                 .layer(breaker),
         );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri: hyper::Uri = format!("http://{addr}/pay").parse().expect("uri");
-    let get = |uri: hyper::Uri| {
-        let client = client.clone();
-        async move {
-            let response = client.get(uri).await.expect("request");
-            let status = response.status();
-            let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
-            (
-                status,
-                retry_after,
-                String::from_utf8_lossy(&body).into_owned(),
-            )
-        }
-    };
+    let server = Server::start(app).await;
 
     // Two server errors trip the breaker...
     for _ in 0..2 {
-        let (status, _, body) = get(uri.clone()).await;
+        let (status, _, body) = server.get("/pay").await;
         assert_eq!(
             (status, body.as_str()),
             (StatusCode::INTERNAL_SERVER_ERROR, "ledger down")
@@ -108,7 +74,7 @@ async fn breaker_in_an_axum_router_sheds_a_failing_route_over_real_http() {
     assert_eq!(handle.state(), State::Open);
 
     // ...and the third request is shed with 503 and a Retry-After, never reaching the handler.
-    let (status, retry_after, body) = get(uri.clone()).await;
+    let (status, retry_after, body) = server.get("/pay").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body, "circuit open: payments");
     let retry_after: u64 = retry_after
@@ -126,10 +92,9 @@ async fn breaker_in_an_axum_router_sheds_a_failing_route_over_real_http() {
     // An operator resets the breaker once the ledger is back: traffic flows again.
     failing.store(false, Ordering::SeqCst);
     handle.reset();
-    let (status, _, body) = get(uri.clone()).await;
+    let (status, _, body) = server.get("/pay").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "paid"));
     assert_eq!(handle.snapshot().rejected, 1);
 
-    let _ = stop.send(());
-    server.await.expect("server task").expect("server");
+    server.stop().await;
 }

@@ -12,13 +12,12 @@ use axum::error_handling::HandleErrorLayer;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use switchyard::prelude::*;
 use tokio::sync::{Semaphore, mpsc};
 use tower::ServiceBuilder;
+
+mod support;
+use support::Server;
 
 async fn handle_error(err: BoxError) -> Response {
     match find_rejection(&*err) {
@@ -67,37 +66,17 @@ async fn requests_beyond_the_bulkhead_are_shed_with_503_and_the_rest_succeed() {
                 .layer(breaker),
         );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri: hyper::Uri = format!("http://{addr}/work").parse().expect("uri");
-    let get = |client: Client<_, Empty<Bytes>>, uri: hyper::Uri| async move {
-        let response = client.get(uri).await.expect("request");
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+    let server = Server::start(app).await;
+    let get = || {
+        let answer = server.get("/work");
+        async move {
+            let (status, _, body) = answer.await;
+            (status, body)
+        }
     };
 
     // Two requests take both slots and wait in the handler.
-    let admitted: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(get(client.clone(), uri.clone())))
-        .collect();
+    let admitted: Vec<_> = (0..2).map(|_| tokio::spawn(get())).collect();
     for _ in 0..2 {
         tokio::time::timeout(Duration::from_secs(10), entered.recv())
             .await
@@ -108,7 +87,7 @@ async fn requests_beyond_the_bulkhead_are_shed_with_503_and_the_rest_succeed() {
 
     // Three more are shed at once, without reaching the handler.
     for _ in 0..3 {
-        let (status, body) = get(client.clone(), uri.clone()).await;
+        let (status, body) = get().await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, "bulkhead full: api");
     }
@@ -136,15 +115,11 @@ async fn requests_beyond_the_bulkhead_are_shed_with_503_and_the_rest_succeed() {
     // The quota: two more requests pass, the next is refused with 429 and Retry-After.
     gate.add_permits(2);
     for _ in 0..2 {
-        assert_eq!(
-            get(client.clone(), uri.clone()).await,
-            (StatusCode::OK, "done".to_owned())
-        );
+        assert_eq!(get().await, (StatusCode::OK, "done".to_owned()));
     }
-    let response = client.get(uri.clone()).await.expect("request");
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(response.headers().contains_key("retry-after"));
+    let (status, retry_after, _) = server.get("/work").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry_after.is_some(), "429 carries Retry-After");
 
-    let _ = stop.send(());
-    server.await.expect("server task").expect("server");
+    server.stop().await;
 }

@@ -7,12 +7,11 @@ use axum::error_handling::HandleErrorLayer;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use switchyard::prelude::*;
 use tower::ServiceBuilder;
+
+mod support;
+use support::Server;
 
 async fn handle_error(err: BoxError) -> Response {
     match find_rejection(&*err) {
@@ -35,43 +34,10 @@ async fn requests_past_the_quota_get_429_with_retry_after_and_the_rest_200() {
                 .layer(limit),
         );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let server = Server::start(app).await;
     // Eight concurrent requests over two routes: one shared quota of 5.
     let requests: Vec<_> = (0..8)
-        .map(|n| {
-            let client = client.clone();
-            let path = if n % 2 == 0 { "hello" } else { "bye" };
-            let uri: hyper::Uri = format!("http://{addr}/{path}").parse().expect("uri");
-            tokio::spawn(async move {
-                let response = client.get(uri).await.expect("request");
-                let status = response.status();
-                let retry_after = response.headers().get("retry-after").cloned();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .expect("body")
-                    .to_bytes();
-                (
-                    status,
-                    retry_after,
-                    String::from_utf8_lossy(&body).into_owned(),
-                )
-            })
-        })
+        .map(|n| tokio::spawn(server.get(if n % 2 == 0 { "/hello" } else { "/bye" })))
         .collect();
     let mut ok = 0;
     let mut limited = 0;
@@ -95,6 +61,5 @@ async fn requests_past_the_quota_get_429_with_retry_after_and_the_rest_200() {
     }
     assert_eq!((ok, limited), (5, 3));
 
-    let _ = stop.send(());
-    server.await.expect("server task").expect("server");
+    server.stop().await;
 }

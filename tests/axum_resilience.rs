@@ -12,14 +12,13 @@ use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use switchyard::prelude::*;
 use switchyard::retry::http::ReplayBody;
 use tower::util::MapRequestLayer;
 use tower::{ServiceBuilder, service_fn};
+
+mod support;
+use support::Server;
 
 async fn handle_error(err: BoxError) -> Response {
     match find_rejection(&*err) {
@@ -78,54 +77,23 @@ async fn each_route_behaves_as_its_config_in_the_json_file_says() {
         app = app.route_service(&format!("/{route}"), service);
     }
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let get = |path: &'static str| {
-        let client = client.clone();
-        async move {
-            let uri: hyper::Uri = format!("http://{addr}/{path}").parse().expect("uri");
-            let response = client.get(uri).await.expect("request");
-            let status = response.status();
-            let retry_after = response.headers().get("retry-after").cloned();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
-            (
-                status,
-                retry_after,
-                String::from_utf8_lossy(&body).into_owned(),
-            )
-        }
-    };
+    let server = Server::start(app).await;
+    let get = |path: &str| server.get(path);
 
     // Quotes: a GET retried through two 503s: one answer, three backend calls.
-    let (status, _, body) = get("quotes").await;
+    let (status, _, body) = get("/quotes").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
     assert_eq!(quotes_calls.load(Ordering::SeqCst), 3);
 
     // Orders: no retry section: the two 503s reach the client and trip the breaker.
-    assert_eq!(get("orders").await.0, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(get("orders").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get("/orders").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get("/orders").await.0, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(orders_calls.load(Ordering::SeqCst), 2);
     let orders = registry.get("orders").expect("registered");
     assert_eq!(orders.breaker.expect("a breaker").state(), State::Open);
 
     // Past its quota of 2 a minute, the rate limit (outermost) refuses before the breaker.
-    let (status, retry_after, _) = get("orders").await;
+    let (status, retry_after, _) = get("/orders").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert!(retry_after.is_some(), "429 carries Retry-After");
     assert_eq!(
@@ -140,6 +108,5 @@ async fn each_route_behaves_as_its_config_in_the_json_file_says() {
     assert_eq!(snapshot[1]["name"], "quotes");
     assert_eq!(snapshot[0]["bulkhead"]["in_flight"], 0);
 
-    stop.send(()).expect("server running");
-    server.await.expect("server task").expect("server");
+    server.stop().await;
 }
