@@ -95,7 +95,7 @@ impl<S, F: Clone, C: Clone, R: Clone> Layer<S> for FallbackLayer<F, C, R> {
     fn layer(&self, primary: S) -> Self::Service {
         Fallback {
             primary,
-            fallback: self.fallback.clone(),
+            fallback: Arc::new(self.fallback.clone()),
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
             shared: Arc::clone(&self.shared),
@@ -106,17 +106,18 @@ impl<S, F: Clone, C: Clone, R: Clone> Layer<S> for FallbackLayer<F, C, R> {
 /// A primary service with a fallback. Built by [`FallbackLayer`].
 pub struct Fallback<S, F, C = ErrorsAsFailures, R = CloneRequest> {
     primary: S,
-    fallback: F,
+    // Shared: a call takes a reference count, and clones the service only when it falls back.
+    fallback: Arc<F>,
     classifier: C,
     replay: R,
     shared: Arc<Shared>,
 }
 
-impl<S: Clone, F: Clone, C: Clone, R: Clone> Clone for Fallback<S, F, C, R> {
+impl<S: Clone, F, C: Clone, R: Clone> Clone for Fallback<S, F, C, R> {
     fn clone(&self) -> Self {
         Self {
             primary: self.primary.clone(),
-            fallback: self.fallback.clone(),
+            fallback: Arc::clone(&self.fallback),
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
             shared: Arc::clone(&self.shared),
@@ -156,7 +157,7 @@ where
             .replay
             .replay(&req)
             .ok()
-            .map(|copy| (copy, self.fallback.clone(), self.classifier.clone()));
+            .map(|copy| (copy, Arc::clone(&self.fallback), self.classifier.clone()));
         FallbackFuture {
             state: State::Primary {
                 future: self.primary.call(req),
@@ -188,7 +189,7 @@ pin_project! {
         Primary {
             #[pin]
             future: P,
-            spare: Option<(Req, F, C)>,
+            spare: Option<(Req, Arc<F>, C)>,
             shared: Arc<Shared>,
         },
         Fallback {
@@ -202,7 +203,7 @@ impl<P, F, C, Req, T, E> Future for FallbackFuture<P, F, C, Req>
 where
     P: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
-    F: Service<Req, Response = T>,
+    F: Service<Req, Response = T> + Clone,
     F::Error: Into<BoxError>,
     C: Classify<T, BoxError>,
 {
@@ -234,7 +235,7 @@ where
                         cause = %result.as_ref().err().map_or_else(|| "failed response".to_owned(), ToString::to_string),
                         "falling back"
                     );
-                    fallback.oneshot(req)
+                    F::clone(&fallback).oneshot(req)
                 }
             };
             this.state.set(State::Fallback { future });
