@@ -45,11 +45,21 @@ pub enum RejectionKind {
     ServiceNotFound,
     /// A balancer has no healthy, enabled endpoint to send the call to.
     NoAvailableEndpoint,
+    /// A route exists but cannot be served as configured: its strategy has no transport, its
+    /// config or endpoint is invalid, or its transport failed to build. Terminal for retries:
+    /// only a change to the route's row can fix it.
+    RouteUnavailable,
+    /// The upstream a call was forwarded to failed: it could not be reached, or it answered
+    /// with an error status.
+    UpstreamFailed,
+    /// The handler panicked; the panic was caught and turned into this error. Terminal for
+    /// retries: a handler that panics on a request is a bug, not a transient fault.
+    Panic,
 }
 
 impl RejectionKind {
     /// Every kind, in declaration order (for tables and exhaustive tests).
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 11] = [
         Self::CircuitOpen,
         Self::BulkheadFull,
         Self::RateLimited,
@@ -58,6 +68,9 @@ impl RejectionKind {
         Self::Shutdown,
         Self::ServiceNotFound,
         Self::NoAvailableEndpoint,
+        Self::RouteUnavailable,
+        Self::UpstreamFailed,
+        Self::Panic,
     ];
 
     /// Whether the same call may succeed if tried again later or elsewhere.
@@ -71,7 +84,10 @@ impl RejectionKind {
     /// Whether no retry of the same call can succeed: the target does not exist or is going
     /// away. Retry policies must not retry terminal rejections.
     pub const fn is_terminal(self) -> bool {
-        matches!(self, Self::Shutdown | Self::ServiceNotFound)
+        matches!(
+            self,
+            Self::Shutdown | Self::ServiceNotFound | Self::RouteUnavailable | Self::Panic
+        )
     }
 
     /// The HTTP status a server should answer with.
@@ -80,11 +96,14 @@ impl RejectionKind {
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::ServiceNotFound => StatusCode::NOT_FOUND,
+            Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            Self::Panic => StatusCode::INTERNAL_SERVER_ERROR,
             Self::CircuitOpen
             | Self::BulkheadFull
             | Self::Overloaded
             | Self::Shutdown
-            | Self::NoAvailableEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::NoAvailableEndpoint
+            | Self::RouteUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -99,7 +118,12 @@ impl RejectionKind {
             }
             Self::Timeout => GrpcCode::DeadlineExceeded,
             Self::ServiceNotFound => GrpcCode::Unimplemented,
-            Self::CircuitOpen | Self::Shutdown | Self::NoAvailableEndpoint => GrpcCode::Unavailable,
+            Self::Panic => GrpcCode::Internal,
+            Self::CircuitOpen
+            | Self::Shutdown
+            | Self::NoAvailableEndpoint
+            | Self::RouteUnavailable
+            | Self::UpstreamFailed => GrpcCode::Unavailable,
         }
     }
 
@@ -112,9 +136,12 @@ impl RejectionKind {
             }
             Self::Timeout => tonic::Code::DeadlineExceeded,
             Self::ServiceNotFound => tonic::Code::Unimplemented,
-            Self::CircuitOpen | Self::Shutdown | Self::NoAvailableEndpoint => {
-                tonic::Code::Unavailable
-            }
+            Self::Panic => tonic::Code::Internal,
+            Self::CircuitOpen
+            | Self::Shutdown
+            | Self::NoAvailableEndpoint
+            | Self::RouteUnavailable
+            | Self::UpstreamFailed => tonic::Code::Unavailable,
         }
     }
 
@@ -129,6 +156,9 @@ impl RejectionKind {
             Self::Shutdown => "shutdown",
             Self::ServiceNotFound => "service_not_found",
             Self::NoAvailableEndpoint => "no_available_endpoint",
+            Self::RouteUnavailable => "route_unavailable",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::Panic => "panic",
         }
     }
 }
@@ -349,6 +379,9 @@ mod tests {
                 ("shutdown", 503, GrpcCode::Unavailable, false),
                 ("service_not_found", 404, GrpcCode::Unimplemented, false),
                 ("no_available_endpoint", 503, GrpcCode::Unavailable, true),
+                ("route_unavailable", 503, GrpcCode::Unavailable, false),
+                ("upstream_failed", 502, GrpcCode::Unavailable, true),
+                ("panic", 500, GrpcCode::Internal, false),
             ]
         );
         for kind in RejectionKind::ALL {
