@@ -1,0 +1,323 @@
+//! The `http` transport: POSTs the payload to the route's endpoint with hyper-util's pooled
+//! client, behind an SSRF guard that checks the addresses actually connected to.
+
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Service, ServiceExt};
+
+use crate::error::{SsrfBlocked, UpstreamFailed};
+use crate::transport::{RouteService, RouteSpec, TransportFactory};
+
+/// A name resolver the HTTP transport can use instead of the system's (`getaddrinfo`).
+pub type Resolver = BoxCloneSyncService<Name, Vec<SocketAddr>, BoxError>;
+
+/// Why an address is internal, or `None` for a public one.
+///
+/// Internal: loopback, private (RFC 1918), carrier-grade NAT (100.64/10), link-local,
+/// unspecified, broadcast, IPv6 unique-local (fc00::/7), IPv6 link-local (fe80::/10), and
+/// IPv4-mapped or IPv4-compatible IPv6 addresses (which reach IPv4 hosts through a v6 socket
+/// and would otherwise bypass the IPv4 checks).
+pub fn internal_reason(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_loopback() {
+                Some("loopback address")
+            } else if v4.is_private() {
+                Some("private address")
+            } else if a == 100 && (64..128).contains(&b) {
+                Some("carrier-grade NAT address")
+            } else if v4.is_link_local() {
+                Some("link-local address")
+            } else if v4.is_unspecified() || a == 0 {
+                Some("unspecified address")
+            } else if v4.is_broadcast() {
+                Some("broadcast address")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                Some("loopback address")
+            } else if v6.is_unspecified() {
+                Some("unspecified address")
+            } else if first & 0xfe00 == 0xfc00 {
+                Some("unique-local address")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("link-local address")
+            } else if v6.to_ipv4_mapped().is_some() {
+                Some("IPv4-mapped IPv6 address")
+            } else if v6.segments()[..6].iter().all(|s| *s == 0) {
+                Some("IPv4-compatible IPv6 address")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Resolves through an inner resolver and drops internal addresses unless they are allowed;
+/// a name left with no address fails with [`SsrfBlocked`]. Because hyper-util connects only
+/// to what the resolver returns, a name that resolves to a public address when the route is
+/// built and to an internal one later (DNS rebinding) is still refused at connect time.
+#[derive(Clone)]
+struct GuardedResolver {
+    inner: Resolver,
+    allow_internal: bool,
+}
+
+impl Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let resolve = self.inner.clone().oneshot(name.clone());
+        let allow_internal = self.allow_internal;
+        Box::pin(async move {
+            let addrs = resolve.await?;
+            if allow_internal {
+                return Ok(addrs.into_iter());
+            }
+            let mut blocked = None;
+            let public: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|addr| match internal_reason(addr.ip()) {
+                    Some(reason) => {
+                        blocked.get_or_insert(reason);
+                        false
+                    }
+                    None => true,
+                })
+                .collect();
+            match (public.is_empty(), blocked) {
+                (true, Some(reason)) => {
+                    Err(Box::new(SsrfBlocked::new(name.as_str(), reason)) as BoxError)
+                }
+                (true, None) => Err(format!("{} resolved to no address", name.as_str()).into()),
+                (false, _) => Ok(public.into_iter()),
+            }
+        })
+    }
+}
+
+fn system_resolver() -> Resolver {
+    BoxCloneSyncService::new(
+        GaiResolver::new()
+            .map_response(Iterator::collect::<Vec<_>>)
+            .map_err(BoxError::from),
+    )
+}
+
+/// The `http` transport factory: each route's calls are POSTed to its endpoint, the payload as
+/// the request body and the response body as the answer.
+///
+/// Route options (the config's `transport` object):
+///
+/// | key | default | meaning |
+/// | --- | --- | --- |
+/// | `content_type` | `application/octet-stream` | the request's `Content-Type` |
+/// | `max_response_bytes` | 4194304 (4 MiB) | a longer response fails the call |
+///
+/// The route's deadline is its config's `timeout` (the resilience stack's), which fails a call
+/// with [`CallTimeout`](crate::CallTimeout). A non-2xx answer, a refused connection or an
+/// oversized response fails it with [`UpstreamFailed`].
+///
+/// **SSRF guard.** Unless [`allow_internal`](Self::allow_internal) is set, an endpoint whose
+/// host is an internal address ([`internal_reason`]) is refused when the route is built, and a
+/// host *name* is checked on every address it resolves to when a connection is made, so DNS
+/// rebinding cannot reach an internal address either. `https` endpoints are refused: this
+/// transport has no TLS connector yet.
+///
+/// All routes share one connection pool; connections idle out on their own.
+#[derive(Clone)]
+pub struct HttpTransport {
+    allow_internal: bool,
+    resolver: Resolver,
+}
+
+impl fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpTransport")
+            .field("allow_internal", &self.allow_internal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for HttpTransport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpTransport {
+    /// The transport with the SSRF guard on and the system resolver.
+    pub fn new() -> Self {
+        Self {
+            allow_internal: false,
+            resolver: system_resolver(),
+        }
+    }
+
+    /// Whether endpoints may be internal (loopback, private...): for trusted calls between
+    /// services on one machine or network. Off by default.
+    #[must_use]
+    pub fn allow_internal(mut self, allow: bool) -> Self {
+        self.allow_internal = allow;
+        self
+    }
+
+    /// Resolves host names with `resolver` instead of the system's. The SSRF guard applies to
+    /// what it returns.
+    #[must_use]
+    pub fn with_resolver(mut self, resolver: Resolver) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    fn client(&self) -> Client<HttpConnector<GuardedResolver>, Full<Bytes>> {
+        let mut connector = HttpConnector::new_with_resolver(GuardedResolver {
+            inner: self.resolver.clone(),
+            allow_internal: self.allow_internal,
+        });
+        connector.enforce_http(true);
+        Client::builder(TokioExecutor::new()).build(connector)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpOptions {
+    #[serde(default = "default_content_type")]
+    content_type: String,
+    #[serde(default = "default_max_response_bytes")]
+    max_response_bytes: usize,
+}
+
+fn default_content_type() -> String {
+    "application/octet-stream".to_owned()
+}
+
+const fn default_max_response_bytes() -> usize {
+    4 << 20
+}
+
+impl TransportFactory<Bytes, Bytes> for HttpTransport {
+    fn build(&self, spec: &RouteSpec<'_>) -> Result<RouteService<Bytes, Bytes>, BoxError> {
+        let endpoint = spec
+            .endpoint
+            .filter(|e| !e.trim().is_empty())
+            .ok_or("the http strategy needs an endpoint URL")?;
+        let uri = Uri::from_str(endpoint).map_err(|e| format!("invalid URL {endpoint:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err("https endpoints are not supported yet (no TLS connector)".into());
+            }
+            _ => {
+                return Err(
+                    format!("invalid URL {endpoint:?}: expected http://host[:port]/path").into(),
+                );
+            }
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("invalid URL {endpoint:?}: no host"))?;
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>()
+            && !self.allow_internal
+            && let Some(reason) = internal_reason(ip)
+        {
+            return Err(Box::new(SsrfBlocked::new(host, reason)));
+        }
+        let options: HttpOptions = serde_json::from_value(spec.options.clone())
+            .map_err(|e| format!("invalid transport options: {e}"))?;
+        let content_type = header::HeaderValue::from_str(&options.content_type)
+            .map_err(|_| format!("invalid content_type {:?}", options.content_type))?;
+        Ok(BoxCloneSyncService::new(HttpRoute {
+            shared: Arc::new(HttpRouteShared {
+                client: self.client(),
+                uri,
+                content_type,
+                max_response_bytes: options.max_response_bytes,
+                service: spec.service.into(),
+            }),
+        }))
+    }
+}
+
+struct HttpRouteShared {
+    client: Client<HttpConnector<GuardedResolver>, Full<Bytes>>,
+    uri: Uri,
+    content_type: header::HeaderValue,
+    max_response_bytes: usize,
+    service: Arc<str>,
+}
+
+/// One `http` route's service.
+#[derive(Clone)]
+struct HttpRoute {
+    shared: Arc<HttpRouteShared>,
+}
+
+impl Service<Bytes> for HttpRoute {
+    type Response = Bytes;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Bytes, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, payload: Bytes) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let request = Request::builder()
+                .method(Method::POST)
+                .uri(shared.uri.clone())
+                .header(header::CONTENT_TYPE, shared.content_type.clone())
+                .body(Full::new(payload))?;
+            let response = shared.client.request(request).await.map_err(|e| {
+                if let Some(blocked) = switchyard_core::find_cause::<SsrfBlocked>(&e) {
+                    return Box::new(blocked.clone()) as BoxError;
+                }
+                Box::new(UpstreamFailed::error(
+                    Arc::clone(&shared.service),
+                    Box::new(e),
+                ))
+            })?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(
+                    Box::new(UpstreamFailed::status(Arc::clone(&shared.service), status)).into(),
+                );
+            }
+            let body = Limited::new(response.into_body(), shared.max_response_bytes)
+                .collect()
+                .await
+                .map_err(|e| UpstreamFailed::error(Arc::clone(&shared.service), e))?;
+            Ok(body.to_bytes())
+        })
+    }
+}
