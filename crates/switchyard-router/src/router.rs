@@ -179,6 +179,8 @@ struct Inner<Req, Res> {
     transports: RwLock<HashMap<String, Arc<dyn TransportFactory<Req, Res>>>>,
     state: Mutex<State<Req, Res>>,
     status: Mutex<StatusInner>,
+    /// Counts reloads, for [`Router::reloads`].
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -335,6 +337,7 @@ where
                     rows: Vec::new(),
                 }),
                 status: Mutex::new(StatusInner::default()),
+                reloads: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -514,7 +517,15 @@ where
         let mut status = lock(&self.inner.status);
         status.last_reload = Some(report.clone());
         status.last_error = None;
+        drop(status);
+        self.inner.reloads.send_modify(|n| *n += 1);
         report
+    }
+
+    /// A receiver that sees the number of snapshots built so far (reloads, and rebuilds after
+    /// [`register_local`](Self::register_local)) and is woken at each new one.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.reloads.subscribe()
     }
 
     fn build(&self, state: &State<Req, Res>, row: &RouteRow) -> Entry<Req, Res> {
