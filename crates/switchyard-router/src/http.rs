@@ -309,9 +309,8 @@ impl Service<Bytes> for HttpRoute {
             })?;
             let status = response.status();
             if !status.is_success() {
-                return Err(
-                    Box::new(UpstreamFailed::status(Arc::clone(&shared.service), status)).into(),
-                );
+                let failed = UpstreamFailed::status(Arc::clone(&shared.service), status);
+                return Err(Box::new(failed) as BoxError);
             }
             let body = Limited::new(response.into_body(), shared.max_response_bytes)
                 .collect()
