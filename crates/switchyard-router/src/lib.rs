@@ -13,7 +13,7 @@
 //! ```
 //! use bytes::Bytes;
 //! use switchyard_router::{Admin, Router, RouteRow, SqliteSource};
-//! use tower::{BoxError, Service, ServiceExt, service_fn};
+//! use tower::{BoxError, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), BoxError> {
@@ -22,7 +22,7 @@
 //! let source = SqliteSource::open(&path)?; // creates the file and schema if missing
 //! let admin = source.admin()?;
 //!
-//! let mut router = Router::new();
+//! let router = Router::new();
 //! router.register_local("billing", service_fn(|payload: Bytes| async move {
 //!     Ok::<_, BoxError>(Bytes::from(format!("billed:{}", String::from_utf8_lossy(&payload))))
 //! }));
@@ -30,13 +30,13 @@
 //! // billing runs locally.
 //! admin.upsert(RouteRow::new("billing", "local")).await?;
 //! router.reload_from(&source).await?;
-//! let resp = router.ready().await?.call(("billing", Bytes::from("$100"))).await?;
+//! let resp = router.dispatch("billing", Bytes::from("$100")).await?;
 //! assert_eq!(resp, "billed:$100");
 //!
 //! // Switch it off: no restart, the next call sees the new row.
 //! admin.set_strategy("billing", "noop").await?;
 //! router.reload_from(&source).await?;
-//! let resp = router.ready().await?.call(("billing", Bytes::from("$200"))).await?;
+//! let resp = router.dispatch("billing", Bytes::from("$200")).await?;
 //! assert!(resp.is_empty());
 //! # Ok(())
 //! # }

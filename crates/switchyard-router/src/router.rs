@@ -6,7 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -702,6 +704,21 @@ where
     }
 }
 
+impl<Req, Res: Default> Router<Req, Res> {
+    /// Calls the service `name` with `req`: the same as calling the router as a
+    /// `Service<(name, Req)>`, without readying it first (the router is always ready).
+    pub fn dispatch(&self, name: &str, req: Req) -> RouteFuture<Req, Res> {
+        let table = self.inner.table.load();
+        match table.routes.get(name).or_else(|| table.locals.get(name)) {
+            Some(entry) => dispatch(entry, req),
+            None => {
+                metrics::counter!("switchyard_router_not_found_total").increment(1);
+                RouteFuture::ready(Err(Box::new(ServiceNotFound::new(name))))
+            }
+        }
+    }
+}
+
 fn locals_current<Req, Res>(state: &State<Req, Res>, used: &[(Arc<str>, u64)]) -> bool {
     used.iter().all(|(name, generation)| {
         state
@@ -978,15 +995,7 @@ where
     }
 
     fn call(&mut self, (name, req): (N, Req)) -> Self::Future {
-        let name = name.as_ref();
-        let table = self.inner.table.load();
-        match table.routes.get(name).or_else(|| table.locals.get(name)) {
-            Some(entry) => dispatch(entry, req),
-            None => {
-                metrics::counter!("switchyard_router_not_found_total").increment(1);
-                RouteFuture::ready(Err(Box::new(ServiceNotFound::new(name))))
-            }
-        }
+        self.dispatch(name.as_ref(), req)
     }
 }
 
@@ -1063,7 +1072,6 @@ impl<Req, Res: Default> Service<Req> for Routed<Req, Res> {
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let name = Arc::clone(&self.name);
-        self.router.call((name, req))
+        self.router.dispatch(&self.name, req)
     }
 }
