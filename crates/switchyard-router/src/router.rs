@@ -366,7 +366,7 @@ where
             },
         );
         let rows = std::mem::take(&mut state.rows);
-        self.rebuild(&mut state, rows);
+        self.rebuild(&mut state, rows, false);
     }
 
     /// Registers (or replaces) the transport factory for `strategy`. Routes already loaded
@@ -399,7 +399,7 @@ where
     /// every reload, so a transport registered since, or a fixed endpoint, takes effect.
     pub fn reload(&self, rows: Vec<RouteRow>) -> ReloadReport {
         let mut state = lock(&self.inner.state);
-        self.rebuild(&mut state, rows)
+        self.rebuild(&mut state, rows, true)
     }
 
     /// Reads `source` and [`reload`](Self::reload)s from it. A read error keeps the current
@@ -451,7 +451,14 @@ where
         WatchHandle { task }
     }
 
-    fn rebuild(&self, state: &mut State<Req, Res>, rows: Vec<RouteRow>) -> ReloadReport {
+    /// Builds and swaps in a new snapshot; `reload` says whether new rows came in (or only a
+    /// local service changed, which is not reported as a reload).
+    fn rebuild(
+        &self,
+        state: &mut State<Req, Res>,
+        rows: Vec<RouteRow>,
+        reload: bool,
+    ) -> ReloadReport {
         let started = Instant::now();
         let old = self.inner.table.load_full();
         let mut report = ReloadReport::default();
@@ -501,6 +508,17 @@ where
         self.inner.table.store(Arc::new(Table { routes, locals }));
         state.rows = rows;
         report.duration = started.elapsed();
+        metrics::gauge!("switchyard_router_routes").set(state.rows.len() as f64);
+        metrics::gauge!("switchyard_router_routes_broken").set(report.broken as f64);
+        self.inner.reloads.send_modify(|n| *n += 1);
+        if !reload {
+            tracing::debug!(
+                target: "switchyard_router",
+                changed = report.changed,
+                "routes rebuilt for a new local service"
+            );
+            return report;
+        }
         tracing::info!(
             target: "switchyard_router",
             added = report.added,
@@ -512,15 +530,11 @@ where
             "routes reloaded"
         );
         metrics::counter!("switchyard_router_reloads_total").increment(1);
-        metrics::gauge!("switchyard_router_routes").set(state.rows.len() as f64);
-        metrics::gauge!("switchyard_router_routes_broken").set(report.broken as f64);
         metrics::histogram!("switchyard_router_reload_duration_seconds")
             .record(report.duration.as_secs_f64());
         let mut status = lock(&self.inner.status);
         status.last_reload = Some(report.clone());
         status.last_error = None;
-        drop(status);
-        self.inner.reloads.send_modify(|n| *n += 1);
         report
     }
 
