@@ -1,0 +1,219 @@
+//! The `switchyard` binary itself: the README's story, the routes commands, SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// A minimal HTTP/1.1 POST, so this test depends on nothing but the standard library.
+fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn routes(db: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("routes")
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(db: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--poll-interval",
+                "20ms",
+                "--db",
+            ])
+            .arg(db)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("switchyard listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Self { child, addr }
+    }
+
+    /// Polls until `check` holds; the bound is a failure deadline, not a wait.
+    fn eventually(&self, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < deadline, "the change never went live");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[test]
+fn the_readme_story_then_a_clean_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("switchyard.db");
+    let mut server = Server::start(&db);
+    assert_eq!(
+        post(server.addr, "/billing", "$100"),
+        (200, "billed:$100".to_owned())
+    );
+
+    // The README's one-liner, as any other process would write it.
+    let shell = rusqlite::Connection::open(&db).unwrap();
+    shell
+        .execute(
+            "UPDATE routes SET strategy='noop' WHERE service_name='billing'",
+            [],
+        )
+        .unwrap();
+    server.eventually(|| post(server.addr, "/billing", "$200").0 == 204);
+
+    // And back, through the routes command.
+    let out = routes(&db, &["strategy", "billing", "local"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.eventually(|| post(server.addr, "/billing", "$300") == (200, "billed:$300".to_owned()));
+
+    // SIGTERM: stop accepting, finish, exit 0.
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn the_routes_commands_read_write_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("routes.db");
+    let ok = |args: &[&str]| {
+        let out = routes(&db, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&[
+        "set",
+        "billing",
+        "--strategy",
+        "http",
+        "--endpoint",
+        "http://billing.internal/x",
+        "--config",
+        r#"{"timeout": "2s"}"#,
+    ]);
+    ok(&["set", "echo", "--strategy", "local"]);
+    let list = ok(&["list"]);
+    assert!(
+        list.contains("billing")
+            && list.contains("http://billing.internal/x")
+            && list.contains("echo"),
+        "{list}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&["list", "--json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+    let got: serde_json::Value = serde_json::from_str(&ok(&["get", "billing"])).unwrap();
+    assert_eq!(got["config"], r#"{"timeout": "2s"}"#);
+    ok(&["strategy", "billing", "noop"]);
+    ok(&["delete", "echo"]);
+
+    let refused: [(&[&str], &str); 5] = [
+        (&["get", "nobody"], "no route named \"nobody\""),
+        (
+            &[
+                "set",
+                "billing",
+                "--strategy",
+                "local",
+                "--config",
+                r#"{"retry": {"max_attempts": 0}}"#,
+            ],
+            "retry.max_attempts",
+        ),
+        (
+            &["set", "bad name", "--strategy", "local"],
+            "invalid service name",
+        ),
+        (&["strategy", "billing", "NOOP"], "invalid strategy"),
+        (&["delete", "echo"], "no route named \"echo\""),
+    ];
+    for (args, says) in refused {
+        let out = routes(&db, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    // Nothing bad was written.
+    let got: serde_json::Value = serde_json::from_str(&ok(&["get", "billing"])).unwrap();
+    assert_eq!(got["strategy"], "noop");
+
+    // Usage errors are clap's: exit 2.
+    let out = Command::new(BIN)
+        .args(["serve", "--poll-interval", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--poll-interval"));
+}
