@@ -2,7 +2,7 @@
 //!
 //! Each concern is its own tower `Layer` crate, usable alone or stacked with
 //! `tower::ServiceBuilder` in axum, tonic or hyper servers and clients. This facade re-exports
-//! each crate behind a feature of the same name (all on by default) and gathers the names most
+//! each crate behind a feature of the same name (all on by default but `router`) and gathers the names most
 //! programs need in [`prelude`].
 //!
 //! | module | crate | what |
@@ -13,6 +13,7 @@
 //! | `ratelimit` | switchyard-ratelimit | governor-based rate limits, global and keyed, reject or wait (feature `ratelimit`) |
 //! | `retry` | switchyard-retry | tower `Retry` policy: backoff, jitter, budget, replayable HTTP bodies (feature `retry`) |
 //! | `resilience` | switchyard-resilience | `ResilienceConfig` and the stack it builds, timeouts, fallback, registry (feature `resilience`) |
+//! | `router` | switchyard-router | name-dispatch router over a hot-reloaded SQLite routes table: local, remote (`http`, custom), `noop` (feature `router`, off by default) |
 //!
 //! # Example
 //!
@@ -59,6 +60,9 @@ pub use switchyard_retry as retry;
 #[cfg(feature = "resilience")]
 pub use switchyard_resilience as resilience;
 
+#[cfg(feature = "router")]
+pub use switchyard_router as router;
+
 /// The names most programs need, for `use switchyard::prelude::*`.
 pub mod prelude {
     pub use switchyard_core::{
@@ -91,6 +95,12 @@ pub mod prelude {
     #[cfg(feature = "resilience")]
     pub use switchyard_resilience::{
         FallbackLayer, Registry, ResilienceConfig, ResilienceLayer, TimedOut, TimeoutLayer,
+    };
+
+    #[cfg(feature = "router")]
+    pub use switchyard_router::{
+        Admin, HttpTransport, RouteLayer, RouteRow, RouteSource, Router, SqliteSource,
+        TransportFactory,
     };
 }
 

@@ -341,10 +341,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Why an admin request was refused.
+#[derive(Debug, Clone, Copy)]
+enum Denied {
+    /// No admin token is configured: the API does not exist.
+    Disabled,
+    /// The bearer token is missing or wrong.
+    Unauthorized,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Disabled => StatusCode::NOT_FOUND.into_response(),
+            Self::Unauthorized => {
+                let mut response = error_response(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    None,
+                    "the admin API needs `Authorization: Bearer <token>`",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+        }
+    }
+}
+
 /// The admin handle, if the request carries the right bearer token.
-fn authorized(gateway: &Gateway, headers: &HeaderMap) -> Result<Admin, Response> {
+fn authorized(gateway: &Gateway, headers: &HeaderMap) -> Result<Admin, Denied> {
     let Some((admin, token)) = &gateway.admin else {
-        return Err(StatusCode::NOT_FOUND.into_response());
+        return Err(Denied::Disabled);
     };
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -354,16 +383,7 @@ fn authorized(gateway: &Gateway, headers: &HeaderMap) -> Result<Admin, Response>
     if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
         Ok(admin.clone())
     } else {
-        let mut response = error_response(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            None,
-            "the admin API needs `Authorization: Bearer <token>`",
-        );
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        Err(response)
+        Err(Denied::Unauthorized)
     }
 }
 
@@ -379,7 +399,7 @@ fn admin_error(service: Option<&str>, err: &AdminError) -> Response {
 async fn admin_list(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
     let admin = match authorized(&gateway, &headers) {
         Ok(admin) => admin,
-        Err(response) => return response,
+        Err(denied) => return denied.into_response(),
     };
     match admin.list().await {
         Ok(rows) => axum::Json(rows).into_response(),
@@ -394,7 +414,7 @@ async fn admin_get(
 ) -> Response {
     let admin = match authorized(&gateway, &headers) {
         Ok(admin) => admin,
-        Err(response) => return response,
+        Err(denied) => return denied.into_response(),
     };
     match admin.get(&service).await {
         Ok(row) => axum::Json(row).into_response(),
@@ -422,7 +442,7 @@ async fn admin_put(
 ) -> Response {
     let admin = match authorized(&gateway, &headers) {
         Ok(admin) => admin,
-        Err(response) => return response,
+        Err(denied) => return denied.into_response(),
     };
     let body: RouteBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
@@ -463,7 +483,7 @@ async fn admin_delete(
 ) -> Response {
     let admin = match authorized(&gateway, &headers) {
         Ok(admin) => admin,
-        Err(response) => return response,
+        Err(denied) => return denied.into_response(),
     };
     match admin.delete(&service).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -574,3 +594,8 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received; finishing in-flight requests");
 }
+
+/// The crate README's example, compiled as a doctest so the README never lies.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,4 +1,11 @@
 //! The `switchyard` binary itself: the README's story, the routes commands, SIGTERM.
+//!
+//! The server is another process, so tokio's paused clock cannot reach it: these tests wait on
+//! the wall clock, always for a condition and with a deadline that only bounds a failure.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "a child process runs on the wall clock"
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
