@@ -397,13 +397,17 @@ where
     /// the others are built, and routes missing from `rows` are dropped (in-flight calls
     /// finish on them). A broken row breaks only its own route. Broken routes are rebuilt on
     /// every reload, so a transport registered since, or a fixed endpoint, takes effect.
+    ///
+    /// Runs transport factories on the calling thread; async callers use
+    /// [`reload_from`](Self::reload_from), which rebuilds on the blocking pool.
     pub fn reload(&self, rows: Vec<RouteRow>) -> ReloadReport {
         let mut state = lock(&self.inner.state);
         self.rebuild(&mut state, rows, true)
     }
 
-    /// Reads `source` and [`reload`](Self::reload)s from it. A read error keeps the current
-    /// snapshot and is kept in [`status`](Self::status) until the next successful reload.
+    /// Reads `source` and [`reload`](Self::reload)s from it, the rebuild (which runs transport
+    /// factories) on tokio's blocking pool. A read error keeps the current snapshot and is kept
+    /// in [`status`](Self::status) until the next successful reload.
     ///
     /// # Errors
     ///
@@ -413,7 +417,12 @@ where
         source: &S,
     ) -> Result<ReloadReport, SourceError> {
         match source.load().await {
-            Ok(rows) => Ok(self.reload(rows)),
+            Ok(rows) => {
+                let router = self.clone();
+                tokio::task::spawn_blocking(move || router.reload(rows))
+                    .await
+                    .map_err(|e| SourceError::new("the route rebuild failed", e))
+            }
             Err(e) => {
                 tracing::warn!(target: "switchyard_router", error = %e, "route reload failed; keeping the last snapshot");
                 metrics::counter!("switchyard_router_reload_errors_total").increment(1);
