@@ -80,7 +80,7 @@ fn benches(c: &mut Criterion) {
     });
     for n in [10, 10_000] {
         let router = router_with(n);
-        let name = format!("svc-{}", n / 2 + 1);
+        let name = format!("svc-{}", n / 2 + 2);
         assert!(!router.route(&name).expect("route").is_noop());
         group.bench_function(format!("router local ({n} routes)"), |b| {
             b.to_async(&rt).iter(|| {
@@ -136,6 +136,7 @@ fn benches(c: &mut Criterion) {
     let shell = switchyard_router::open(&path).expect("open");
     let router = router_with(10_000);
     rt.block_on(router.reload_from(&source)).expect("reload");
+    let mut flip = false;
     group.bench_function("read from SQLite + rebuild", |b| {
         b.iter_batched(
             || {

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
@@ -27,7 +28,7 @@ use crate::error::{FactoryFailed, InvalidConfig, NoFactory, ServiceNotFound, Sou
 use crate::http::HttpTransport;
 use crate::source::{RouteRow, RouteSource};
 use crate::sqlite::valid_service_name;
-use crate::transport::{CatchPanic, RouteService, RouteSpec, TransportFactory};
+use crate::transport::{CatchPanic, RouteService, RouteSpec, TransportFactory, panicked};
 
 /// The strategy that serves a route from the service registered with
 /// [`Router::register_local`].
@@ -107,8 +108,9 @@ impl RouteMetrics {
         .increment(1);
     }
 
-    fn record(&self, result: Result<(), &BoxError>, started: Instant) {
-        self.duration.record(started.elapsed().as_secs_f64());
+    fn record(&self, result: Result<(), &BoxError>, started: quanta::Instant) {
+        self.duration
+            .record(wall_clock().duration_since(started).as_secs_f64());
         match result {
             Ok(()) => self.ok.increment(1),
             Err(e) => self.failed(
@@ -116,6 +118,13 @@ impl RouteMetrics {
             ),
         }
     }
+}
+
+/// The clock of call-duration metrics: quanta's (the TSC where it is reliable), which reads in
+/// a few nanoseconds where `clock_gettime` costs tens, twice per call. It decides nothing, so
+/// paused-time tests do not need to control it.
+fn wall_clock() -> quanta::Instant {
+    quanta::Instant::now()
 }
 
 /// One built route.
@@ -129,7 +138,7 @@ struct Entry<Req, Res> {
     locals_used: Vec<(Arc<str>, u64)>,
     target: Target<Req, Res>,
     handles: Option<StackHandles>,
-    metrics: RouteMetrics,
+    metrics: Arc<RouteMetrics>,
 }
 
 impl<Req, Res> Entry<Req, Res> {
@@ -147,24 +156,35 @@ impl<Req, Res> Entry<Req, Res> {
     }
 }
 
+/// The snapshot's maps hash with foldhash (seeded per map): their keys come from the routes
+/// table, never from callers, and a lookup is most of a dispatch.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 struct Table<Req, Res> {
     /// Built from route rows.
-    routes: HashMap<Arc<str>, Arc<Entry<Req, Res>>>,
+    routes: FastMap<Arc<str>, Arc<Entry<Req, Res>>>,
     /// Local services with no row: served as `local`, with no stack.
-    locals: HashMap<Arc<str>, Arc<Entry<Req, Res>>>,
+    locals: FastMap<Arc<str>, Arc<Entry<Req, Res>>>,
 }
 
 impl<Req, Res> Default for Table<Req, Res> {
     fn default() -> Self {
         Self {
-            routes: HashMap::new(),
-            locals: HashMap::new(),
+            routes: FastMap::default(),
+            locals: FastMap::default(),
         }
     }
 }
 
+/// Builds the service of a local route with an empty config around a local service of a
+/// concrete type, boxed once (each boxed layer costs a clone and a future allocation per call).
+type MakePlain<Req, Res> = Arc<dyn Fn(&Arc<RouteMetrics>) -> RouteService<Req, Res> + Send + Sync>;
+
 struct Local<Req, Res> {
+    /// The service (panics caught), boxed: the base of stacked routes and fallbacks.
     service: RouteService<Req, Res>,
+    /// The service observed, for routes with no stack: the hot path.
+    plain: MakePlain<Req, Res>,
     generation: u64,
 }
 
@@ -354,14 +374,24 @@ where
         S::Future: Send + 'static,
     {
         let name = name.into();
-        let service = BoxCloneSyncService::new(CatchPanic::new(service, Arc::clone(&name)));
+        let plain: MakePlain<Req, Res> = {
+            let service = service.clone();
+            Arc::new(move |metrics: &Arc<RouteMetrics>| {
+                BoxCloneSyncService::new(Observe {
+                    inner: service.clone(),
+                    metrics: Arc::clone(metrics),
+                })
+            })
+        };
+        let service = CatchPanic::new(service, Arc::clone(&name));
         let mut state = lock(&self.inner.state);
         state.generation += 1;
         let generation = state.generation;
         state.locals.insert(
             name,
             Local {
-                service,
+                service: BoxCloneSyncService::new(service),
+                plain,
                 generation,
             },
         );
@@ -471,7 +501,7 @@ where
         let started = Instant::now();
         let old = self.inner.table.load_full();
         let mut report = ReloadReport::default();
-        let mut routes = HashMap::with_capacity(rows.len());
+        let mut routes = FastMap::with_capacity_and_hasher(rows.len(), Default::default());
         for row in &rows {
             let previous = old.routes.get(row.service_name.as_str());
             let entry = match previous {
@@ -503,7 +533,7 @@ where
             .keys()
             .filter(|k| !routes.contains_key(*k))
             .count();
-        let mut locals = HashMap::new();
+        let mut locals = FastMap::default();
         for (name, local) in &state.locals {
             if routes.contains_key(name) {
                 continue;
@@ -557,7 +587,7 @@ where
         let name: Arc<str> = row.service_name.as_str().into();
         let strategy: Arc<str> = row.strategy.as_str().into();
         let mut entry = Entry {
-            metrics: RouteMetrics::new(&name, &strategy),
+            metrics: Arc::new(RouteMetrics::new(&name, &strategy)),
             name: Arc::clone(&name),
             strategy: Arc::clone(&strategy),
             endpoint: row.endpoint.clone(),
@@ -601,6 +631,9 @@ where
                 .get(name)
                 .ok_or_else(|| Broken::NotFound(ServiceNotFound::new(Arc::clone(name))))?;
             entry.locals_used.push((Arc::clone(name), local.generation));
+            if config.resilience.is_empty() {
+                return Ok(Target::Call((local.plain)(&entry.metrics)));
+            }
             local.service.clone()
         } else {
             let factory = self
@@ -619,16 +652,15 @@ where
                 endpoint: row.endpoint.as_deref(),
                 options: &config.transport,
             };
-            let built =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory.build(&spec)))
-                    .unwrap_or_else(|_| Err("the transport factory panicked".into()))
-                    .map_err(|e| {
-                        Broken::FactoryFailed(FactoryFailed::new(
-                            Arc::clone(name),
-                            Arc::clone(strategy),
-                            Arc::from(e),
-                        ))
-                    })?;
+            let built = std::panic::catch_unwind(AssertUnwindSafe(|| factory.build(&spec)))
+                .unwrap_or_else(|_| Err("the transport factory panicked".into()))
+                .map_err(|e| {
+                    Broken::FactoryFailed(FactoryFailed::new(
+                        Arc::clone(name),
+                        Arc::clone(strategy),
+                        Arc::from(e),
+                    ))
+                })?;
             BoxCloneSyncService::new(CatchPanic::new(built, Arc::clone(name)))
         };
         if config.resilience.is_empty() {
@@ -757,9 +789,9 @@ where
     Res: Send + 'static,
 {
     let strategy: Arc<str> = LOCAL.into();
-    let metrics = RouteMetrics::new(name, &strategy);
+    let metrics = Arc::new(RouteMetrics::new(name, &strategy));
     Entry {
-        target: Target::Call(observed(local.service.clone(), &metrics)),
+        target: Target::Call((local.plain)(&metrics)),
         metrics,
         name: Arc::clone(name),
         strategy,
@@ -790,7 +822,7 @@ fn info<Req, Res>(entry: &Entry<Req, Res>, has_local: bool, has_route: bool) -> 
 
 fn observed<Req, Res>(
     service: RouteService<Req, Res>,
-    metrics: &RouteMetrics,
+    metrics: &Arc<RouteMetrics>,
 ) -> RouteService<Req, Res>
 where
     Req: Send + 'static,
@@ -798,34 +830,46 @@ where
 {
     BoxCloneSyncService::new(Observe {
         inner: service,
-        metrics: metrics.clone(),
+        metrics: Arc::clone(metrics),
     })
 }
 
-/// Records each call's outcome and duration under the route's labels.
+/// Records each call's outcome and duration under the route's labels, and catches panics of
+/// the service it wraps (so a route with no stack needs no second wrapper).
 #[derive(Clone)]
 struct Observe<S> {
     inner: S,
-    metrics: RouteMetrics,
+    metrics: Arc<RouteMetrics>,
 }
 
 impl<S, Req> Service<Req> for Observe<S>
 where
-    S: Service<Req, Error = BoxError>,
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
 {
     type Response = S::Response;
     type Error = BoxError;
     type Future = ObserveFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.poll_ready(cx))) {
+            Ok(ready) => ready.map_err(Into::into),
+            Err(payload) => Poll::Ready(Err(panicked(&self.metrics.service, &*payload))),
+        }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let started = wall_clock();
+        let state = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+            Ok(future) => ObserveState::Running { future },
+            Err(payload) => ObserveState::Panicked {
+                error: Some(panicked(&self.metrics.service, &*payload)),
+            },
+        };
         ObserveFuture {
-            future: self.inner.call(req),
-            metrics: self.metrics.clone(),
-            started: Instant::now(),
+            state,
+            metrics: Arc::clone(&self.metrics),
+            started,
         }
     }
 }
@@ -833,21 +877,41 @@ where
 pin_project! {
     struct ObserveFuture<F> {
         #[pin]
-        future: F,
-        metrics: RouteMetrics,
-        started: Instant,
+        state: ObserveState<F>,
+        metrics: Arc<RouteMetrics>,
+        started: quanta::Instant,
     }
 }
 
-impl<F, T> Future for ObserveFuture<F>
+pin_project! {
+    #[project = ObserveStateProj]
+    enum ObserveState<F> {
+        Running { #[pin] future: F },
+        Panicked { error: Option<BoxError> },
+    }
+}
+
+impl<F, T, E> Future for ObserveFuture<F>
 where
-    F: Future<Output = Result<T, BoxError>>,
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
 {
-    type Output = F::Output;
+    type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = std::task::ready!(this.future.poll(cx));
+        let result = match this.state.project() {
+            ObserveStateProj::Running { future } => {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(result)) => result.map_err(Into::into),
+                    Err(payload) => Err(panicked(&this.metrics.service, &*payload)),
+                }
+            }
+            ObserveStateProj::Panicked { error } => {
+                Err(error.take().expect("ObserveFuture polled after completion"))
+            }
+        };
         this.metrics
             .record(result.as_ref().map(|_| ()), *this.started);
         Poll::Ready(result)
