@@ -41,7 +41,7 @@ use serde::Deserialize;
 use serde_json::json;
 use switchyard_core::find_rejection;
 use switchyard_router::{
-    Admin, AdminError, HttpTransport, RouteRow, Router, ServiceInfo, SqliteSource,
+    Admin, AdminError, GrpcTransport, HttpTransport, RouteRow, Router, ServiceInfo, SqliteSource,
 };
 use tower::{BoxError, ServiceExt, service_fn};
 
@@ -53,11 +53,13 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// - `echo` answers the request body;
 /// - `billing` answers `billed:` followed by the body (the seed's example).
 ///
-/// The `http` transport refuses internal targets unless `allow_internal` is set.
+/// Remote strategies: `http` and `grpc`, both refusing internal targets unless
+/// `allow_internal` is set.
 pub fn builtin_router(allow_internal: bool) -> Router {
     let router = Router::new();
     if allow_internal {
         router.register_transport("http", HttpTransport::new().allow_internal(true));
+        router.register_transport("grpc", GrpcTransport::new().allow_internal(true));
     }
     router.register_local(
         "echo",

@@ -78,9 +78,31 @@ pub fn internal_reason(ip: IpAddr) -> Option<&'static str> {
 /// to what the resolver returns, a name that resolves to a public address when the route is
 /// built and to an internal one later (DNS rebinding) is still refused at connect time.
 #[derive(Clone)]
-struct GuardedResolver {
+pub(crate) struct GuardedResolver {
     inner: Resolver,
     allow_internal: bool,
+}
+
+impl GuardedResolver {
+    pub(crate) fn new(inner: Resolver, allow_internal: bool) -> Self {
+        Self {
+            inner,
+            allow_internal,
+        }
+    }
+}
+
+/// Refuses a host that is an internal IP literal (hyper-util connects to literals without
+/// asking the resolver, so they are checked here, when the route is built).
+pub(crate) fn check_literal_host(host: &str, allow_internal: bool) -> Result<(), BoxError> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<IpAddr>()
+        && !allow_internal
+        && let Some(reason) = internal_reason(ip)
+    {
+        return Err(Box::new(SsrfBlocked::new(host, reason)));
+    }
+    Ok(())
 }
 
 impl Service<Name> for GuardedResolver {
@@ -122,7 +144,7 @@ impl Service<Name> for GuardedResolver {
     }
 }
 
-fn system_resolver() -> Resolver {
+pub(crate) fn system_resolver() -> Resolver {
     BoxCloneSyncService::new(
         GaiResolver::new()
             .map_response(Iterator::collect::<Vec<_>>)
@@ -197,10 +219,10 @@ impl HttpTransport {
     }
 
     fn client(&self) -> Client<HttpConnector<GuardedResolver>, Full<Bytes>> {
-        let mut connector = HttpConnector::new_with_resolver(GuardedResolver {
-            inner: self.resolver.clone(),
-            allow_internal: self.allow_internal,
-        });
+        let mut connector = HttpConnector::new_with_resolver(GuardedResolver::new(
+            self.resolver.clone(),
+            self.allow_internal,
+        ));
         connector.enforce_http(true);
         Client::builder(TokioExecutor::new()).build(connector)
     }
@@ -244,13 +266,7 @@ impl TransportFactory<Bytes, Bytes> for HttpTransport {
         let host = uri
             .host()
             .ok_or_else(|| format!("invalid URL {endpoint:?}: no host"))?;
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = literal.parse::<IpAddr>()
-            && !self.allow_internal
-            && let Some(reason) = internal_reason(ip)
-        {
-            return Err(Box::new(SsrfBlocked::new(host, reason)));
-        }
+        check_literal_host(host, self.allow_internal)?;
         let options: HttpOptions = serde_json::from_value(spec.options.clone())
             .map_err(|e| format!("invalid transport options: {e}"))?;
         let content_type = header::HeaderValue::from_str(&options.content_type)

@@ -3,8 +3,8 @@
 //! A [`Router`] dispatches calls by service name. Each service can be registered in-process
 //! ([`Router::register_local`], any tower `Service`), and a routes table — a SQLite file,
 //! hot-reloaded while calls run — says per service whether calls run locally, go to a remote
-//! transport (`http`, or any strategy with a registered [`TransportFactory`]), or are switched
-//! off (`noop`). Each route's `config` column is a resilience stack (timeouts, rate limit,
+//! transport (`http`, `grpc` with the `grpc` feature, or any strategy with a registered
+//! [`TransportFactory`]), or are switched off (`noop`). Each route's `config` column is a resilience stack (timeouts, rate limit,
 //! bulkhead, circuit breaker, retry, fallback) built around it and rebuilt only when that row
 //! changes.
 //!
@@ -72,6 +72,8 @@
 
 mod config;
 mod error;
+#[cfg(feature = "grpc")]
+mod grpc;
 mod http;
 mod router;
 mod source;
@@ -83,6 +85,8 @@ pub use error::{
     CallTimeout, CircuitOpen, FactoryFailed, InvalidConfig, NoFactory, Panic, ServiceNotFound,
     SourceError, SsrfBlocked, UpstreamFailed,
 };
+#[cfg(feature = "grpc")]
+pub use grpc::{GrpcTransport, RawCodec};
 pub use http::{HttpTransport, Resolver, internal_reason};
 pub use router::{
     LOCAL, NOOP, ReloadReport, Route, RouteFuture, RouteLayer, Routed, Router, RouterStatus,

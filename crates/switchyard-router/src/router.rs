@@ -325,11 +325,13 @@ impl<Req, Res> fmt::Debug for Router<Req, Res> {
 
 impl Router<Bytes, Bytes> {
     /// A router over byte payloads with the built-in `http` transport ([`HttpTransport`], SSRF
-    /// guard on). Register it again with [`HttpTransport::allow_internal`] to call services on
+    /// guard on) and, with the `grpc` feature, the `grpc` transport (`GrpcTransport`, likewise). Register it again with [`HttpTransport::allow_internal`] to call services on
     /// this machine or network.
     pub fn new() -> Self {
         let router = Self::empty();
         router.register_transport("http", HttpTransport::new());
+        #[cfg(feature = "grpc")]
+        router.register_transport("grpc", crate::GrpcTransport::new());
         router
     }
 }

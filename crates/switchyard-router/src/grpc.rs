@@ -1,0 +1,236 @@
+//! The `grpc` transport: a unary gRPC call per routed call, over a tonic channel, behind the
+//! same SSRF guard as `http`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes};
+use http::Uri;
+use http::uri::PathAndQuery;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde::Deserialize;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Service};
+
+use crate::error::UpstreamFailed;
+use crate::http::{GuardedResolver, Resolver, check_literal_host, system_resolver};
+use crate::transport::{RouteService, RouteSpec, TransportFactory};
+
+/// A gRPC codec that passes messages through as bytes: the routed payload *is* the encoded
+/// request message, and the answer is the encoded response message. The router stays
+/// schema-free; callers (or a layer above) encode and decode.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        Self
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Self
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// The `grpc` transport factory: each routed call is one unary gRPC call whose request message
+/// is the payload and whose response message is the answer, both as encoded bytes
+/// ([`RawCodec`]).
+///
+/// The route's endpoint names the server and the method:
+/// `http://host:port/package.Service/Method`. Each route gets its own lazily connected tonic
+/// [`Channel`] (HTTP/2, cleartext); it is dropped with the route. A non-OK status fails the call
+/// with [`UpstreamFailed`], the `tonic::Status` as its source. The deadline is the route's
+/// resilience `timeout`.
+///
+/// Route options (the config's `transport` object): none yet; unknown keys are refused.
+///
+/// The SSRF guard is the `http` transport's: IP literals are checked when the route is built,
+/// names on every resolved address at connect time; [`allow_internal`](Self::allow_internal)
+/// opts out. `https` endpoints are refused (no TLS yet).
+///
+/// Building a route spawns the channel's worker task, so routes of this strategy must be built
+/// inside a tokio runtime (as [`Router::reload_from`](crate::Router::reload_from) does).
+#[derive(Clone)]
+pub struct GrpcTransport {
+    allow_internal: bool,
+    resolver: Resolver,
+}
+
+impl fmt::Debug for GrpcTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcTransport")
+            .field("allow_internal", &self.allow_internal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for GrpcTransport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GrpcTransport {
+    /// The transport with the SSRF guard on and the system resolver.
+    pub fn new() -> Self {
+        Self {
+            allow_internal: false,
+            resolver: system_resolver(),
+        }
+    }
+
+    /// Whether endpoints may be internal (loopback, private...). Off by default.
+    #[must_use]
+    pub fn allow_internal(mut self, allow: bool) -> Self {
+        self.allow_internal = allow;
+        self
+    }
+
+    /// Resolves host names with `resolver` instead of the system's; the guard applies to what
+    /// it returns.
+    #[must_use]
+    pub fn with_resolver(mut self, resolver: Resolver) -> Self {
+        self.resolver = resolver;
+        self
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrpcOptions {}
+
+impl TransportFactory<Bytes, Bytes> for GrpcTransport {
+    fn build(&self, spec: &RouteSpec<'_>) -> Result<RouteService<Bytes, Bytes>, BoxError> {
+        let endpoint = spec.endpoint.filter(|e| !e.trim().is_empty()).ok_or(
+            "the grpc strategy needs an endpoint: http://host:port/package.Service/Method",
+        )?;
+        let uri = Uri::from_str(endpoint).map_err(|e| format!("invalid URL {endpoint:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err("https endpoints are not supported yet (no TLS connector)".into());
+            }
+            _ => {
+                return Err(format!(
+                    "invalid URL {endpoint:?}: expected http://host:port/package.Service/Method"
+                )
+                .into());
+            }
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("invalid URL {endpoint:?}: no host"))?;
+        let path = uri.path();
+        let method_ok = path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .is_some_and(|(service, method)| {
+                !service.is_empty() && !method.is_empty() && !method.contains('/')
+            });
+        if !method_ok || uri.query().is_some() {
+            return Err(format!(
+                "invalid gRPC method in {endpoint:?}: expected a path /package.Service/Method"
+            )
+            .into());
+        }
+        check_literal_host(authority.host(), self.allow_internal)?;
+        let _: GrpcOptions = serde_json::from_value(spec.options.clone())
+            .map_err(|e| format!("invalid transport options: {e}"))?;
+        let path = PathAndQuery::from_str(path)?;
+        let channel = Endpoint::from_shared(format!("http://{authority}"))?
+            .connect_with_connector_lazy(connector(self));
+        Ok(BoxCloneSyncService::new(GrpcRoute {
+            client: tonic::client::Grpc::new(channel),
+            shared: Arc::new(Shared {
+                path,
+                service: spec.service.into(),
+            }),
+        }))
+    }
+}
+
+fn connector(transport: &GrpcTransport) -> HttpConnector<GuardedResolver> {
+    let mut connector = HttpConnector::new_with_resolver(GuardedResolver::new(
+        transport.resolver.clone(),
+        transport.allow_internal,
+    ));
+    connector.enforce_http(false);
+    connector.set_nodelay(true);
+    connector
+}
+
+struct Shared {
+    path: PathAndQuery,
+    service: Arc<str>,
+}
+
+/// One `grpc` route's service.
+#[derive(Clone)]
+struct GrpcRoute {
+    client: tonic::client::Grpc<Channel>,
+    shared: Arc<Shared>,
+}
+
+impl Service<Bytes> for GrpcRoute {
+    type Response = Bytes;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Bytes, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The channel is readied in the call, so a connection failure is that call's error.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, payload: Bytes) -> Self::Future {
+        let mut client = self.client.clone();
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let failed =
+                |e: BoxError| Box::new(UpstreamFailed::error(Arc::clone(&shared.service), e));
+            client.ready().await.map_err(|e| failed(e.into()))?;
+            let response = client
+                .unary(Request::new(payload), shared.path.clone(), RawCodec)
+                .await
+                .map_err(|status| {
+                    if let Some(blocked) =
+                        switchyard_core::find_cause::<crate::SsrfBlocked>(&status)
+                    {
+                        return Box::new(blocked.clone()) as BoxError;
+                    }
+                    failed(Box::new(status))
+                })?;
+            Ok(response.into_inner())
+        })
+    }
+}

@@ -1,0 +1,155 @@
+//! The `grpc` transport against a real tonic server on 127.0.0.1.
+#![cfg(feature = "grpc")]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use switchyard_core::{RejectionKind, find_cause, find_rejection};
+use switchyard_router::{
+    FactoryFailed, GrpcTransport, RawCodec, RouteRow, Router, SsrfBlocked, UpstreamFailed,
+};
+use tonic::body::Body;
+use tonic::server::{Grpc, NamedService};
+use tonic::transport::server::TcpIncoming;
+use tonic::{Response, Status};
+use tower::{BoxError, Service, ServiceExt, service_fn};
+
+/// A schema-free gRPC service `echo.Echo` with methods `Say` (answers `said:` + the message)
+/// and `Fail` (answers UNAVAILABLE).
+#[derive(Clone)]
+struct Echo;
+
+impl NamedService for Echo {
+    const NAME: &'static str = "echo.Echo";
+}
+
+impl Service<http::Request<Body>> for Echo {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        Box::pin(async move {
+            let mut grpc = Grpc::new(RawCodec);
+            Ok(match req.uri().path() {
+                "/echo.Echo/Say" => {
+                    let say = service_fn(|req: tonic::Request<Bytes>| async move {
+                        let mut said = b"said:".to_vec();
+                        said.extend_from_slice(req.get_ref());
+                        Ok::<_, Status>(Response::new(Bytes::from(said)))
+                    });
+                    grpc.unary(say, req).await
+                }
+                "/echo.Echo/Fail" => {
+                    let fail = service_fn(|_: tonic::Request<Bytes>| async move {
+                        Err::<Response<Bytes>, _>(Status::unavailable("echo is down"))
+                    });
+                    grpc.unary(fail, req).await
+                }
+                _ => Status::unimplemented("no such method").into_http(),
+            })
+        })
+    }
+}
+
+async fn server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(Echo)
+            .serve_with_incoming(TcpIncoming::from(listener))
+            .await
+            .unwrap();
+    });
+    addr
+}
+
+async fn call(router: &Router, name: &str, body: &'static str) -> Result<Bytes, BoxError> {
+    router
+        .clone()
+        .oneshot((name, Bytes::from_static(body.as_bytes())))
+        .await
+}
+
+fn kind(err: &BoxError) -> RejectionKind {
+    find_rejection(&**err)
+        .unwrap_or_else(|| panic!("not a rejection: {err}"))
+        .kind()
+}
+
+#[tokio::test]
+async fn unary_calls_reach_a_tonic_server() {
+    let addr = server().await;
+    let router = Router::new();
+    router.register_transport("grpc", GrpcTransport::new().allow_internal(true));
+    router.reload(vec![
+        RouteRow::new("say", "grpc").with_endpoint(format!("http://{addr}/echo.Echo/Say")),
+        RouteRow::new("fail", "grpc").with_endpoint(format!("http://{addr}/echo.Echo/Fail")),
+        RouteRow::new("missing", "grpc").with_endpoint(format!("http://{addr}/echo.Echo/Nope")),
+        RouteRow::new("closed", "grpc").with_endpoint("http://127.0.0.1:1/echo.Echo/Say"),
+    ]);
+    assert_eq!(call(&router, "say", "hi").await.unwrap(), "said:hi");
+    assert_eq!(call(&router, "say", "again").await.unwrap(), "said:again");
+
+    for (name, says) in [
+        ("fail", "echo is down"),
+        ("missing", "no such method"),
+        ("closed", "upstream of closed failed"),
+    ] {
+        let err = call(&router, name, "x").await.unwrap_err();
+        assert!(
+            find_cause::<UpstreamFailed>(&*err).is_some(),
+            "{name}: {err}"
+        );
+        assert_eq!(kind(&err), RejectionKind::UpstreamFailed, "{name}");
+        assert!(err.to_string().contains(says), "{name}: {err}");
+    }
+    let err = call(&router, "fail", "x").await.unwrap_err();
+    let status = find_cause::<Status>(&*err).expect("the status is the cause");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+}
+
+#[tokio::test]
+async fn the_ssrf_guard_and_bad_endpoints_break_only_their_route() {
+    let addr = server().await;
+    let router = Router::new();
+    router.reload(vec![
+        RouteRow::new("literal", "grpc").with_endpoint(format!("http://{addr}/echo.Echo/Say")),
+        RouteRow::new("named", "grpc")
+            .with_endpoint(format!("http://localhost:{}/echo.Echo/Say", addr.port())),
+        RouteRow::new("no-method", "grpc").with_endpoint("http://example.com/"),
+        RouteRow::new("no-endpoint", "grpc"),
+        RouteRow::new("tls", "grpc").with_endpoint("https://example.com/a.B/C"),
+        RouteRow::new("options", "grpc")
+            .with_endpoint("http://example.com/a.B/C")
+            .with_config(r#"{"transport": {"tls": true}}"#),
+    ]);
+    for (name, says) in [
+        ("literal", "loopback"),
+        ("no-method", "expected a path /package.Service/Method"),
+        ("no-endpoint", "needs an endpoint"),
+        ("tls", "https endpoints are not supported"),
+        ("options", "unknown field `tls`"),
+    ] {
+        let err = call(&router, name, "x").await.unwrap_err();
+        assert!(
+            find_cause::<FactoryFailed>(&*err).is_some(),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains(says), "{name}: {err}");
+        assert_eq!(kind(&err), RejectionKind::RouteUnavailable, "{name}");
+    }
+    // A name is checked on its resolved addresses, when the channel connects.
+    let err = call(&router, "named", "x").await.unwrap_err();
+    assert!(find_cause::<SsrfBlocked>(&*err).is_some(), "{err}");
+    assert_eq!(kind(&err), RejectionKind::RouteUnavailable);
+}
