@@ -325,6 +325,7 @@ impl Rejection for UpstreamFailed {
 pub struct SsrfBlocked {
     host: String,
     reason: &'static str,
+    service: Option<Arc<str>>,
 }
 
 impl SsrfBlocked {
@@ -332,7 +333,19 @@ impl SsrfBlocked {
         Self {
             host: host.into(),
             reason,
+            service: None,
         }
+    }
+
+    pub(crate) fn for_service(mut self, service: Arc<str>) -> Self {
+        self.service = Some(service);
+        self
+    }
+
+    /// The route whose call was refused, when refused at connect time (at build time the
+    /// enclosing [`FactoryFailed`] names it).
+    pub fn service(&self) -> Option<&str> {
+        self.service.as_deref()
     }
 
     /// The host (name or address) that was refused.
@@ -343,6 +356,9 @@ impl SsrfBlocked {
 
 impl fmt::Display for SsrfBlocked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(service) = &self.service {
+            write!(f, "route {service}: ")?;
+        }
         write!(f, "blocked internal target {}: {}", self.host, self.reason)
     }
 }
@@ -352,6 +368,10 @@ impl Error for SsrfBlocked {}
 impl Rejection for SsrfBlocked {
     fn kind(&self) -> RejectionKind {
         RejectionKind::RouteUnavailable
+    }
+
+    fn subject(&self) -> Option<&str> {
+        self.service.as_deref()
     }
 }
 

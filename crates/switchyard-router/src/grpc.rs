@@ -226,7 +226,8 @@ impl Service<Bytes> for GrpcRoute {
                     if let Some(blocked) =
                         switchyard_core::find_cause::<crate::SsrfBlocked>(&status)
                     {
-                        return Box::new(blocked.clone()) as BoxError;
+                        let blocked = blocked.clone().for_service(Arc::clone(&shared.service));
+                        return Box::new(blocked) as BoxError;
                     }
                     failed(Box::new(status))
                 })?;

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Uri, header};
@@ -15,7 +16,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceExt};
@@ -23,53 +24,77 @@ use tower::{BoxError, Service, ServiceExt};
 use crate::error::{SsrfBlocked, UpstreamFailed};
 use crate::transport::{RouteService, RouteSpec, TransportFactory};
 
+/// How long an idle pooled connection stays open.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// A name resolver the HTTP transport can use instead of the system's (`getaddrinfo`).
 pub type Resolver = BoxCloneSyncService<Name, Vec<SocketAddr>, BoxError>;
 
 /// Why an address is internal, or `None` for a public one.
 ///
 /// Internal: loopback, private (RFC 1918), carrier-grade NAT (100.64/10), link-local,
-/// unspecified, broadcast, IPv6 unique-local (fc00::/7), IPv6 link-local (fe80::/10), and
-/// IPv4-mapped or IPv4-compatible IPv6 addresses (which reach IPv4 hosts through a v6 socket
-/// and would otherwise bypass the IPv4 checks).
+/// unspecified and "this network" (0/8), broadcast, benchmarking (198.18/15), IETF protocol
+/// assignments (192.0.0/24), reserved (240/4), multicast; IPv6 loopback, unspecified,
+/// unique-local (fc00::/7), link-local (fe80::/10), site-local (fec0::/10), multicast (ff00::/8),
+/// Teredo (2001::/32); and every IPv6 form that carries an IPv4 address — IPv4-mapped
+/// (::ffff:0:0/96), IPv4-compatible (::/96), NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4
+/// (2002::/16) — which would otherwise reach an internal IPv4 host past the IPv4 checks.
 pub fn internal_reason(ip: IpAddr) -> Option<&'static str> {
     match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            if v4.is_loopback() {
-                Some("loopback address")
-            } else if v4.is_private() {
-                Some("private address")
-            } else if a == 100 && (64..128).contains(&b) {
-                Some("carrier-grade NAT address")
-            } else if v4.is_link_local() {
-                Some("link-local address")
-            } else if v4.is_unspecified() || a == 0 {
-                Some("unspecified address")
-            } else if v4.is_broadcast() {
-                Some("broadcast address")
-            } else {
-                None
-            }
-        }
+        IpAddr::V4(v4) => internal_v4(v4),
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
+            let s = v6.segments();
             if v6.is_loopback() {
                 Some("loopback address")
             } else if v6.is_unspecified() {
                 Some("unspecified address")
-            } else if first & 0xfe00 == 0xfc00 {
+            } else if s[0] & 0xfe00 == 0xfc00 {
                 Some("unique-local address")
-            } else if first & 0xffc0 == 0xfe80 {
+            } else if s[0] & 0xffc0 == 0xfe80 {
                 Some("link-local address")
+            } else if s[0] & 0xffc0 == 0xfec0 {
+                Some("site-local address")
+            } else if s[0] & 0xff00 == 0xff00 {
+                Some("multicast address")
             } else if v6.to_ipv4_mapped().is_some() {
                 Some("IPv4-mapped IPv6 address")
-            } else if v6.segments()[..6].iter().all(|s| *s == 0) {
+            } else if s[..6].iter().all(|x| *x == 0) {
                 Some("IPv4-compatible IPv6 address")
+            } else if (s[0] == 0x64 && s[1] == 0xff9b) && (s[2..6] == [0; 4] || s[2] == 1) {
+                Some("NAT64 address (embeds an IPv4 address)")
+            } else if s[0] == 0x2002 {
+                Some("6to4 address (embeds an IPv4 address)")
+            } else if s[0] == 0x2001 && s[1] == 0 {
+                Some("Teredo address (embeds an IPv4 address)")
             } else {
                 None
             }
         }
+    }
+}
+
+fn internal_v4(v4: std::net::Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = v4.octets();
+    if v4.is_loopback() {
+        Some("loopback address")
+    } else if v4.is_private() {
+        Some("private address")
+    } else if a == 100 && (64..128).contains(&b) {
+        Some("carrier-grade NAT address")
+    } else if v4.is_link_local() {
+        Some("link-local address")
+    } else if a == 0 {
+        Some("unspecified address")
+    } else if v4.is_broadcast() {
+        Some("broadcast address")
+    } else if a == 198 && (b == 18 || b == 19) {
+        Some("benchmarking address")
+    } else if a == 192 && b == 0 && c == 0 {
+        Some("IETF protocol assignment address")
+    } else if a >= 224 {
+        Some("multicast or reserved address")
+    } else {
+        None
     }
 }
 
@@ -96,6 +121,8 @@ impl GuardedResolver {
 /// asking the resolver, so they are checked here, when the route is built).
 pub(crate) fn check_literal_host(host: &str, allow_internal: bool) -> Result<(), BoxError> {
     let literal = host.trim_start_matches('[').trim_end_matches(']');
+    // An IPv6 zone id (`fe80::1%25eth0`) is not part of the address.
+    let literal = literal.split('%').next().unwrap_or(literal);
     if let Ok(ip) = literal.parse::<IpAddr>()
         && !allow_internal
         && let Some(reason) = internal_reason(ip)
@@ -161,6 +188,7 @@ pub(crate) fn system_resolver() -> Resolver {
 /// | --- | --- | --- |
 /// | `content_type` | `application/octet-stream` | the request's `Content-Type` |
 /// | `max_response_bytes` | 4194304 (4 MiB) | a longer response fails the call |
+/// | `connect_timeout` | `"10s"` | how long connecting may take |
 ///
 /// The route's deadline is its config's `timeout` (the resilience stack's), which fails a call
 /// with [`CallTimeout`](crate::CallTimeout). A non-2xx answer, a refused connection or an
@@ -172,7 +200,8 @@ pub(crate) fn system_resolver() -> Resolver {
 /// rebinding cannot reach an internal address either. `https` endpoints are refused: this
 /// transport has no TLS connector yet.
 ///
-/// All routes share one connection pool; connections idle out on their own.
+/// Each route has its own connection pool, dropped with the route; idle connections close
+/// after 90 s.
 #[derive(Clone)]
 pub struct HttpTransport {
     allow_internal: bool,
@@ -218,13 +247,21 @@ impl HttpTransport {
         self
     }
 
-    fn client(&self) -> Client<HttpConnector<GuardedResolver>, Full<Bytes>> {
+    fn client(
+        &self,
+        connect_timeout: Duration,
+    ) -> Client<HttpConnector<GuardedResolver>, Full<Bytes>> {
         let mut connector = HttpConnector::new_with_resolver(GuardedResolver::new(
             self.resolver.clone(),
             self.allow_internal,
         ));
         connector.enforce_http(true);
-        Client::builder(TokioExecutor::new()).build(connector)
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector)
     }
 }
 
@@ -235,6 +272,15 @@ struct HttpOptions {
     content_type: String,
     #[serde(default = "default_max_response_bytes")]
     max_response_bytes: usize,
+    #[serde(
+        default = "default_connect_timeout",
+        with = "switchyard_core::duration"
+    )]
+    connect_timeout: Duration,
+}
+
+const fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_content_type() -> String {
@@ -273,7 +319,7 @@ impl TransportFactory<Bytes, Bytes> for HttpTransport {
             .map_err(|_| format!("invalid content_type {:?}", options.content_type))?;
         Ok(BoxCloneSyncService::new(HttpRoute {
             shared: Arc::new(HttpRouteShared {
-                client: self.client(),
+                client: self.client(options.connect_timeout),
                 uri,
                 content_type,
                 max_response_bytes: options.max_response_bytes,
@@ -316,7 +362,8 @@ impl Service<Bytes> for HttpRoute {
                 .body(Full::new(payload))?;
             let response = shared.client.request(request).await.map_err(|e| {
                 if let Some(blocked) = switchyard_core::find_cause::<SsrfBlocked>(&e) {
-                    return Box::new(blocked.clone()) as BoxError;
+                    let blocked = blocked.clone().for_service(Arc::clone(&shared.service));
+                    return Box::new(blocked) as BoxError;
                 }
                 Box::new(UpstreamFailed::error(
                     Arc::clone(&shared.service),

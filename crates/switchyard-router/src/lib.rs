@@ -89,8 +89,8 @@ pub use error::{
 pub use grpc::{GrpcTransport, RawCodec};
 pub use http::{HttpTransport, Resolver, internal_reason};
 pub use router::{
-    LOCAL, NOOP, ReloadReport, Route, RouteFuture, RouteLayer, Routed, Router, RouterStatus,
-    ServiceInfo, WatchHandle,
+    LOCAL, NOOP, RETRY_INTERVAL, ReloadReport, Route, RouteFuture, RouteLayer, Routed, Router,
+    RouterStatus, ServiceInfo, WatchHandle,
 };
 pub use source::{RouteRow, RouteSource};
 pub use sqlite::{

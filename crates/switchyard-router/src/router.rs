@@ -30,6 +30,9 @@ use crate::source::{RouteRow, RouteSource};
 use crate::sqlite::valid_service_name;
 use crate::transport::{CatchPanic, RouteService, RouteSpec, TransportFactory, panicked};
 
+/// How long a watcher waits before trying a failed reload (or a failed change check) again.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The strategy that serves a route from the service registered with
 /// [`Router::register_local`].
 pub const LOCAL: &str = "local";
@@ -73,12 +76,13 @@ enum Target<Req, Res> {
 }
 
 /// Per-route metric handles, made once per build so a call touches no registry.
-#[derive(Clone)]
 struct RouteMetrics {
     service: Arc<str>,
     strategy: Arc<str>,
     ok: Counter,
     duration: Histogram,
+    /// The last failed call's error and its time (unix seconds); written on failures only.
+    last_error: Mutex<Option<(String, u64)>>,
 }
 
 impl RouteMetrics {
@@ -95,7 +99,12 @@ impl RouteMetrics {
                 &[&labels[..], &[("outcome", "ok".to_owned())]].concat()
             ),
             duration: metrics::histogram!("switchyard_router_call_duration_seconds", &labels),
+            last_error: Mutex::new(None),
         }
+    }
+
+    fn last_error(&self) -> Option<(String, u64)> {
+        lock(&self.last_error).clone()
     }
 
     fn failed(&self, outcome: &'static str) {
@@ -113,9 +122,12 @@ impl RouteMetrics {
             .record(wall_clock().duration_since(started).as_secs_f64());
         match result {
             Ok(()) => self.ok.increment(1),
-            Err(e) => self.failed(
-                switchyard_core::find_rejection(&**e).map_or("error", |r| r.kind().as_str()),
-            ),
+            Err(e) => {
+                self.failed(
+                    switchyard_core::find_rejection(&**e).map_or("error", |r| r.kind().as_str()),
+                );
+                *lock(&self.last_error) = Some((e.to_string(), unix_now()));
+            }
         }
     }
 }
@@ -165,6 +177,9 @@ struct Table<Req, Res> {
     routes: FastMap<Arc<str>, Arc<Entry<Req, Res>>>,
     /// Local services with no row: served as `local`, with no stack.
     locals: FastMap<Arc<str>, Arc<Entry<Req, Res>>>,
+    /// The names of every registered local service (routed or not), so snapshots of services
+    /// need no lock.
+    local_names: std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>,
 }
 
 impl<Req, Res> Default for Table<Req, Res> {
@@ -172,6 +187,7 @@ impl<Req, Res> Default for Table<Req, Res> {
         Self {
             routes: FastMap::default(),
             locals: FastMap::default(),
+            local_names: Default::default(),
         }
     }
 }
@@ -201,6 +217,8 @@ struct Inner<Req, Res> {
     transports: RwLock<HashMap<String, Arc<dyn TransportFactory<Req, Res>>>>,
     state: Mutex<State<Req, Res>>,
     status: Mutex<StatusInner>,
+    /// Serialises `reload_from`: a load and its rebuild apply in the order loads happened.
+    reloading: tokio::sync::Mutex<()>,
     /// Counts reloads, for [`Router::reloads`].
     reloads: tokio::sync::watch::Sender<u64>,
 }
@@ -247,7 +265,7 @@ pub struct ServiceInfo {
     pub name: String,
     /// The strategy serving it (`local` for a local service with no row).
     pub strategy: String,
-    /// The row's endpoint.
+    /// The row's endpoint, with any user information and query string masked (`***`).
     pub endpoint: Option<String>,
     /// Whether a local service is registered under this name.
     pub has_local: bool,
@@ -257,6 +275,10 @@ pub struct ServiceInfo {
     pub breaker: Option<BreakerState>,
     /// Why the route cannot be served, when it cannot.
     pub error: Option<String>,
+    /// The error of the last call that failed, if any did since the route was built.
+    pub last_call_error: Option<String>,
+    /// Unix seconds of `last_call_error`.
+    pub last_call_error_at: Option<u64>,
     /// Unix seconds of the row's last change.
     pub updated_at: i64,
 }
@@ -361,6 +383,7 @@ where
                     rows: Vec::new(),
                 }),
                 status: Mutex::new(StatusInner::default()),
+                reloading: tokio::sync::Mutex::new(()),
                 reloads: tokio::sync::watch::Sender::new(0),
             }),
         }
@@ -397,7 +420,7 @@ where
                 generation,
             },
         );
-        let rows = std::mem::take(&mut state.rows);
+        let rows = state.rows.clone();
         self.rebuild(&mut state, rows, false);
     }
 
@@ -448,25 +471,31 @@ where
         &self,
         source: &S,
     ) -> Result<ReloadReport, SourceError> {
-        match source.load().await {
+        let _one_at_a_time = self.inner.reloading.lock().await;
+        let result = match source.load().await {
             Ok(rows) => {
                 let router = self.clone();
                 tokio::task::spawn_blocking(move || router.reload(rows))
                     .await
                     .map_err(|e| SourceError::new("the route rebuild failed", e))
             }
-            Err(e) => {
-                tracing::warn!(target: "switchyard_router", error = %e, "route reload failed; keeping the last snapshot");
-                metrics::counter!("switchyard_router_reload_errors_total").increment(1);
-                lock(&self.inner.status).last_error = Some((e.to_string(), unix_now()));
-                Err(e)
-            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(target: "switchyard_router", error = %e, "route reload failed; keeping the last snapshot");
+            metrics::counter!("switchyard_router_reload_errors_total").increment(1);
+            lock(&self.inner.status).last_error = Some((e.to_string(), unix_now()));
         }
+        result
     }
 
     /// Reloads from `source` whenever it reports a change, until the handle is dropped or
     /// stopped. Call [`reload_from`](Self::reload_from) once first so the router serves the
     /// table from its first call; the watcher then follows changes.
+    ///
+    /// A reload that fails (a locked or unreadable database) is retried every
+    /// [`RETRY_INTERVAL`] until one succeeds, the last good snapshot serving meanwhile: the
+    /// change that triggered it is not lost.
     ///
     /// Must be called within a tokio runtime.
     pub fn watch<S: RouteSource>(&self, source: S) -> WatchHandle
@@ -479,12 +508,14 @@ where
             loop {
                 match source.changed().await {
                     Ok(()) => {
-                        let _ = router.reload_from(&source).await;
+                        while router.reload_from(&source).await.is_err() {
+                            tokio::time::sleep(RETRY_INTERVAL).await;
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(target: "switchyard_router", error = %e, "route watch failed; retrying");
                         lock(&router.inner.status).last_error = Some((e.to_string(), unix_now()));
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::time::sleep(RETRY_INTERVAL).await;
                     }
                 }
             }
@@ -546,18 +577,23 @@ where
             };
             locals.insert(Arc::clone(name), entry);
         }
-        self.inner.table.store(Arc::new(Table { routes, locals }));
+        let local_names = state.locals.keys().cloned().collect();
+        self.inner.table.store(Arc::new(Table {
+            routes,
+            locals,
+            local_names,
+        }));
         state.rows = rows;
         report.duration = started.elapsed();
         metrics::gauge!("switchyard_router_routes").set(state.rows.len() as f64);
         metrics::gauge!("switchyard_router_routes_broken").set(report.broken as f64);
-        self.inner.reloads.send_modify(|n| *n += 1);
         if !reload {
             tracing::debug!(
                 target: "switchyard_router",
                 changed = report.changed,
                 "routes rebuilt for a new local service"
             );
+            self.inner.reloads.send_modify(|n| *n += 1);
             return report;
         }
         tracing::info!(
@@ -576,6 +612,8 @@ where
         let mut status = lock(&self.inner.status);
         status.last_reload = Some(report.clone());
         status.last_error = None;
+        drop(status);
+        self.inner.reloads.send_modify(|n| *n += 1);
         report
     }
 
@@ -586,6 +624,31 @@ where
     }
 
     fn build(&self, state: &State<Req, Res>, row: &RouteRow) -> Entry<Req, Res> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.build_entry(state, row))) {
+            Ok(entry) => entry,
+            Err(_) => {
+                let name: Arc<str> = row.service_name.as_str().into();
+                let strategy: Arc<str> = row.strategy.as_str().into();
+                Entry {
+                    metrics: Arc::new(RouteMetrics::new(&name, &strategy)),
+                    target: Target::Broken(Broken::FactoryFailed(FactoryFailed::new(
+                        Arc::clone(&name),
+                        Arc::clone(&strategy),
+                        Arc::from(BoxError::from("building the route panicked")),
+                    ))),
+                    name,
+                    strategy,
+                    endpoint: row.endpoint.clone(),
+                    config: row.config.clone(),
+                    updated_at: row.updated_at,
+                    locals_used: Vec::new(),
+                    handles: None,
+                }
+            }
+        }
+    }
+
+    fn build_entry(&self, state: &State<Req, Res>, row: &RouteRow) -> Entry<Req, Res> {
         let name: Arc<str> = row.service_name.as_str().into();
         let strategy: Arc<str> = row.strategy.as_str().into();
         let mut entry = Entry {
@@ -704,13 +767,16 @@ where
             .map(|entry| Route {
                 entry: Arc::clone(entry),
             })
-            .ok_or_else(|| ServiceNotFound::new(name))
+            .ok_or_else(|| {
+                metrics::counter!("switchyard_router_not_found_total").increment(1);
+                ServiceNotFound::new(name)
+            })
     }
 
     /// A snapshot of one service: its strategy, endpoint, breaker state and error.
     pub fn inspect(&self, name: &str) -> Option<ServiceInfo> {
         let table = self.inner.table.load();
-        let has_local = lock(&self.inner.state).locals.contains_key(name);
+        let has_local = table.local_names.contains(name);
         table
             .routes
             .get(name)
@@ -721,11 +787,10 @@ where
     /// Snapshots of every service, by name.
     pub fn services(&self) -> Vec<ServiceInfo> {
         let table = self.inner.table.load();
-        let state = lock(&self.inner.state);
         let mut all: Vec<ServiceInfo> = table
             .routes
             .values()
-            .map(|e| info(e, state.locals.contains_key(&e.name), true))
+            .map(|e| info(e, table.local_names.contains(&e.name), true))
             .chain(table.locals.values().map(|e| info(e, true, false)))
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
@@ -809,7 +874,7 @@ fn info<Req, Res>(entry: &Entry<Req, Res>, has_local: bool, has_route: bool) -> 
     ServiceInfo {
         name: entry.name.to_string(),
         strategy: entry.strategy.to_string(),
-        endpoint: entry.endpoint.clone(),
+        endpoint: entry.endpoint.as_deref().map(redact),
         has_local,
         has_route,
         breaker: entry
@@ -818,8 +883,32 @@ fn info<Req, Res>(entry: &Entry<Req, Res>, has_local: bool, has_route: bool) -> 
             .and_then(|h| h.breaker.as_ref())
             .map(switchyard_breaker::BreakerHandle::state),
         error: entry.error(),
+        last_call_error: entry.metrics.last_error().map(|(e, _)| e),
+        last_call_error_at: entry.metrics.last_error().map(|(_, at)| at),
         updated_at: entry.updated_at,
     }
+}
+
+/// An endpoint as status pages show it: without user information or query string, which may
+/// hold credentials.
+fn redact(endpoint: &str) -> String {
+    let Ok(uri) = endpoint.parse::<http::Uri>() else {
+        return "(unparsable)".to_owned();
+    };
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return uri.path().to_owned();
+    };
+    if !authority.as_str().contains('@') && uri.query().is_none() {
+        return endpoint.to_owned();
+    }
+    let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+    let user = if authority.as_str().contains('@') {
+        "***@"
+    } else {
+        ""
+    };
+    let query = if uri.query().is_some() { "?***" } else { "" };
+    format!("{scheme}://{user}{host}{}{query}", uri.path())
 }
 
 fn observed<Req, Res>(

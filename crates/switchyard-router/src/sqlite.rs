@@ -23,18 +23,20 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
-    // 1: the routes table and the trigger keeping `updated_at`.
+    // 1: the routes table and the trigger keeping `updated_at` (with `strftime`, not
+    // `unixepoch()`, so `sqlite3` shells older than 3.38 can still write through the trigger).
     "CREATE TABLE IF NOT EXISTS routes (
         service_name TEXT PRIMARY KEY,
         strategy     TEXT NOT NULL,
         endpoint     TEXT,
         config       TEXT,
-        updated_at   INTEGER NOT NULL DEFAULT (unixepoch())
+        updated_at   INTEGER NOT NULL DEFAULT (CAST(strftime('%s', 'now') AS INTEGER))
     );
     CREATE TRIGGER IF NOT EXISTS routes_touch AFTER UPDATE ON routes
     FOR EACH ROW WHEN NEW.updated_at = OLD.updated_at
     BEGIN
-        UPDATE routes SET updated_at = unixepoch() WHERE service_name = NEW.service_name;
+        UPDATE routes SET updated_at = CAST(strftime('%s', 'now') AS INTEGER)
+        WHERE service_name = NEW.service_name;
     END;",
 ];
 
@@ -61,12 +63,13 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Creates or upgrades the routes schema. Idempotent: running it on an up-to-date database
-/// changes nothing.
+/// changes nothing. Answers whether the schema was created from nothing (a new database, which
+/// a caller may want to seed with rows).
 ///
 /// # Errors
 ///
 /// The database is unwritable, or was created by a newer version with more migrations.
-pub fn init(conn: &mut Connection) -> Result<(), SourceError> {
+pub fn init(conn: &mut Connection) -> Result<bool, SourceError> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| SourceError::new("begin schema migration", e))?;
@@ -74,6 +77,11 @@ pub fn init(conn: &mut Connection) -> Result<(), SourceError> {
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(|e| SourceError::new("read schema version", e))?;
     let known = MIGRATIONS.len() as i64;
+    if version < 0 {
+        return Err(SourceError::msg(format!(
+            "the routes database has an invalid schema version {version}"
+        )));
+    }
     if version > known {
         return Err(SourceError::msg(format!(
             "the routes database has schema version {version}, newer than this build knows ({known})"
@@ -86,7 +94,8 @@ pub fn init(conn: &mut Connection) -> Result<(), SourceError> {
     tx.pragma_update(None, "user_version", known)
         .map_err(|e| SourceError::new("record schema version", e))?;
     tx.commit()
-        .map_err(|e| SourceError::new("commit schema migration", e))
+        .map_err(|e| SourceError::new("commit schema migration", e))?;
+    Ok(version == 0)
 }
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -154,6 +163,8 @@ struct SourceInner {
     interval: Duration,
     /// Woken by this process's own [`Admin`] writes, so they never wait for a poll.
     written: Arc<Notify>,
+    /// Whether opening created the schema.
+    created: bool,
 }
 
 /// Routes read from a SQLite file, with changes noticed by polling `PRAGMA data_version`.
@@ -179,7 +190,7 @@ impl SqliteSource {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, SourceError> {
         let path = path.as_ref().to_path_buf();
         let mut reader = open(&path)?;
-        init(&mut reader)?;
+        let created = init(&mut reader)?;
         let watcher = open(&path)?;
         let version = data_version(&watcher)?;
         Ok(Self {
@@ -190,8 +201,15 @@ impl SqliteSource {
                 last_version: AtomicI64::new(version),
                 interval: DEFAULT_POLL_INTERVAL,
                 written: Arc::new(Notify::new()),
+                created,
             }),
         })
+    }
+
+    /// Whether opening this source created the routes schema: the database was new (or empty),
+    /// so a caller may seed it.
+    pub fn created(&self) -> bool {
+        self.inner.created
     }
 
     /// The same source polling every `interval` (at least 1 ms).
@@ -223,6 +241,8 @@ impl SqliteSource {
 
     /// An [`Admin`] over the same file, with its own connection, whose writes wake this
     /// source's watcher at once.
+    ///
+    /// Blocking (it opens a connection): call it outside the runtime or in `spawn_blocking`.
     ///
     /// # Errors
     ///
@@ -256,13 +276,16 @@ impl RouteSource for SqliteSource {
 
     async fn changed(&self) -> Result<(), SourceError> {
         loop {
-            tokio::select! {
-                () = self.inner.written.notified() => return Ok(()),
-                () = tokio::time::sleep(self.inner.interval) => {}
-            }
+            let woken = tokio::select! {
+                () = self.inner.written.notified() => true,
+                () = tokio::time::sleep(self.inner.interval) => false,
+            };
             let inner = Arc::clone(&self.inner);
             let version = blocking(move || data_version(&lock(&inner.watcher))).await?;
-            if self.inner.last_version.swap(version, Ordering::AcqRel) != version {
+            // Recorded on both paths, so an admin's write is not reloaded a second time when
+            // the next poll sees its version.
+            let moved = self.inner.last_version.swap(version, Ordering::AcqRel) != version;
+            if woken || moved {
                 return Ok(());
             }
         }
@@ -361,7 +384,7 @@ impl Admin {
     /// The file cannot be opened or migrated.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, SourceError> {
         let mut conn = open(path)?;
-        init(&mut conn)?;
+        let _created = init(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             written: None,

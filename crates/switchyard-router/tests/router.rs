@@ -148,6 +148,11 @@ async fn reload_keeps_unchanged_routes_and_their_breaker_state() {
     );
     let info = router.inspect("payments").unwrap();
     assert_eq!(info.breaker, Some(switchyard_breaker::State::Open));
+    assert_eq!(
+        info.last_call_error.as_deref(),
+        Some("circuit open: payments")
+    );
+    assert!(info.last_call_error_at.is_some());
     assert_eq!(info.strategy, "pay");
 
     // Changing its config row rebuilds it: a new breaker, closed.
@@ -596,4 +601,64 @@ async fn services_lists_routes_and_local_only_services() {
     );
     assert_eq!(services[0].endpoint.as_deref(), Some("http://b"));
     assert!(router.inspect("nobody").is_none());
+}
+
+#[tokio::test]
+async fn status_snapshots_mask_credentials_in_endpoints() {
+    let router = router();
+    router.reload(vec![
+        RouteRow::new("a", "fake")
+            .with_endpoint("http://user:secret@example.com:8080/bill?token=abc"),
+        RouteRow::new("b", "fake").with_endpoint("http://example.com/bill"),
+    ]);
+    assert_eq!(
+        router.inspect("a").unwrap().endpoint.as_deref(),
+        Some("http://***@example.com:8080/bill?***")
+    );
+    assert_eq!(
+        router.inspect("b").unwrap().endpoint.as_deref(),
+        Some("http://example.com/bill")
+    );
+}
+
+/// Fails its first `fail` loads, then serves `rows`; reports one change, then none.
+struct Flaky {
+    fail: std::sync::Mutex<usize>,
+    changed: std::sync::Mutex<bool>,
+}
+
+impl RouteSource for Flaky {
+    async fn load(&self) -> Result<Vec<RouteRow>, SourceError> {
+        let mut fail = self.fail.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            return Err(SourceError::msg("database is locked"));
+        }
+        Ok(vec![RouteRow::new("billing", "noop")])
+    }
+
+    async fn changed(&self) -> Result<(), SourceError> {
+        let first = std::mem::replace(&mut *self.changed.lock().unwrap(), false);
+        if first {
+            return Ok(());
+        }
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watcher_retries_a_failed_reload_until_it_succeeds() {
+    let router = router();
+    let _watch = router.watch(Flaky {
+        fail: std::sync::Mutex::new(2),
+        changed: std::sync::Mutex::new(true),
+    });
+    let started = tokio::time::Instant::now();
+    let mut reloads = router.reloads();
+    reloads.borrow_and_update();
+    reloads.changed().await.unwrap();
+    // Two failed attempts, one retry interval after each.
+    assert_eq!(started.elapsed(), 2 * switchyard_router::RETRY_INTERVAL);
+    assert_eq!(call(&router, "billing", "$1").await.unwrap(), "");
+    assert_eq!(router.status().last_error, None);
 }
