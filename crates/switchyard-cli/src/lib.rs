@@ -26,6 +26,7 @@
 //! ```
 
 use std::fmt::Write as _;
+use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -153,9 +154,10 @@ pub fn prometheus() -> Option<PrometheusHandle> {
 pub fn app(gateway: Gateway) -> axum::Router {
     let mut app = axum::Router::new()
         .route("/", get(status_page))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics_text))
-        .route("/status", get(status_json))
+        // These paths are also services' paths: POST still dispatches to a service so named.
+        .route("/healthz", get(|| async { "ok\n" }).post(call_healthz))
+        .route("/metrics", get(metrics_text).post(call_metrics))
+        .route("/status", get(status_json).post(call_status))
         .route("/{service}", post(call_service));
     if gateway.admin.is_some() {
         app = app.route("/admin/routes", get(admin_list)).route(
@@ -181,12 +183,14 @@ fn call_error(service: &str, err: &BoxError) -> Response {
     match find_rejection(&**err) {
         Some(rejection) => {
             let kind = rejection.kind();
-            let mut response = error_response(
-                kind.http_status(),
-                kind.as_str(),
-                Some(service),
-                &err.to_string(),
-            );
+            // A panic message is the handler's internals: logged (by the router), not sent.
+            let message = if kind == switchyard_core::RejectionKind::Panic {
+                format!("the handler of {service} panicked; see the server log")
+            } else {
+                err.to_string()
+            };
+            let mut response =
+                error_response(kind.http_status(), kind.as_str(), Some(service), &message);
             if let Some(after) = rejection.retry_after() {
                 let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
                 response
@@ -204,18 +208,34 @@ fn call_error(service: &str, err: &BoxError) -> Response {
     }
 }
 
+async fn call_healthz(State(gateway): State<Gateway>, body: Body) -> Response {
+    call(&gateway, "healthz", body).await
+}
+
+async fn call_metrics(State(gateway): State<Gateway>, body: Body) -> Response {
+    call(&gateway, "metrics", body).await
+}
+
+async fn call_status(State(gateway): State<Gateway>, body: Body) -> Response {
+    call(&gateway, "status", body).await
+}
+
 async fn call_service(
     State(gateway): State<Gateway>,
     Path(service): Path<String>,
     body: Body,
 ) -> Response {
-    let route = match gateway.router.route(&service) {
+    call(&gateway, &service, body).await
+}
+
+async fn call(gateway: &Gateway, service: &str, body: Body) -> Response {
+    let route = match gateway.router.route(service) {
         Ok(route) => route,
         Err(err) => {
             return error_response(
                 StatusCode::NOT_FOUND,
                 "service_not_found",
-                Some(&service),
+                Some(service),
                 &err.to_string(),
             );
         }
@@ -229,7 +249,7 @@ async fn call_service(
                 error_response(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
-                    Some(&service),
+                    Some(service),
                     &format!(
                         "request body is larger than {} bytes",
                         gateway.max_body_bytes
@@ -239,7 +259,7 @@ async fn call_service(
                 error_response(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
-                    Some(&service),
+                    Some(service),
                     &format!("could not read the request body: {err}"),
                 )
             };
@@ -251,7 +271,7 @@ async fn call_service(
         Ok(answer) => {
             ([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response()
         }
-        Err(err) => call_error(&service, &err),
+        Err(err) => call_error(service, &err),
     }
 }
 
@@ -320,6 +340,7 @@ async fn status_page(State(gateway): State<Gateway>) -> Html<String> {
         has_local,
         breaker,
         error,
+        last_call_error,
         ..
     } in gateway.router.services()
     {
@@ -331,7 +352,7 @@ async fn status_page(State(gateway): State<Gateway>) -> Html<String> {
             escape(endpoint.as_deref().unwrap_or("")),
             if has_local { "yes" } else { "no" },
             breaker.map_or("", |b| b.as_str()),
-            escape(error.as_deref().unwrap_or("")),
+            escape(error.or(last_call_error).as_deref().unwrap_or("")),
         );
     }
     page.push_str("</table></body></html>\n");
@@ -380,7 +401,12 @@ fn authorized(gateway: &Gateway, headers: &HeaderMap) -> Result<Admin, Denied> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
         .unwrap_or("");
     if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
         Ok(admin.clone())
@@ -521,15 +547,17 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
+    // The recorder first: metric handles made before it is installed stay no-ops for good.
+    let metrics = prometheus();
     let db = config.db.clone();
     let interval = config.poll_interval;
-    let (source, created) = tokio::task::spawn_blocking(move || {
-        let created = !db.exists();
-        SqliteSource::open(&db).map(|s| (s.poll_interval(interval), created))
+    let (source, admin) = tokio::task::spawn_blocking(move || {
+        let source = SqliteSource::open(&db)?.poll_interval(interval);
+        let admin = source.admin()?;
+        Ok::<_, switchyard_router::SourceError>((source, admin))
     })
     .await??;
-    let admin = source.admin()?;
-    if created {
+    if source.created() {
         for row in seed_rows() {
             admin.upsert(row).await?;
         }
@@ -544,16 +572,15 @@ pub async fn serve(
     );
     let watcher = router.watch(source);
 
-    let metrics = prometheus();
-    if let Some(handle) = metrics.clone() {
+    let upkeep = metrics.clone().map(|handle| {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tick.tick().await;
                 handle.run_upkeep();
             }
-        });
-    }
+        })
+    });
     let mut gateway = Gateway::new(router).with_max_body_bytes(config.max_body_bytes);
     if let Some(handle) = metrics {
         gateway = gateway.with_metrics(handle);
@@ -566,13 +593,34 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     ready(addr);
-    axum::serve(listener, app(gateway))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // Graceful: on the signal, stop accepting and let in-flight requests finish, for at most
+    // the grace period.
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app(gateway)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    });
+    let grace = async move {
+        let _ = stopped.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server.into_future() => result?,
+        () = grace => tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "requests still in flight after the grace period; stopping anyway"
+        ),
+    }
     watcher.stop();
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long a stopping server waits for in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
 pub async fn shutdown_signal() {

@@ -35,7 +35,8 @@ enum Command {
         /// Let `http` routes call loopback and private addresses (trusted networks only).
         #[arg(long)]
         allow_internal: bool,
-        /// Enable the admin API under `/admin/routes`, guarded by this bearer token.
+        /// Enable the admin API under `/admin/routes`, guarded by this bearer token (prefer the
+        /// environment variable: arguments show in `ps`).
         #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
         /// The largest request body accepted, in bytes.
@@ -130,6 +131,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: ServeConfig) -> ExitCode {
+    // RUST_LOG takes one level (error, warn, info, debug, trace) for every target.
     let level = std::env::var("RUST_LOG")
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())
@@ -164,6 +166,14 @@ fn serve(config: ServeConfig) -> ExitCode {
 }
 
 fn routes(db: &std::path::Path, command: RoutesCommand) -> Result<(), Box<dyn std::error::Error>> {
+    // Only `set` may create a database: a mistyped `--db` must not silently make an empty one.
+    if !db.exists() && !matches!(command, RoutesCommand::Set { .. }) {
+        return Err(format!(
+            "no routes database at {} (`switchyard serve` creates one; or pass --db)",
+            db.display()
+        )
+        .into());
+    }
     let admin = Admin::open(db)?;
     let admin = admin.blocking();
     match command {

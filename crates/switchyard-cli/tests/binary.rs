@@ -17,13 +17,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
 /// A minimal HTTP/1.1 POST, so this test depends on nothing but the standard library.
 fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    request(addr, "POST", path, body)
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -108,6 +112,15 @@ fn the_readme_story_then_a_clean_sigterm() {
         post(server.addr, "/billing", "$100"),
         (200, "billed:$100".to_owned())
     );
+    // The call is counted (the recorder is installed before any route is built).
+    let (status, metrics) = request(server.addr, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(
+            r#"switchyard_router_calls_total{service="billing",strategy="local",outcome="ok"} 1"#
+        ),
+        "{metrics}"
+    );
 
     // The README's one-liner, as any other process would write it.
     let shell = rusqlite::Connection::open(&db).unwrap();
@@ -185,6 +198,15 @@ fn the_routes_commands_read_write_and_refuse_bad_input() {
     assert_eq!(got["config"], r#"{"timeout": "2s"}"#);
     ok(&["strategy", "billing", "noop"]);
     ok(&["delete", "echo"]);
+
+    let missing = dir.path().join("typo.db");
+    let out = routes(&missing, &["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no routes database at"));
+    assert!(
+        !missing.exists(),
+        "a mistyped --db must not create a database"
+    );
 
     let refused: [(&[&str], &str); 5] = [
         (&["get", "nobody"], "no route named \"nobody\""),

@@ -129,6 +129,7 @@ struct Harness {
     http: Http,
     router: Router,
     admin: Admin,
+    builds: Arc<AtomicUsize>,
     path: std::path::PathBuf,
     _watch: WatchHandle,
     _dir: tempfile::TempDir,
@@ -139,12 +140,10 @@ impl Harness {
     async fn start(rows: Vec<RouteRow>, token: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("routes.db");
-        let source = SqliteSource::open(&path)
-            .unwrap()
-            .poll_interval(Duration::from_millis(20));
-        let admin = source.admin().unwrap();
-        // Written as the shell would: unchecked, so tests can hold rows the admin refuses.
-        let shell = switchyard_router::open(&path).unwrap();
+        // Rows written as the shell would (unchecked, so tests can hold rows the admin refuses),
+        // before the source opens: its watcher starts from them.
+        let mut shell = switchyard_router::open(&path).unwrap();
+        switchyard_router::init(&mut shell).unwrap();
         for row in rows {
             shell
                 .execute(
@@ -153,7 +152,26 @@ impl Harness {
                 )
                 .unwrap();
         }
+        let source = SqliteSource::open(&path)
+            .unwrap()
+            .poll_interval(Duration::from_millis(20));
+        let admin = source.admin().unwrap();
         let router = builtin_router(true);
+        // `counted`: answers like billing, and counts how many times a route of it was built.
+        let builds = Arc::new(AtomicUsize::new(0));
+        router.register_transport("counted", {
+            let builds = Arc::clone(&builds);
+            move |_: &switchyard_router::RouteSpec<'_>| {
+                builds.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, BoxError>(tower::util::BoxCloneSyncService::new(service_fn(
+                    |body: Bytes| async move {
+                        let mut billed = b"billed:".to_vec();
+                        billed.extend_from_slice(&body);
+                        Ok::<_, BoxError>(Bytes::from(billed))
+                    },
+                )))
+            }
+        });
         router.register_local(
             "fragile",
             service_fn(|body: Bytes| async move {
@@ -172,6 +190,7 @@ impl Harness {
             http: Http::new(addr),
             router,
             admin,
+            builds,
             path,
             _watch: watch,
             _dir: dir,
@@ -182,12 +201,37 @@ impl Harness {
         switchyard_router::open(&self.path).unwrap()
     }
 
-    /// Waits until the router has reloaded `n` more times (at most 5 s: a failure, not a wait).
-    async fn reloaded(&self, mut reloads: tokio::sync::watch::Receiver<u64>) {
-        tokio::time::timeout(Duration::from_secs(5), reloads.changed())
-            .await
-            .expect("the watcher reloads after a write")
-            .unwrap();
+    /// Waits until `live` holds of the router, checking after each reload. The 5 s bound
+    /// only turns a change that never goes live into a failure.
+    async fn until(&self, what: &str, live: impl Fn(&Router) -> bool) {
+        let mut reloads = self.router.reloads();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !live(&self.router) {
+            tokio::time::timeout_at(deadline, reloads.changed())
+                .await
+                .unwrap_or_else(|_| panic!("{what} never went live"))
+                .unwrap();
+        }
+    }
+
+    fn strategy_is(name: &'static str, strategy: &'static str) -> impl Fn(&Router) -> bool {
+        move |router| router.inspect(name).is_some_and(|s| s.strategy == strategy)
+    }
+}
+
+/// Waits until `count` reaches `target`, failing if `client` stopped (it panicked) or after 5 s.
+async fn progress(count: &AtomicUsize, target: usize, client: &tokio::task::JoinHandle<()>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while count.load(Ordering::SeqCst) < target {
+        assert!(
+            !client.is_finished(),
+            "the client stopped: a request failed"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -204,14 +248,14 @@ async fn the_seed_story_through_http() {
         Some("application/octet-stream")
     );
 
-    let reloads = h.router.reloads();
     h.shell()
         .execute(
             "UPDATE routes SET strategy = 'noop' WHERE service_name = 'billing'",
             [],
         )
         .unwrap();
-    h.reloaded(reloads).await;
+    h.until("billing → noop", Harness::strategy_is("billing", "noop"))
+        .await;
     let reply = h.http.post("/billing", "$200").await;
     assert_eq!(
         (reply.status, reply.body.as_str()),
@@ -361,12 +405,14 @@ async fn a_row_flips_billing_between_local_and_remote_while_requests_run() {
     let h = Harness::start(switchyard_cli::seed_rows(), None).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (local, remote) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let total = Arc::new(AtomicUsize::new(0));
     let client = {
-        let (http, stop, local, remote) = (
+        let (http, stop, local, remote, total) = (
             h.http.clone(),
             Arc::clone(&stop),
             Arc::clone(&local),
             Arc::clone(&remote),
+            Arc::clone(&total),
         );
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
@@ -376,12 +422,17 @@ async fn a_row_flips_billing_between_local_and_remote_while_requests_run() {
                     (StatusCode::OK, "remote-billed:$1") => remote.fetch_add(1, Ordering::SeqCst),
                     other => panic!("a request failed during the flip: {other:?}"),
                 };
+                total.fetch_add(1, Ordering::SeqCst);
             }
         })
     };
     let shell = h.shell();
     for i in 0..6 {
-        let reloads = h.router.reloads();
+        let (strategy, expected) = if i % 2 == 0 {
+            ("http", "remote-billed:$2")
+        } else {
+            ("local", "billed:$2")
+        };
         if i % 2 == 0 {
             shell
                 .execute(
@@ -397,12 +448,17 @@ async fn a_row_flips_billing_between_local_and_remote_while_requests_run() {
                 )
                 .unwrap();
         }
-        h.reloaded(reloads).await;
-        // Let some requests through on this side of the switch.
-        let seen = local.load(Ordering::SeqCst) + remote.load(Ordering::SeqCst);
-        while local.load(Ordering::SeqCst) + remote.load(Ordering::SeqCst) < seen + 5 {
-            tokio::task::yield_now().await;
-        }
+        h.until("billing's flip", Harness::strategy_is("billing", strategy))
+            .await;
+        // The first request after the switch is served by the new side.
+        assert_eq!(
+            h.http.post("/billing", "$2").await.body,
+            expected,
+            "flip {i}"
+        );
+        // Let the client through on this side of the switch too.
+        let seen = total.load(Ordering::SeqCst);
+        progress(&total, seen + 5, &client).await;
     }
     stop.store(true, Ordering::SeqCst);
     client.await.expect("no request failed");
@@ -413,7 +469,7 @@ async fn a_row_flips_billing_between_local_and_remote_while_requests_run() {
 async fn a_reload_storm_fails_no_request_on_unchanged_routes() {
     let h = Harness::start(
         vec![
-            RouteRow::new("billing", "local").with_config(r#"{"circuit_breaker": {}}"#),
+            RouteRow::new("billing", "counted").with_config(r#"{"circuit_breaker": {}}"#),
             RouteRow::new("churn", "noop"),
         ],
         None,
@@ -434,7 +490,8 @@ async fn a_reload_storm_fails_no_request_on_unchanged_routes() {
             }
         })
     };
-    let storm_started = h.router.status().last_reload;
+    assert_eq!(h.builds.load(Ordering::SeqCst), 1);
+    let reloads_before = *h.router.reloads().borrow();
     for i in 0..300 {
         let config = format!(r#"{{"timeout": "{}ms"}}"#, 100 + i);
         h.admin
@@ -450,23 +507,21 @@ async fn a_reload_storm_fails_no_request_on_unchanged_routes() {
         .upsert(RouteRow::new("storm-done", "noop"))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while h.router.inspect("storm-done").is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the storm's last write never went live"
-        );
-        tokio::task::yield_now().await;
-    }
+    h.until("the storm's last write", |r| {
+        r.inspect("storm-done").is_some()
+    })
+    .await;
     let after = served.load(Ordering::SeqCst) + 20;
-    while served.load(Ordering::SeqCst) < after {
-        tokio::task::yield_now().await;
-    }
+    progress(&served, after, &client).await;
     stop.store(true, Ordering::SeqCst);
     client
         .await
         .expect("no request on the unchanged route failed");
-    assert_ne!(h.router.status().last_reload, storm_started);
+    // The storm did reload the router, many times, and never rebuilt billing (its breaker and
+    // connections were kept throughout).
+    let reloads = *h.router.reloads().borrow() - reloads_before;
+    assert!(reloads >= 10, "only {reloads} reloads");
+    assert_eq!(h.builds.load(Ordering::SeqCst), 1);
     assert_eq!(h.router.inspect("churn").unwrap().strategy, "noop");
 }
 
@@ -495,7 +550,6 @@ async fn the_admin_api_needs_its_token_and_validates_what_it_writes() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json().as_array().unwrap().len(), 2);
 
-    let reloads = h.router.reloads();
     let reply = http
         .send(
             "PUT",
@@ -506,7 +560,8 @@ async fn the_admin_api_needs_its_token_and_validates_what_it_writes() {
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.json()["strategy"], "noop");
-    h.reloaded(reloads).await;
+    h.until("billing → noop", Harness::strategy_is("billing", "noop"))
+        .await;
     assert_eq!(
         http.post("/billing", "$1").await.status,
         StatusCode::NO_CONTENT
@@ -593,14 +648,14 @@ async fn status_pages_list_routes_strategies_breakers_and_errors() {
     )
     .await;
     // A name the admin would refuse, written from the shell.
-    let reloads = h.router.reloads();
     h.shell()
         .execute(
             "INSERT INTO routes (service_name, strategy) VALUES ('<script>', 'local')",
             [],
         )
         .unwrap();
-    h.reloaded(reloads).await;
+    h.until("the <script> row", |r| r.inspect("<script>").is_some())
+        .await;
     assert_eq!(h.http.send("GET", "/healthz", "", None).await.body, "ok\n");
 
     let status = h.http.send("GET", "/status", "", None).await.json();
@@ -630,4 +685,43 @@ async fn status_pages_list_routes_strategies_breakers_and_errors() {
         assert!(page.body.contains(needle), "the page lacks {needle:?}");
     }
     assert!(!page.body.contains("<script>"));
+}
+
+#[tokio::test]
+async fn services_named_like_the_gateways_pages_are_still_callable() {
+    let h = Harness::start(vec![RouteRow::new("status", "local")], None).await;
+    h.router.register_local(
+        "status",
+        service_fn(|b: Bytes| async move { Ok::<_, BoxError>(b) }),
+    );
+    assert_eq!(h.http.post("/status", "up").await.body, "up");
+    assert_eq!(
+        h.http.post("/healthz", "x").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // GET still serves the page.
+    assert_eq!(
+        h.http.send("GET", "/status", "", None).await.json()["router"]["routes"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_panic_is_logged_not_sent() {
+    let h = Harness::start(vec![RouteRow::new("fragile", "local")], None).await;
+    let reply = h.http.post("/fragile", "boom").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!message.contains("fragile cannot take a boom"), "{message}");
+    assert!(message.contains("panicked"), "{message}");
+    // The status page shows it to the operator.
+    let info = h.router.inspect("fragile").unwrap();
+    assert!(
+        info.last_call_error
+            .unwrap()
+            .contains("fragile cannot take a boom")
+    );
 }

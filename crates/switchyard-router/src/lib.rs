@@ -50,8 +50,10 @@
 //!
 //! Calls fail with boxed typed errors, each a core [`Rejection`](switchyard_core::Rejection)
 //! (so [`switchyard_core::rejection::http_response`] maps them): [`ServiceNotFound`] (404),
-//! [`NoFactory`], [`FactoryFailed`], [`InvalidConfig`] and [`SsrfBlocked`] for a broken route
-//! (503; the other routes keep serving), [`CircuitOpen`] (503 with `Retry-After`),
+//! [`NoFactory`], [`FactoryFailed`] (an endpoint the SSRF guard refuses is one, caused by
+//! [`SsrfBlocked`]) and [`InvalidConfig`] for a broken route (503; the other routes keep
+//! serving), [`SsrfBlocked`] when a host name resolves to an internal address at connect time
+//! (503), [`CircuitOpen`] (503 with `Retry-After`),
 //! [`CallTimeout`] (504), [`UpstreamFailed`] (502) and [`Panic`] (500).
 //!
 //! # Observability
