@@ -546,6 +546,17 @@ where
                     report.unchanged += 1;
                     Arc::clone(entry)
                 }
+                // A broken route is built again with the same row (a transport or local service
+                // may have appeared since); it counts as changed only if it came back.
+                Some(entry) if entry.same_row(row) && matches!(entry.target, Target::Broken(_)) => {
+                    let rebuilt = Arc::new(self.build(state, row));
+                    if rebuilt.error().is_some() {
+                        report.unchanged += 1;
+                    } else {
+                        report.changed += 1;
+                    }
+                    rebuilt
+                }
                 Some(_) => {
                     report.changed += 1;
                     Arc::new(self.build(state, row))
@@ -557,7 +568,10 @@ where
             };
             if let Some(error) = entry.error() {
                 report.broken += 1;
-                tracing::warn!(target: "switchyard_router", service = %entry.name, %error, "route broken");
+                // Said once per new error, not on every reload while the row stays broken.
+                if previous.and_then(|p| p.error()).as_ref() != Some(&error) {
+                    tracing::warn!(target: "switchyard_router", service = %entry.name, %error, "route broken");
+                }
             }
             routes.insert(Arc::clone(&entry.name), entry);
         }
