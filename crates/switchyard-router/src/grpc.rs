@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
-use http::Uri;
 use http::uri::PathAndQuery;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
@@ -20,7 +19,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service};
 
 use crate::error::UpstreamFailed;
-use crate::http::{GuardedResolver, Resolver, check_literal_host, system_resolver};
+use crate::http::{GuardedResolver, Resolver, guarded_endpoint, system_resolver};
 use crate::transport::{RouteService, RouteSpec, TransportFactory};
 
 /// A gRPC codec that passes messages through as bytes: the routed payload *is* the encoded
@@ -132,25 +131,9 @@ struct GrpcOptions {}
 
 impl TransportFactory<Bytes, Bytes> for GrpcTransport {
     fn build(&self, spec: &RouteSpec<'_>) -> Result<RouteService<Bytes, Bytes>, BoxError> {
-        let endpoint = spec.endpoint.filter(|e| !e.trim().is_empty()).ok_or(
-            "the grpc strategy needs an endpoint: http://host:port/package.Service/Method",
-        )?;
-        let uri = Uri::from_str(endpoint).map_err(|e| format!("invalid URL {endpoint:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err("https endpoints are not supported yet (no TLS connector)".into());
-            }
-            _ => {
-                return Err(format!(
-                    "invalid URL {endpoint:?}: expected http://host:port/package.Service/Method"
-                )
-                .into());
-            }
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("invalid URL {endpoint:?}: no host"))?;
+        let shape = "http://host:port/package.Service/Method";
+        let uri = guarded_endpoint(spec, shape, self.allow_internal)?;
+        let authority = uri.authority().ok_or("an endpoint with no host")?;
         let path = uri.path();
         let method_ok = path
             .strip_prefix('/')
@@ -160,11 +143,10 @@ impl TransportFactory<Bytes, Bytes> for GrpcTransport {
             });
         if !method_ok || uri.query().is_some() {
             return Err(format!(
-                "invalid gRPC method in {endpoint:?}: expected a path /package.Service/Method"
+                "invalid gRPC method in {uri}: expected a path /package.Service/Method"
             )
             .into());
         }
-        check_literal_host(authority.host(), self.allow_internal)?;
         let _: GrpcOptions = serde_json::from_value(spec.options.clone())
             .map_err(|e| format!("invalid transport options: {e}"))?;
         let path = PathAndQuery::from_str(path)?;

@@ -117,6 +117,33 @@ impl GuardedResolver {
     }
 }
 
+/// A remote route's endpoint, parsed and checked: present, an `http` URL with a host (`https`
+/// is refused: no TLS connector yet), and not an internal IP literal unless allowed. `shape`
+/// says what the strategy expects, for the error.
+pub(crate) fn guarded_endpoint(
+    spec: &RouteSpec<'_>,
+    shape: &str,
+    allow_internal: bool,
+) -> Result<Uri, BoxError> {
+    let endpoint = spec
+        .endpoint
+        .filter(|e| !e.trim().is_empty())
+        .ok_or_else(|| format!("the {} strategy needs an endpoint: {shape}", spec.strategy))?;
+    let uri = Uri::from_str(endpoint).map_err(|e| format!("invalid URL {endpoint:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err("https endpoints are not supported yet (no TLS connector)".into());
+        }
+        _ => return Err(format!("invalid URL {endpoint:?}: expected {shape}").into()),
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("invalid URL {endpoint:?}: no host"))?;
+    check_literal_host(host, allow_internal)?;
+    Ok(uri)
+}
+
 /// Refuses a host that is an internal IP literal (hyper-util connects to literals without
 /// asking the resolver, so they are checked here, when the route is built).
 pub(crate) fn check_literal_host(host: &str, allow_internal: bool) -> Result<(), BoxError> {
@@ -293,26 +320,7 @@ const fn default_max_response_bytes() -> usize {
 
 impl TransportFactory<Bytes, Bytes> for HttpTransport {
     fn build(&self, spec: &RouteSpec<'_>) -> Result<RouteService<Bytes, Bytes>, BoxError> {
-        let endpoint = spec
-            .endpoint
-            .filter(|e| !e.trim().is_empty())
-            .ok_or("the http strategy needs an endpoint URL")?;
-        let uri = Uri::from_str(endpoint).map_err(|e| format!("invalid URL {endpoint:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err("https endpoints are not supported yet (no TLS connector)".into());
-            }
-            _ => {
-                return Err(
-                    format!("invalid URL {endpoint:?}: expected http://host[:port]/path").into(),
-                );
-            }
-        }
-        let host = uri
-            .host()
-            .ok_or_else(|| format!("invalid URL {endpoint:?}: no host"))?;
-        check_literal_host(host, self.allow_internal)?;
+        let uri = guarded_endpoint(spec, "http://host[:port]/path", self.allow_internal)?;
         let options: HttpOptions = serde_json::from_value(spec.options.clone())
             .map_err(|e| format!("invalid transport options: {e}"))?;
         let content_type = header::HeaderValue::from_str(&options.content_type)

@@ -240,7 +240,7 @@ async fn bad_rows_break_only_their_own_route() {
         (
             RouteRow::new("r13", "http"),
             failed,
-            "needs an endpoint URL",
+            "the http strategy needs an endpoint",
         ),
         (
             http("r14", "ftp://example.com/x"),
