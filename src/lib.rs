@@ -13,6 +13,7 @@
 //! | `ratelimit` | switchyard-ratelimit | governor-based rate limits, global and keyed, reject or wait (feature `ratelimit`) |
 //! | `retry` | switchyard-retry | tower `Retry` policy: backoff, jitter, budget, replayable HTTP bodies (feature `retry`) |
 //! | `resilience` | switchyard-resilience | `ResilienceConfig` and the stack it builds, timeouts, fallback, registry (feature `resilience`) |
+//! | `balance` | switchyard-balance | selector-based load balancer: seven strategies, runtime endpoints, outlier ejection (feature `balance`) |
 //! | `router` | switchyard-router | name-dispatch router over a hot-reloaded SQLite routes table: local, remote (`http`, custom), `noop` (feature `router`, off by default) |
 //!
 //! # Example
@@ -60,6 +61,9 @@ pub use switchyard_retry as retry;
 #[cfg(feature = "resilience")]
 pub use switchyard_resilience as resilience;
 
+#[cfg(feature = "balance")]
+pub use switchyard_balance as balance;
+
 #[cfg(feature = "router")]
 pub use switchyard_router as router;
 
@@ -96,6 +100,9 @@ pub mod prelude {
     pub use switchyard_resilience::{
         FallbackLayer, Registry, ResilienceConfig, ResilienceLayer, TimedOut, TimeoutLayer,
     };
+
+    #[cfg(feature = "balance")]
+    pub use switchyard_balance::{Balance, EndpointConfig, Health, OutlierConfig, Strategy};
 
     #[cfg(feature = "router")]
     pub use switchyard_router::{

@@ -1,0 +1,616 @@
+//! The balancer service: endpoints managed at runtime, a snapshot of the eligible ones, passive
+//! outlier ejection.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use pin_project_lite::pin_project;
+use serde::{Deserialize, Serialize};
+use switchyard_core::{Classify, ErrorsAsFailures, Outcome};
+use tokio::time::Instant;
+use tower::util::Oneshot;
+use tower::{BoxError, Service, ServiceExt};
+
+use crate::endpoint::{EndpointConfig, EndpointStats, EndpointView, Health};
+use crate::error::{EndpointError, NoAvailableEndpoint};
+use crate::selector::{Hint, Pick, PickContext, Rng, Selector, Strategy};
+
+/// Passive outlier detection, after Envoy's: an endpoint whose calls fail `consecutive_failures`
+/// times in a row is ejected for `base_ejection` × the number of times it has been ejected
+/// (at most `max_ejection`), unless that would eject more than `max_ejection_percent` of the
+/// endpoints — so the balancer never ejects everyone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Failures in a row that eject an endpoint (at least 1).
+    #[serde(default = "default_consecutive")]
+    pub consecutive_failures: u32,
+    /// The first ejection's length; each further ejection is one more multiple of it.
+    #[serde(default = "default_base", with = "switchyard_core::duration")]
+    pub base_ejection: Duration,
+    /// The longest ejection.
+    #[serde(default = "default_max", with = "switchyard_core::duration")]
+    pub max_ejection: Duration,
+    /// The largest share of endpoints ejected at once, in percent (0 to 100).
+    #[serde(default = "default_percent")]
+    pub max_ejection_percent: u8,
+}
+
+const fn default_consecutive() -> u32 {
+    5
+}
+
+const fn default_base() -> Duration {
+    Duration::from_secs(30)
+}
+
+const fn default_max() -> Duration {
+    Duration::from_secs(300)
+}
+
+const fn default_percent() -> u8 {
+    50
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_consecutive(),
+            base_ejection: default_base(),
+            max_ejection: default_max(),
+            max_ejection_percent: default_percent(),
+        }
+    }
+}
+
+/// How fast the latency estimate forgets: the weight of an old sample halves about every
+/// `DECAY × ln 2`.
+const DECAY: Duration = Duration::from_secs(10);
+
+type HintFn<Req> = Arc<dyn Fn(&Req) -> Option<Hint> + Send + Sync>;
+
+struct Member<S> {
+    view: Arc<EndpointView>,
+    service: S,
+}
+
+/// The eligible endpoints and the strategy's pick over them.
+struct Snapshot<S> {
+    views: Vec<Arc<EndpointView>>,
+    services: Vec<S>,
+    pick: Option<Box<dyn Pick>>,
+    /// The earliest time an ejected endpoint returns (ns since the epoch; `u64::MAX`: none).
+    next_return: u64,
+}
+
+struct Shared<S, Req> {
+    name: Arc<str>,
+    selector: Arc<dyn Selector>,
+    members: Mutex<Vec<Member<S>>>,
+    snapshot: ArcSwap<Snapshot<S>>,
+    rng: Rng,
+    epoch: Instant,
+    outlier: Option<OutlierConfig>,
+    hint: Option<HintFn<Req>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<S: Clone, Req> Shared<S, Req> {
+    /// Nanoseconds since the epoch, at least 1 (0 means "never" in the counters).
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX) + 1
+    }
+
+    /// Rebuilds the snapshot from `members` (the caller holds their lock).
+    fn rebuild(&self, members: &[Member<S>]) {
+        let now = self.now();
+        let mut next_return = u64::MAX;
+        let (mut views, mut services) = (Vec::new(), Vec::new());
+        for member in members {
+            let until = member.view.ejected_until.load(Ordering::Relaxed);
+            if until > now {
+                next_return = next_return.min(until);
+                continue;
+            }
+            if member.view.enabled() && member.view.health().is_eligible() {
+                views.push(Arc::clone(&member.view));
+                services.push(member.service.clone());
+            }
+        }
+        let pick = (!views.is_empty()).then(|| self.selector.build(&views));
+        self.snapshot.store(Arc::new(Snapshot {
+            views,
+            services,
+            pick,
+            next_return,
+        }));
+    }
+
+    fn changed(&self) {
+        self.rebuild(&lock(&self.members));
+    }
+
+    /// Ejects `view` if the cap allows; answers whether it did.
+    fn eject(&self, view: &EndpointView, outlier: &OutlierConfig) -> bool {
+        let members = lock(&self.members);
+        let now = self.now();
+        if view.ejected_at(now) {
+            return false;
+        }
+        let ejected = members.iter().filter(|m| m.view.ejected_at(now)).count();
+        let cap = members.len() * usize::from(outlier.max_ejection_percent.min(100)) / 100;
+        if ejected + 1 > cap {
+            tracing::debug!(
+                target: "switchyard_balance",
+                balancer = %self.name,
+                endpoint = view.name(),
+                ejected,
+                "not ejecting: at the max-ejection cap"
+            );
+            return false;
+        }
+        let times = view.times_ejected.fetch_add(1, Ordering::Relaxed) + 1;
+        let length = outlier
+            .base_ejection
+            .saturating_mul(times)
+            .min(outlier.max_ejection);
+        let length_ns = u64::try_from(length.as_nanos()).unwrap_or(u64::MAX);
+        view.ejected_until
+            .store(now.saturating_add(length_ns), Ordering::Relaxed);
+        view.consecutive_failures.store(0, Ordering::Relaxed);
+        tracing::warn!(
+            target: "switchyard_balance",
+            balancer = %self.name,
+            endpoint = view.name(),
+            times,
+            for_ms = length.as_millis() as u64,
+            "endpoint ejected"
+        );
+        metrics::counter!(
+            "switchyard_balance_ejections_total",
+            "balancer" => self.name.to_string(),
+            "endpoint" => view.name().to_owned(),
+        )
+        .increment(1);
+        self.rebuild(&members);
+        true
+    }
+}
+
+/// A load balancer over named endpoints, each a tower `Service`: a `Service<Req>` that sends
+/// each call to one eligible endpoint as its [`Selector`] picks.
+///
+/// - **Endpoints change at runtime** ([`add`](Self::add), [`remove`](Self::remove),
+///   [`enable`](Self::enable), [`disable`](Self::disable), [`set_health`](Self::set_health)):
+///   calls in flight on a removed or disabled endpoint finish on it.
+/// - **Eligible** endpoints are enabled, not `Unhealthy`/`Offline`, and not ejected. A snapshot
+///   of them (and the strategy's precomputed pick) is rebuilt only when that set changes, so a
+///   call costs a snapshot load and one O(1) or O(log n) pick. With none eligible, the call
+///   fails with [`NoAvailableEndpoint`].
+/// - **Passive outlier ejection** ([`OutlierConfig`]) with a cap on the share ejected.
+/// - **Hints** per call ([`with_hint`](Self::with_hint)): a key for `consistent-hash`,
+///   preferred endpoints.
+///
+/// The balancer is always ready; each call readies its chosen endpoint's clone (`Oneshot`),
+/// so one busy endpoint never stalls the others. Clones share everything.
+pub struct Balance<S, Req, C = ErrorsAsFailures> {
+    shared: Arc<Shared<S, Req>>,
+    classifier: C,
+}
+
+impl<S, Req, C: Clone> Clone for Balance<S, Req, C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+impl<S, Req, C> fmt::Debug for Balance<S, Req, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balance")
+            .field("name", &self.shared.name)
+            .field("selector", &self.shared.selector)
+            .field("eligible", &self.shared.snapshot.load().views.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone, Req> Balance<S, Req> {
+    /// An empty balancer named `name` (in errors, metrics and events) using `strategy`.
+    pub fn new(name: impl Into<Arc<str>>, strategy: Strategy) -> Self {
+        Self::with_selector(name, strategy.selector())
+    }
+
+    /// An empty balancer using a selector of your own.
+    pub fn with_selector(name: impl Into<Arc<str>>, selector: Arc<dyn Selector>) -> Self {
+        switchyard_core::rejection::register::<NoAvailableEndpoint>();
+        Self {
+            shared: Arc::new(Shared {
+                name: name.into(),
+                selector,
+                members: Mutex::new(Vec::new()),
+                snapshot: ArcSwap::from_pointee(Snapshot {
+                    views: Vec::new(),
+                    services: Vec::new(),
+                    pick: None,
+                    next_return: u64::MAX,
+                }),
+                rng: Rng::seeded(0x5EED_0F5A_17C4_A5D5),
+                epoch: Instant::now(),
+                outlier: None,
+                hint: None,
+            }),
+            classifier: ErrorsAsFailures,
+        }
+    }
+}
+
+impl<S: Clone, Req, C> Balance<S, Req, C> {
+    fn configure(mut self, f: impl FnOnce(&mut Shared<S, Req>)) -> Self {
+        let shared = Arc::get_mut(&mut self.shared)
+            .expect("configure the balancer before cloning it or adding endpoints");
+        f(shared);
+        self
+    }
+
+    /// Ejects endpoints that keep failing, as `outlier` says.
+    ///
+    /// # Panics
+    ///
+    /// If the balancer was already cloned.
+    #[must_use]
+    pub fn with_outlier(self, outlier: OutlierConfig) -> Self {
+        self.configure(|s| s.outlier = Some(outlier))
+    }
+
+    /// Seeds the random source (`random`, `weighted-random`, the two choices of
+    /// `least-connections` and `least-latency`), for reproducible tests.
+    ///
+    /// # Panics
+    ///
+    /// If the balancer was already cloned.
+    #[must_use]
+    pub fn with_seed(self, seed: u64) -> Self {
+        self.configure(|s| s.rng = Rng::seeded(seed))
+    }
+
+    /// Reads each call's [`Hint`] with `hint` (for example from an `http::Request`'s
+    /// extensions).
+    ///
+    /// # Panics
+    ///
+    /// If the balancer was already cloned.
+    #[must_use]
+    pub fn with_hint(self, hint: impl Fn(&Req) -> Option<Hint> + Send + Sync + 'static) -> Self {
+        self.configure(|s| s.hint = Some(Arc::new(hint)))
+    }
+
+    /// Classifies responses with `classifier` (for outlier detection and the success counts)
+    /// instead of counting every `Err` as a failure.
+    pub fn with_classifier<C2>(self, classifier: C2) -> Balance<S, Req, C2> {
+        Balance {
+            shared: self.shared,
+            classifier,
+        }
+    }
+
+    /// The balancer's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Adds an endpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`EndpointError::Duplicate`] if the name is taken.
+    pub fn add(
+        &self,
+        name: impl Into<Arc<str>>,
+        service: S,
+        config: &EndpointConfig,
+    ) -> Result<(), EndpointError> {
+        let name = name.into();
+        let mut members = lock(&self.shared.members);
+        if members.iter().any(|m| *m.view.name() == *name) {
+            return Err(EndpointError::Duplicate(name.to_string()));
+        }
+        members.push(Member {
+            view: Arc::new(EndpointView::new(name, config)),
+            service,
+        });
+        self.shared.rebuild(&members);
+        Ok(())
+    }
+
+    /// Removes an endpoint; its calls in flight finish.
+    ///
+    /// # Errors
+    ///
+    /// [`EndpointError::NotFound`].
+    pub fn remove(&self, name: &str) -> Result<(), EndpointError> {
+        let mut members = lock(&self.shared.members);
+        let before = members.len();
+        members.retain(|m| m.view.name() != name);
+        if members.len() == before {
+            return Err(EndpointError::NotFound(name.to_owned()));
+        }
+        self.shared.rebuild(&members);
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        name: &str,
+        f: impl FnOnce(&EndpointView) -> bool,
+    ) -> Result<(), EndpointError> {
+        let members = lock(&self.shared.members);
+        let member = members
+            .iter()
+            .find(|m| m.view.name() == name)
+            .ok_or_else(|| EndpointError::NotFound(name.to_owned()))?;
+        if f(&member.view) {
+            self.shared.rebuild(&members);
+        }
+        Ok(())
+    }
+
+    /// Lets an endpoint be picked again.
+    ///
+    /// # Errors
+    ///
+    /// [`EndpointError::NotFound`].
+    pub fn enable(&self, name: &str) -> Result<(), EndpointError> {
+        self.update(name, |v| !v.enabled.swap(true, Ordering::AcqRel))
+    }
+
+    /// Stops picking an endpoint; its calls in flight finish.
+    ///
+    /// # Errors
+    ///
+    /// [`EndpointError::NotFound`].
+    pub fn disable(&self, name: &str) -> Result<(), EndpointError> {
+        self.update(name, |v| v.enabled.swap(false, Ordering::AcqRel))
+    }
+
+    /// Sets an endpoint's health (from a health checker, or by hand). `Unhealthy` and
+    /// `Offline` endpoints are not picked.
+    ///
+    /// # Errors
+    ///
+    /// [`EndpointError::NotFound`].
+    pub fn set_health(&self, name: &str, health: Health) -> Result<(), EndpointError> {
+        let balancer = Arc::clone(&self.shared.name);
+        self.update(name, |v| {
+            let before = v.set_health(health);
+            if before != health {
+                tracing::info!(
+                    target: "switchyard_balance",
+                    balancer = %balancer,
+                    endpoint = v.name(),
+                    from = before.as_str(),
+                    to = health.as_str(),
+                    "endpoint health changed"
+                );
+            }
+            before.is_eligible() != health.is_eligible()
+        })
+    }
+
+    /// A snapshot of every endpoint, in the order they were added.
+    pub fn stats(&self) -> Vec<EndpointStats> {
+        let now = self.shared.now();
+        lock(&self.shared.members)
+            .iter()
+            .map(|m| m.view.stats(now))
+            .collect()
+    }
+
+    /// The names of the endpoints a call may be sent to now.
+    pub fn eligible(&self) -> Vec<String> {
+        self.current()
+            .views
+            .iter()
+            .map(|v| v.name().to_owned())
+            .collect()
+    }
+
+    /// The snapshot, rebuilt first if an ejected endpoint is due back.
+    fn current(&self) -> arc_swap::Guard<Arc<Snapshot<S>>> {
+        let snapshot = self.shared.snapshot.load();
+        if snapshot.next_return <= self.shared.now() {
+            drop(snapshot);
+            self.shared.changed();
+            return self.shared.snapshot.load();
+        }
+        snapshot
+    }
+}
+
+impl<S, Req, C> Service<Req> for Balance<S, Req, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BalanceFuture<S, Req, C>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let snapshot = self.current();
+        let hint = self.shared.hint.as_ref().and_then(|f| f(&req));
+        let preferred = hint.as_ref().and_then(|h| {
+            h.preferred
+                .iter()
+                .find_map(|name| snapshot.views.iter().position(|v| v.name() == name))
+        });
+        let cx = PickContext {
+            hint: hint.as_ref(),
+            rng: &self.shared.rng,
+        };
+        let index = preferred.or_else(|| {
+            snapshot
+                .pick
+                .as_ref()
+                .and_then(|p| p.pick(&snapshot.views, &cx))
+        });
+        let Some(index) = index.filter(|i| *i < snapshot.views.len()) else {
+            metrics::counter!(
+                "switchyard_balance_no_endpoint_total",
+                "balancer" => self.shared.name.to_string(),
+            )
+            .increment(1);
+            return BalanceFuture {
+                state: State::Refused {
+                    error: Some(Box::new(NoAvailableEndpoint::new(Arc::clone(
+                        &self.shared.name,
+                    )))),
+                },
+            };
+        };
+        let view = Arc::clone(&snapshot.views[index]);
+        let service = snapshot.services[index].clone();
+        drop(snapshot);
+        view.in_flight.fetch_add(1, Ordering::Relaxed);
+        view.total.fetch_add(1, Ordering::Relaxed);
+        view.last_used.store(self.shared.now(), Ordering::Relaxed);
+        BalanceFuture {
+            state: State::Calling {
+                future: service.oneshot(req),
+                call: Some(Call {
+                    view,
+                    shared: Arc::clone(&self.shared),
+                    started: Instant::now(),
+                    classifier: self.classifier.clone(),
+                }),
+            },
+        }
+    }
+}
+
+/// One call's bookkeeping: released on completion, or on drop if the call is cancelled.
+struct Call<S, Req, C> {
+    view: Arc<EndpointView>,
+    shared: Arc<Shared<S, Req>>,
+    started: Instant,
+    classifier: C,
+}
+
+impl<S: Clone, Req, C> Call<S, Req, C> {
+    fn finish<T>(&self, result: Result<&T, &BoxError>)
+    where
+        C: Classify<T, BoxError>,
+    {
+        let view = &self.view;
+        record_latency(view, self.started.elapsed(), self.shared.now());
+        match self.classifier.classify(result) {
+            Outcome::Success => {
+                view.successes.fetch_add(1, Ordering::Relaxed);
+                view.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            Outcome::Failure => {
+                view.failures.fetch_add(1, Ordering::Relaxed);
+                let failures = view.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(outlier) = &self.shared.outlier
+                    && failures >= outlier.consecutive_failures.max(1)
+                {
+                    self.shared.eject(view, outlier);
+                }
+            }
+            Outcome::Ignored => {}
+        }
+    }
+}
+
+impl<S, Req, C> Drop for Call<S, Req, C> {
+    fn drop(&mut self) {
+        self.view.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Folds one round-trip time into the endpoint's peak EWMA: a slower sample replaces the
+/// estimate at once (the peak), a faster one pulls it down with a weight that decays with the
+/// time since the last sample.
+fn record_latency(view: &EndpointView, rtt: Duration, now: u64) {
+    let rtt = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX).max(1);
+    let previous = view.ewma_ns.load(Ordering::Relaxed);
+    let since = now.saturating_sub(view.ewma_at.swap(now, Ordering::Relaxed));
+    let next = if previous == 0 || rtt > previous {
+        rtt
+    } else {
+        let keep = (-(since as f64) / DECAY.as_nanos() as f64).exp();
+        (previous as f64 * keep + rtt as f64 * (1.0 - keep)) as u64
+    };
+    view.ewma_ns.store(next.max(1), Ordering::Relaxed);
+}
+
+pin_project! {
+    /// The response future of [`Balance`].
+    pub struct BalanceFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S, Req, C>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        Calling { #[pin] future: Oneshot<S, Req>, call: Option<Call<S, Req, C>> },
+        Refused { error: Option<BoxError> },
+    }
+}
+
+impl<S, Req, C> fmt::Debug for BalanceFuture<S, Req, C>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BalanceFuture")
+    }
+}
+
+impl<S, Req, C> Future for BalanceFuture<S, Req, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Calling { future, call } => {
+                let result = std::task::ready!(future.poll(cx)).map_err(Into::into);
+                if let Some(call) = call.take() {
+                    call.finish(result.as_ref());
+                }
+                Poll::Ready(result)
+            }
+            StateProj::Refused { error } => Poll::Ready(Err(error
+                .take()
+                .expect("BalanceFuture polled after completion"))),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Endpoints: their settings, live counters and health, and the serialisable stats snapshot.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How an endpoint is doing, as the seed's `PluginStatus` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Not checked yet, or cannot be told. Eligible.
+    #[default]
+    Unknown,
+    /// Working. Eligible.
+    Healthy,
+    /// Working, with its performance impaired. Eligible.
+    Degraded,
+    /// Failing. Not picked.
+    Unhealthy,
+    /// Must not receive calls. Not picked.
+    Offline,
+}
+
+impl Health {
+    const ALL: [Self; 5] = [
+        Self::Unknown,
+        Self::Healthy,
+        Self::Degraded,
+        Self::Unhealthy,
+        Self::Offline,
+    ];
+
+    /// Whether an endpoint in this state may be picked.
+    pub const fn is_eligible(self) -> bool {
+        matches!(self, Self::Unknown | Self::Healthy | Self::Degraded)
+    }
+
+    /// A stable snake_case name, for metric labels and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Unhealthy => "unhealthy",
+            Self::Offline => "offline",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        Self::ALL.get(usize::from(v)).copied().unwrap_or_default()
+    }
+}
+
+/// An endpoint's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Relative share of traffic for `weighted-random` and virtual nodes for
+    /// `consistent-hash` (at least 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// The `priority` strategy's tier: the highest number with an eligible endpoint wins (the
+    /// seed's convention).
+    #[serde(default)]
+    pub priority: i32,
+    /// A disabled endpoint is never picked; in-flight calls finish.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+const fn one() -> u32 {
+    1
+}
+
+const fn yes() -> bool {
+    true
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            weight: 1,
+            priority: 0,
+            enabled: true,
+        }
+    }
+}
+
+impl EndpointConfig {
+    /// The same settings with `weight`.
+    #[must_use]
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// The same settings with `priority`.
+    #[must_use]
+    pub fn with_priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+/// One endpoint's identity and live counters, shared by the balancer, its selectors and its
+/// response futures. Selectors read it through [`EndpointView`]'s accessors.
+#[derive(Debug)]
+pub struct EndpointView {
+    name: Arc<str>,
+    weight: u32,
+    priority: i32,
+    pub(crate) enabled: AtomicBool,
+    health: AtomicU8,
+    pub(crate) in_flight: AtomicU32,
+    pub(crate) total: AtomicU64,
+    pub(crate) successes: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    /// Peak-EWMA latency in nanoseconds (0: never measured).
+    pub(crate) ewma_ns: AtomicU64,
+    /// When `ewma_ns` was last updated, in nanoseconds since the balancer's epoch.
+    pub(crate) ewma_at: AtomicU64,
+    /// When the endpoint was last picked, in nanoseconds since the balancer's epoch (0: never).
+    pub(crate) last_used: AtomicU64,
+    pub(crate) consecutive_failures: AtomicU32,
+    /// While ejected: until when, in nanoseconds since the balancer's epoch (0: not ejected).
+    pub(crate) ejected_until: AtomicU64,
+    pub(crate) times_ejected: AtomicU32,
+}
+
+impl EndpointView {
+    pub(crate) fn new(name: Arc<str>, config: &EndpointConfig) -> Self {
+        Self {
+            name,
+            weight: config.weight.max(1),
+            priority: config.priority,
+            enabled: AtomicBool::new(config.enabled),
+            health: AtomicU8::new(Health::Unknown as u8),
+            in_flight: AtomicU32::new(0),
+            total: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            ewma_ns: AtomicU64::new(0),
+            ewma_at: AtomicU64::new(0),
+            last_used: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            times_ejected: AtomicU32::new(0),
+        }
+    }
+
+    /// The endpoint's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its weight (at least 1).
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// Its priority tier.
+    pub fn priority(&self) -> i32 {
+        self.priority
+    }
+
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The peak-EWMA latency estimate, or `None` before the first response.
+    pub fn latency(&self) -> Option<Duration> {
+        match self.ewma_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Its health as last set (by a checker or by hand).
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_health(&self, health: Health) -> Health {
+        Health::from_u8(self.health.swap(health as u8, Ordering::AcqRel))
+    }
+
+    /// Whether it is enabled.
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Whether it is ejected at `now` (nanoseconds since the balancer's epoch).
+    pub(crate) fn ejected_at(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    pub(crate) fn stats(&self, now: u64) -> EndpointStats {
+        let total = self.total.load(Ordering::Relaxed);
+        let successes = self.successes.load(Ordering::Relaxed);
+        let last_used = self.last_used.load(Ordering::Relaxed);
+        EndpointStats {
+            name: self.name.to_string(),
+            weight: self.weight,
+            priority: self.priority,
+            enabled: self.enabled(),
+            health: self.health(),
+            ejected: self.ejected_at(now),
+            in_flight: self.in_flight(),
+            total_requests: total,
+            successful_requests: successes,
+            failed_requests: self.failures.load(Ordering::Relaxed),
+            success_rate: if total == 0 {
+                0.0
+            } else {
+                successes as f64 * 100.0 / total as f64
+            },
+            latency: self.latency(),
+            last_used_ago: (last_used > 0)
+                .then(|| Duration::from_nanos(now.saturating_sub(last_used))),
+        }
+    }
+}
+
+/// A serialisable snapshot of one endpoint, after the seed's `LoadBalancerStats`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointStats {
+    /// The endpoint's name.
+    pub name: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Its priority tier.
+    pub priority: i32,
+    /// Whether it is enabled.
+    pub enabled: bool,
+    /// Its health.
+    pub health: Health,
+    /// Whether outlier detection has ejected it for now.
+    pub ejected: bool,
+    /// Calls in flight.
+    pub in_flight: u32,
+    /// Calls sent to it.
+    pub total_requests: u64,
+    /// Calls classified as successes.
+    pub successful_requests: u64,
+    /// Calls classified as failures.
+    pub failed_requests: u64,
+    /// `successful_requests / total_requests` in percent (0 with no calls).
+    pub success_rate: f64,
+    /// The peak-EWMA latency estimate.
+    #[serde(with = "switchyard_core::duration")]
+    pub latency: Option<Duration>,
+    /// How long ago it was last picked.
+    #[serde(with = "switchyard_core::duration")]
+    pub last_used_ago: Option<Duration>,
+}

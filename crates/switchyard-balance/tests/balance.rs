@@ -1,0 +1,448 @@
+//! The balancer: each strategy's distribution, runtime changes, health, ejection, the cap.
+//! Every timing behaviour runs on paused tokio time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use switchyard_balance::{
+    Balance, EndpointConfig, EndpointError, Health, Hint, NoAvailableEndpoint, OutlierConfig,
+    Strategy,
+};
+use switchyard_core::{RejectionKind, find_cause, find_rejection};
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Service, ServiceExt, service_fn};
+
+/// The request: a key to route on (for consistent hashing) and a payload.
+type Req = (Option<String>, u32);
+type Backend = BoxCloneSyncService<Req, String, BoxError>;
+
+/// An endpoint answering its own name after `delay`, failing while `failing` is set.
+fn backend(name: &'static str, delay: Duration, failing: Arc<AtomicBool>) -> Backend {
+    BoxCloneSyncService::new(service_fn(move |_req: Req| {
+        let failing = failing.load(Ordering::SeqCst);
+        async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if failing {
+                Err::<String, BoxError>(format!("{name} is down").into())
+            } else {
+                Ok(name.to_owned())
+            }
+        }
+    }))
+}
+
+fn ok(name: &'static str) -> Backend {
+    backend(name, Duration::ZERO, Arc::default())
+}
+
+fn balance(strategy: Strategy, names: &[&'static str]) -> Balance<Backend, Req> {
+    let balance = Balance::new("test", strategy)
+        .with_seed(7)
+        .with_hint(|req: &Req| req.0.clone().map(Hint::key));
+    for name in names {
+        balance
+            .add(*name, ok(name), &EndpointConfig::default())
+            .unwrap();
+    }
+    balance
+}
+
+async fn call(balance: &Balance<Backend, Req>, key: Option<&str>) -> Result<String, BoxError> {
+    balance.clone().oneshot((key.map(str::to_owned), 0)).await
+}
+
+async fn shares(balance: &Balance<Backend, Req>, calls: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..calls {
+        *counts
+            .entry(call(balance, None).await.unwrap())
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn round_robin_takes_turns() {
+    let balance = balance(Strategy::RoundRobin, &["a", "b", "c"]);
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        order.push(call(&balance, None).await.unwrap());
+    }
+    assert_eq!(order, ["a", "b", "c", "a", "b", "c"]);
+}
+
+#[tokio::test]
+async fn random_and_weighted_random_follow_their_distributions() {
+    let n = 30_000;
+    let counts = shares(&balance(Strategy::Random, &["a", "b", "c"]), n).await;
+    for name in ["a", "b", "c"] {
+        let share = counts[name] as f64 / n as f64;
+        assert!((share - 1.0 / 3.0).abs() < 0.02, "{name}: {share}");
+    }
+
+    let weighted = Balance::new("test", Strategy::WeightedRandom).with_seed(11);
+    for (name, weight) in [("a", 1), ("b", 2), ("c", 7)] {
+        weighted
+            .add(
+                name,
+                ok(name),
+                &EndpointConfig::default().with_weight(weight),
+            )
+            .unwrap();
+    }
+    let counts = shares(&weighted, n).await;
+    for (name, expected) in [("a", 0.1), ("b", 0.2), ("c", 0.7)] {
+        let share = counts[name] as f64 / n as f64;
+        assert!((share - expected).abs() < 0.02, "{name}: {share}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn least_connections_avoids_the_busy_endpoint() {
+    let balance = Balance::new("test", Strategy::LeastConnections).with_seed(3);
+    balance
+        .add(
+            "slow",
+            backend("slow", Duration::from_secs(60), Arc::default()),
+            &EndpointConfig::default(),
+        )
+        .unwrap();
+    balance
+        .add("fast", ok("fast"), &EndpointConfig::default())
+        .unwrap();
+    // Pin five calls on `slow` while it is the only eligible endpoint.
+    balance.disable("fast").unwrap();
+    let mut pending = Vec::new();
+    for _ in 0..5 {
+        pending.push(tokio::spawn(balance.clone().oneshot((None, 0))));
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(balance.stats()[0].in_flight, 5);
+    balance.enable("fast").unwrap();
+    // With two endpoints the two choices are both of them: the idle one wins every time.
+    for _ in 0..50 {
+        assert_eq!(call(&balance, None).await.unwrap(), "fast");
+    }
+    for p in pending {
+        p.abort();
+    }
+}
+
+#[tokio::test]
+async fn consistent_hash_keeps_a_key_on_one_endpoint() {
+    let balance = balance(Strategy::ConsistentHash, &["a", "b", "c", "d"]);
+    for key in ["user-1", "user-2", "user-3", "session-xyz"] {
+        let first = call(&balance, Some(key)).await.unwrap();
+        for _ in 0..10 {
+            assert_eq!(call(&balance, Some(key)).await.unwrap(), first, "{key}");
+        }
+    }
+    // Keys spread over every endpoint.
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..200 {
+        seen.insert(call(&balance, Some(&format!("k{i}"))).await.unwrap());
+    }
+    assert_eq!(seen.len(), 4);
+}
+
+fn owners(names: &[String], keys: &[String]) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let balance: Balance<Backend, Req> = Balance::new("prop", Strategy::ConsistentHash)
+        .with_hint(|req: &Req| req.0.clone().map(Hint::key));
+    for name in names {
+        let leaked: &'static str = name.clone().leak();
+        balance
+            .add(name.as_str(), ok(leaked), &EndpointConfig::default())
+            .unwrap();
+    }
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for key in keys {
+            out.push(call(&balance, Some(key)).await.unwrap());
+        }
+        out
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Adding one endpoint to N moves about 1/(N+1) of the keys, all of them to the new one;
+    /// removing it moves them back and nothing else.
+    #[test]
+    fn consistent_hash_moves_about_one_nth_of_the_keys(n in 3usize..16, seed in 0u64..1000) {
+        let names: Vec<String> = (0..n).map(|i| format!("ep-{seed}-{i}")).collect();
+        let keys: Vec<String> = (0..3000).map(|i| format!("key-{seed}-{i}")).collect();
+        let before = owners(&names, &keys);
+        let mut grown = names.clone();
+        grown.push(format!("ep-{seed}-new"));
+        let after = owners(&grown, &keys);
+        let moved: Vec<usize> = (0..keys.len()).filter(|&i| before[i] != after[i]).collect();
+        for &i in &moved {
+            prop_assert_eq!(&after[i], grown.last().unwrap());
+        }
+        let fraction = moved.len() as f64 / keys.len() as f64;
+        let ideal = 1.0 / (n + 1) as f64;
+        prop_assert!(fraction > ideal * 0.5 && fraction < ideal * 1.6, "moved {} (ideal {})", fraction, ideal);
+        prop_assert_eq!(owners(&names, &keys), before);
+    }
+}
+
+#[tokio::test]
+async fn priority_fails_over_to_the_next_tier_and_back() {
+    let balance = Balance::new("test", Strategy::Priority);
+    for (name, priority) in [("a", 10), ("b", 10), ("c", 5)] {
+        balance
+            .add(
+                name,
+                ok(name),
+                &EndpointConfig::default().with_priority(priority),
+            )
+            .unwrap();
+    }
+    let seen: Vec<_> = [
+        call(&balance, None).await.unwrap(),
+        call(&balance, None).await.unwrap(),
+    ]
+    .into();
+    assert_eq!(seen, ["a", "b"]);
+    balance.set_health("a", Health::Unhealthy).unwrap();
+    assert_eq!(call(&balance, None).await.unwrap(), "b");
+    balance.set_health("b", Health::Offline).unwrap();
+    assert_eq!(call(&balance, None).await.unwrap(), "c");
+    // Degraded still serves: back to the top tier.
+    balance.set_health("a", Health::Degraded).unwrap();
+    assert_eq!(call(&balance, None).await.unwrap(), "a");
+    assert_eq!(call(&balance, None).await.unwrap(), "a");
+}
+
+#[tokio::test]
+async fn with_nothing_eligible_calls_get_a_typed_503() {
+    let balance = balance(Strategy::RoundRobin, &["a"]);
+    balance.disable("a").unwrap();
+    let err = call(&balance, None).await.unwrap_err();
+    assert_eq!(err.to_string(), "no available endpoint: test");
+    assert!(find_cause::<NoAvailableEndpoint>(&*err).is_some());
+    let rejection = find_rejection(&*err).unwrap();
+    assert_eq!(rejection.kind(), RejectionKind::NoAvailableEndpoint);
+    assert_eq!(rejection.kind().http_status(), 503);
+    balance.enable("a").unwrap();
+    assert_eq!(call(&balance, None).await.unwrap(), "a");
+
+    let empty: Balance<Backend, Req> = Balance::new("empty", Strategy::Random);
+    assert!(call(&empty, None).await.is_err());
+    assert_eq!(
+        balance.add("a", ok("a"), &EndpointConfig::default()),
+        Err(EndpointError::Duplicate("a".into()))
+    );
+    assert_eq!(
+        balance.remove("zz"),
+        Err(EndpointError::NotFound("zz".into()))
+    );
+}
+
+#[tokio::test]
+async fn preferred_endpoints_win_when_eligible() {
+    let balance = Balance::new("test", Strategy::RoundRobin).with_hint(|req: &Req| {
+        req.0.clone().map(|name| Hint {
+            key: None,
+            preferred: vec!["nobody".into(), name],
+        })
+    });
+    for name in ["a", "b", "c"] {
+        balance
+            .add(name, ok(name), &EndpointConfig::default())
+            .unwrap();
+    }
+    for _ in 0..3 {
+        assert_eq!(call(&balance, Some("c")).await.unwrap(), "c");
+    }
+    balance.disable("c").unwrap();
+    assert_ne!(call(&balance, Some("c")).await.unwrap(), "c");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_endpoints_are_ejected_for_a_growing_time_and_return() {
+    let outlier = OutlierConfig {
+        consecutive_failures: 3,
+        base_ejection: Duration::from_secs(10),
+        max_ejection: Duration::from_secs(15),
+        max_ejection_percent: 50,
+    };
+    let failing = Arc::new(AtomicBool::new(true));
+    let balance = Balance::new("test", Strategy::RoundRobin).with_outlier(outlier);
+    balance
+        .add(
+            "bad",
+            backend("bad", Duration::ZERO, Arc::clone(&failing)),
+            &EndpointConfig::default(),
+        )
+        .unwrap();
+    balance
+        .add("good", ok("good"), &EndpointConfig::default())
+        .unwrap();
+
+    // Round robin alternates; the third failure of `bad` ejects it.
+    let mut failures = 0;
+    while failures < 3 {
+        if call(&balance, None).await.is_err() {
+            failures += 1;
+        }
+    }
+    assert_eq!(balance.eligible(), ["good"]);
+    assert!(balance.stats()[0].ejected);
+    for _ in 0..5 {
+        assert_eq!(call(&balance, None).await.unwrap(), "good");
+    }
+    // Back after the first ejection's 10 s.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(balance.eligible(), ["bad", "good"]);
+    // Still failing: ejected again, for 2 × 10 s capped at 15 s.
+    let mut failures = 0;
+    while failures < 3 {
+        if call(&balance, None).await.is_err() {
+            failures += 1;
+        }
+    }
+    assert_eq!(balance.eligible(), ["good"]);
+    tokio::time::advance(Duration::from_secs(14)).await;
+    assert_eq!(balance.eligible(), ["good"]);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(balance.eligible(), ["bad", "good"]);
+    // Recovered: it serves again.
+    failing.store(false, Ordering::SeqCst);
+    let counts = shares_of(&balance, 4).await;
+    assert_eq!(counts["bad"], 2);
+}
+
+async fn shares_of(balance: &Balance<Backend, Req>, calls: usize) -> HashMap<String, usize> {
+    shares(balance, calls).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cap_keeps_some_endpoints_in() {
+    let outlier = OutlierConfig {
+        consecutive_failures: 1,
+        max_ejection_percent: 50,
+        ..OutlierConfig::default()
+    };
+    let down = Arc::new(AtomicBool::new(true));
+    let balance = Balance::new("test", Strategy::RoundRobin).with_outlier(outlier);
+    for name in ["a", "b", "c", "d"] {
+        balance
+            .add(
+                name,
+                backend(name, Duration::ZERO, Arc::clone(&down)),
+                &EndpointConfig::default(),
+            )
+            .unwrap();
+    }
+    for _ in 0..20 {
+        assert!(call(&balance, None).await.is_err());
+    }
+    // Every endpoint failed, but at most half are out.
+    assert_eq!(balance.eligible().len(), 2);
+    assert_eq!(balance.stats().iter().filter(|s| s.ejected).count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoints_change_under_load_without_failing_calls_in_flight() {
+    let balance = Balance::new("test", Strategy::RoundRobin);
+    balance
+        .add(
+            "old",
+            backend("old", Duration::from_secs(1), Arc::default()),
+            &EndpointConfig::default(),
+        )
+        .unwrap();
+    let in_flight = tokio::spawn(balance.clone().oneshot((None, 0)));
+    tokio::task::yield_now().await;
+    assert_eq!(balance.stats()[0].in_flight, 1);
+    balance
+        .add("new", ok("new"), &EndpointConfig::default())
+        .unwrap();
+    balance.remove("old").unwrap();
+    assert_eq!(call(&balance, None).await.unwrap(), "new");
+    assert_eq!(in_flight.await.unwrap().unwrap(), "old");
+}
+
+#[tokio::test(start_paused = true)]
+async fn least_latency_starves_the_slow_endpoint() {
+    // Ten endpoints, one ten times slower; forty concurrent clients.
+    let balance = Balance::new("test", Strategy::LeastLatency).with_seed(5);
+    for i in 0..10 {
+        let name: &'static str = format!("ep{i}").leak();
+        let delay = Duration::from_millis(if i == 0 { 100 } else { 10 });
+        balance
+            .add(
+                name,
+                backend(name, delay, Arc::default()),
+                &EndpointConfig::default(),
+            )
+            .unwrap();
+    }
+    // Forty calls in flight at all times, 4,000 in all.
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        calls.spawn(balance.clone().oneshot((None, 0)));
+    }
+    let mut spawned = 40;
+    while let Some(done) = calls.join_next().await {
+        done.unwrap().unwrap();
+        if spawned < 4000 {
+            calls.spawn(balance.clone().oneshot((None, 0)));
+            spawned += 1;
+        }
+    }
+    let stats = balance.stats();
+    let total: u64 = stats.iter().map(|s| s.total_requests).sum();
+    let slow = stats[0].total_requests as f64 / total as f64;
+    assert_eq!(total, 4000);
+    assert!(
+        slow < 0.10,
+        "the slow endpoint took {:.1}% of the calls",
+        slow * 100.0
+    );
+    assert!(stats[0].latency.unwrap() > stats[1].latency.unwrap());
+}
+
+#[tokio::test]
+async fn stats_serialise_with_the_seeds_fields() {
+    let balance = balance(Strategy::RoundRobin, &["a"]);
+    call(&balance, None).await.unwrap();
+    let json = serde_json::to_value(&balance.stats()[0]).unwrap();
+    for field in [
+        "name",
+        "weight",
+        "priority",
+        "enabled",
+        "health",
+        "ejected",
+        "in_flight",
+        "total_requests",
+        "successful_requests",
+        "failed_requests",
+        "success_rate",
+        "latency",
+        "last_used_ago",
+    ] {
+        assert!(json.get(field).is_some(), "{field} missing: {json}");
+    }
+    assert_eq!(json["total_requests"], 1);
+    assert_eq!(json["success_rate"], 100.0);
+    assert_eq!(json["health"], "unknown");
+}
+
+#[tokio::test]
+async fn the_balancer_is_a_service_that_is_always_ready() {
+    let mut balance = balance(Strategy::RoundRobin, &["a"]);
+    balance.ready().await.unwrap();
+    assert_eq!(balance.call((None, 1)).await.unwrap(), "a");
+}
