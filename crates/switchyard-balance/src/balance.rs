@@ -14,11 +14,13 @@ use pin_project_lite::pin_project;
 use serde::{Deserialize, Serialize};
 use switchyard_core::{Classify, ErrorsAsFailures, Outcome};
 use tokio::time::Instant;
+use tower::discover::{Change, Discover};
 use tower::util::Oneshot;
 use tower::{BoxError, Service, ServiceExt};
 
 use crate::endpoint::{EndpointConfig, EndpointStats, EndpointView, Health};
 use crate::error::{EndpointError, NoAvailableEndpoint};
+use crate::health::{HealthCheckConfig, HealthChecker, Report};
 use crate::selector::{Hint, Pick, PickContext, Rng, Selector, Strategy};
 
 /// Passive outlier detection, after Envoy's: an endpoint whose calls fail `consecutive_failures`
@@ -137,6 +139,30 @@ impl<S: Clone, Req> Shared<S, Req> {
 
     fn changed(&self) {
         self.rebuild(&lock(&self.members));
+    }
+
+    /// Sets `view`'s health, logging a change and rebuilding if eligibility changed.
+    fn apply_health(&self, members: &[Member<S>], view: &EndpointView, health: Health) {
+        let before = view.set_health(health);
+        if before != health {
+            tracing::info!(
+                target: "switchyard_balance",
+                balancer = %self.name,
+                endpoint = view.name(),
+                from = before.as_str(),
+                to = health.as_str(),
+                "endpoint health changed"
+            );
+            metrics::counter!(
+                "switchyard_balance_health_changes_total",
+                "balancer" => self.name.to_string(),
+                "to" => health.as_str(),
+            )
+            .increment(1);
+        }
+        if before.is_eligible() != health.is_eligible() {
+            self.rebuild(members);
+        }
     }
 
     /// Ejects `view` if the cap allows; answers whether it did.
@@ -391,21 +417,107 @@ impl<S: Clone, Req, C> Balance<S, Req, C> {
     ///
     /// [`EndpointError::NotFound`].
     pub fn set_health(&self, name: &str, health: Health) -> Result<(), EndpointError> {
-        let balancer = Arc::clone(&self.shared.name);
-        self.update(name, |v| {
-            let before = v.set_health(health);
-            if before != health {
-                tracing::info!(
-                    target: "switchyard_balance",
-                    balancer = %balancer,
-                    endpoint = v.name(),
-                    from = before.as_str(),
-                    to = health.as_str(),
-                    "endpoint health changed"
-                );
+        let members = lock(&self.shared.members);
+        let member = members
+            .iter()
+            .find(|m| m.view.name() == name)
+            .ok_or_else(|| EndpointError::NotFound(name.to_owned()))?;
+        self.shared.apply_health(&members, &member.view, health);
+        Ok(())
+    }
+
+    /// The overall health of the endpoints, by the seed's worst-case rule
+    /// ([`overall`](crate::health::overall)).
+    pub fn overall_health(&self) -> Health {
+        crate::health::overall(lock(&self.shared.members).iter().map(|m| m.view.health()))
+    }
+
+    /// Starts an active health check of endpoint `name`: `check` is called every
+    /// `config.interval`; a call that fails or outlasts `config.timeout` is a failed check, one
+    /// that answers a [`Health`] passes it on. `failure_threshold` failures in a row make the
+    /// endpoint `Unhealthy` (not picked); `success_threshold` passes in a row bring it back.
+    /// The checks run in the background — not only when calls arrive — until the returned
+    /// handle is dropped or the endpoint removed.
+    ///
+    /// Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`EndpointError::NotFound`].
+    pub fn check<K>(
+        &self,
+        name: &str,
+        check: K,
+        config: &HealthCheckConfig,
+    ) -> Result<HealthChecker, EndpointError>
+    where
+        K: Service<(), Response = Health> + Send + 'static,
+        K::Error: Into<BoxError>,
+        K::Future: Send,
+        S: Send + Sync + 'static,
+        Req: 'static,
+    {
+        let view = lock(&self.shared.members)
+            .iter()
+            .find(|m| m.view.name() == name)
+            .map(|m| Arc::clone(&m.view))
+            .ok_or_else(|| EndpointError::NotFound(name.to_owned()))?;
+        Ok(crate::health::spawn(
+            name.into(),
+            Arc::clone(&self.shared.name),
+            check,
+            config.clone(),
+            Arc::new(Reporter {
+                shared: Arc::clone(&self.shared),
+                view,
+            }),
+        ))
+    }
+
+    /// Follows a `tower::discover::Discover` stream (any `TryStream` of `Change`s): an
+    /// `Insert` adds the endpoint (replacing one of the same key) with `config`, a `Remove`
+    /// removes it; calls in flight finish either way. Keys become endpoint names through
+    /// `Display`. Runs until the stream ends or the handle is dropped.
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn follow<D>(&self, discover: D, config: EndpointConfig) -> Discovery
+    where
+        D: Discover<Service = S> + Send + 'static,
+        D::Key: fmt::Display,
+        D::Error: Into<BoxError>,
+        S: Send + Sync + 'static,
+        Req: 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        let task = tokio::spawn(async move {
+            let mut discover = std::pin::pin!(discover);
+            while let Some(change) =
+                std::future::poll_fn(|cx| discover.as_mut().poll_discover(cx)).await
+            {
+                let mut members = lock(&shared.members);
+                match change {
+                    Ok(Change::Insert(key, service)) => {
+                        let name: Arc<str> = key.to_string().into();
+                        members.retain(|m| *m.view.name() != *name);
+                        members.push(Member {
+                            view: Arc::new(EndpointView::new(name, &config)),
+                            service,
+                        });
+                    }
+                    Ok(Change::Remove(key)) => {
+                        let name = key.to_string();
+                        members.retain(|m| m.view.name() != name);
+                    }
+                    Err(error) => {
+                        let error: BoxError = error.into();
+                        tracing::warn!(target: "switchyard_balance", balancer = %shared.name, %error, "discovery failed");
+                        continue;
+                    }
+                }
+                shared.rebuild(&members);
             }
-            before.is_eligible() != health.is_eligible()
-        })
+        });
+        Discovery { task }
     }
 
     /// A snapshot of every endpoint, in the order they were added.
@@ -501,6 +613,46 @@ where
                 }),
             },
         }
+    }
+}
+
+/// A running [`Balance::follow`]; dropping it stops following (endpoints stay as they are).
+#[derive(Debug)]
+pub struct Discovery {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Discovery {
+    /// Whether the stream is still followed (it ends when the stream does).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A health checker's way back to its endpoint.
+struct Reporter<S, Req> {
+    shared: Arc<Shared<S, Req>>,
+    view: Arc<EndpointView>,
+}
+
+impl<S, Req> Report for Reporter<S, Req>
+where
+    S: Clone + Send + Sync + 'static,
+    Req: 'static,
+{
+    fn report(&self, health: Health) -> bool {
+        let members = lock(&self.shared.members);
+        if !members.iter().any(|m| Arc::ptr_eq(&m.view, &self.view)) {
+            return false;
+        }
+        self.shared.apply_health(&members, &self.view, health);
+        true
     }
 }
 

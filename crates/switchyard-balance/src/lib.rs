@@ -6,7 +6,9 @@
 //! the seed's names: `round-robin`, `random`, `least-connections`, `least-latency`,
 //! `weighted-random`, `consistent-hash`, `priority`; or your own [`Selector`]. Endpoints come
 //! and go at runtime without failing calls in flight; endpoints that keep failing are ejected
-//! for a growing time, never more than a capped share of them ([`OutlierConfig`]).
+//! for a growing time, never more than a capped share of them ([`OutlierConfig`]); active health
+//! checks ([`Balance::check`]) run in the background; endpoints can follow a
+//! `tower::discover::Discover` stream ([`Balance::follow`]).
 //!
 //! # Example
 //!
@@ -39,18 +41,21 @@
 //!
 //! # Observability
 //!
-//! `switchyard_balance_ejections_total{balancer,endpoint}` and
+//! `switchyard_balance_ejections_total{balancer,endpoint}`,
+//! `switchyard_balance_health_changes_total{balancer,to}` and
 //! `switchyard_balance_no_endpoint_total{balancer}`; a WARN event (target `switchyard_balance`)
 //! per ejection and an INFO event per health change, with fields `balancer` and `endpoint`.
 
 mod balance;
 mod endpoint;
 mod error;
+pub mod health;
 mod selector;
 
-pub use balance::{Balance, BalanceFuture, OutlierConfig};
+pub use balance::{Balance, BalanceFuture, Discovery, OutlierConfig};
 pub use endpoint::{EndpointConfig, EndpointStats, EndpointView, Health};
 pub use error::{EndpointError, NoAvailableEndpoint};
+pub use health::{HealthCheckConfig, HealthChecker};
 pub use selector::{
     ConsistentHash, Hint, LeastConnections, LeastLatency, Pick, PickContext, Priority, Random, Rng,
     RoundRobin, Selector, Strategy, WeightedRandom,

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use switchyard_balance::{
-    Balance, EndpointConfig, EndpointError, Health, Hint, NoAvailableEndpoint, OutlierConfig,
-    Strategy,
+    Balance, EndpointConfig, EndpointError, Health, HealthCheckConfig, Hint, NoAvailableEndpoint,
+    OutlierConfig, Strategy,
 };
 use switchyard_core::{RejectionKind, find_cause, find_rejection};
 use tower::util::BoxCloneSyncService;
@@ -445,4 +445,98 @@ async fn the_balancer_is_a_service_that_is_always_ready() {
     let mut balance = balance(Strategy::RoundRobin, &["a"]);
     balance.ready().await.unwrap();
     assert_eq!(balance.call((None, 1)).await.unwrap(), "a");
+}
+
+fn check_service(
+    up: Arc<AtomicBool>,
+    delay: Duration,
+) -> impl Service<(), Response = Health, Error = BoxError, Future: Send> + Send + 'static {
+    service_fn(move |()| {
+        let up = up.load(Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(delay).await;
+            if up {
+                Ok::<_, BoxError>(Health::Healthy)
+            } else {
+                Err("health endpoint says down".into())
+            }
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn active_health_checks_drive_eligibility_in_the_background() {
+    let balance = balance(Strategy::RoundRobin, &["a", "b"]);
+    let up = Arc::new(AtomicBool::new(false));
+    let config = HealthCheckConfig {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+        failure_threshold: 3,
+        success_threshold: 2,
+    };
+    let checker = balance
+        .check("a", check_service(Arc::clone(&up), Duration::ZERO), &config)
+        .unwrap();
+    // Checks at 0 s and 1 s fail: not yet unhealthy. No call is made: the checks run alone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(balance.eligible(), ["a", "b"]);
+    // The third, at 2 s, makes `a` unhealthy.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(balance.eligible(), ["b"]);
+    assert_eq!(balance.stats()[0].health, Health::Unhealthy);
+    assert_eq!(balance.overall_health(), Health::Unhealthy);
+    // It recovers: one pass (3 s) is not enough, the second (4 s) is.
+    up.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(balance.eligible(), ["b"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(balance.eligible(), ["a", "b"]);
+    assert_eq!(balance.stats()[0].health, Health::Healthy);
+    // Removing the endpoint ends its checker.
+    balance.remove("a").unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!checker.is_running());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_check_that_outlasts_its_timeout_fails() {
+    let balance = balance(Strategy::RoundRobin, &["a", "b"]);
+    let config = HealthCheckConfig {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(100),
+        failure_threshold: 2,
+        success_threshold: 1,
+    };
+    let up = Arc::new(AtomicBool::new(true));
+    let _checker = balance
+        .check("a", check_service(up, Duration::from_secs(5)), &config)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(balance.eligible(), ["b"]);
+    assert!(matches!(
+        balance.check("zz", check_service(Arc::default(), Duration::ZERO), &config),
+        Err(EndpointError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn endpoints_follow_a_discover_stream() {
+    use tower::discover::Change;
+    let balance: Balance<Backend, Req> = Balance::new("test", Strategy::RoundRobin);
+    let changes = futures::stream::iter(vec![
+        Ok::<_, std::convert::Infallible>(Change::Insert("a", ok("a"))),
+        Ok(Change::Insert("b", ok("b"))),
+        Ok(Change::Insert("c", ok("c"))),
+        Ok(Change::Remove("a")),
+    ]);
+    let discovery = balance.follow(changes, EndpointConfig::default());
+    for _ in 0..100 {
+        if !discovery.is_running() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(!discovery.is_running(), "the stream was consumed");
+    assert_eq!(balance.eligible(), ["b", "c"]);
+    assert_eq!(call(&balance, None).await.unwrap(), "b");
 }
