@@ -531,17 +531,17 @@ impl<S: Clone, Req, C> Balance<S, Req, C> {
 
     /// The names of the endpoints a call may be sent to now.
     pub fn eligible(&self) -> Vec<String> {
-        self.current()
+        self.current_at(self.shared.now())
             .views
             .iter()
             .map(|v| v.name().to_owned())
             .collect()
     }
 
-    /// The snapshot, rebuilt first if an ejected endpoint is due back.
-    fn current(&self) -> arc_swap::Guard<Arc<Snapshot<S>>> {
+    /// The snapshot, rebuilt first if an ejected endpoint is due back at `now`.
+    fn current_at(&self, now: u64) -> arc_swap::Guard<Arc<Snapshot<S>>> {
         let snapshot = self.shared.snapshot.load();
-        if snapshot.next_return <= self.shared.now() {
+        if snapshot.next_return <= now {
             drop(snapshot);
             self.shared.changed();
             return self.shared.snapshot.load();
@@ -565,7 +565,9 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let snapshot = self.current();
+        // One clock read per call here and one when it ends (each is a thread-local lookup).
+        let now = self.shared.now();
+        let snapshot = self.current_at(now);
         let hint = self.shared.hint.as_ref().and_then(|f| f(&req));
         let preferred = hint.as_ref().and_then(|h| {
             h.preferred
@@ -601,14 +603,14 @@ where
         drop(snapshot);
         view.in_flight.fetch_add(1, Ordering::Relaxed);
         view.total.fetch_add(1, Ordering::Relaxed);
-        view.last_used.store(self.shared.now(), Ordering::Relaxed);
+        view.last_used.store(now, Ordering::Relaxed);
         BalanceFuture {
             state: State::Calling {
                 future: service.oneshot(req),
                 call: Some(Call {
                     view,
                     shared: Arc::clone(&self.shared),
-                    started: Instant::now(),
+                    started: now,
                     classifier: self.classifier.clone(),
                 }),
             },
@@ -660,7 +662,8 @@ where
 struct Call<S, Req, C> {
     view: Arc<EndpointView>,
     shared: Arc<Shared<S, Req>>,
-    started: Instant,
+    /// When the call started, in nanoseconds since the balancer's epoch.
+    started: u64,
     classifier: C,
 }
 
@@ -670,7 +673,12 @@ impl<S: Clone, Req, C> Call<S, Req, C> {
         C: Classify<T, BoxError>,
     {
         let view = &self.view;
-        record_latency(view, self.started.elapsed(), self.shared.now());
+        let now = self.shared.now();
+        record_latency(
+            view,
+            Duration::from_nanos(now.saturating_sub(self.started)),
+            now,
+        );
         match self.classifier.classify(result) {
             Outcome::Success => {
                 view.successes.fetch_add(1, Ordering::Relaxed);
