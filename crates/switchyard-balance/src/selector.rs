@@ -26,6 +26,14 @@ pub struct Hint {
 }
 
 impl Hint {
+    /// The hint an `http::Request` carries as an extension, for
+    /// [`Balance::with_hint`](crate::Balance::with_hint):
+    /// `Balance::new(..).with_hint(Hint::from_extensions)`; a caller inserts a `Hint` into the
+    /// request's extensions (as the seed's `LoadBalanceRequest` travels with a call).
+    pub fn from_extensions<B>(req: &http::Request<B>) -> Option<Self> {
+        req.extensions().get::<Self>().cloned()
+    }
+
     /// A hint with a key.
     pub fn key(key: impl Into<String>) -> Self {
         Self {

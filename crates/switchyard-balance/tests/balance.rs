@@ -540,3 +540,27 @@ async fn endpoints_follow_a_discover_stream() {
     assert_eq!(balance.eligible(), ["b", "c"]);
     assert_eq!(call(&balance, None).await.unwrap(), "b");
 }
+
+#[tokio::test]
+async fn hints_can_travel_as_http_request_extensions() {
+    type HttpBackend = BoxCloneSyncService<http::Request<()>, String, BoxError>;
+    let named = |name: &'static str| -> HttpBackend {
+        BoxCloneSyncService::new(service_fn(move |_: http::Request<()>| async move {
+            Ok::<_, BoxError>(name.to_owned())
+        }))
+    };
+    let balance = Balance::new("http", Strategy::RoundRobin).with_hint(Hint::from_extensions);
+    for name in ["a", "b", "c"] {
+        balance
+            .add(name, named(name), &EndpointConfig::default())
+            .unwrap();
+    }
+    for _ in 0..3 {
+        let mut req = http::Request::new(());
+        req.extensions_mut().insert(Hint {
+            key: None,
+            preferred: vec!["b".into()],
+        });
+        assert_eq!(balance.clone().oneshot(req).await.unwrap(), "b");
+    }
+}
