@@ -14,7 +14,6 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use futures::FutureExt;
 use switchyard_balance::{Balance, EndpointConfig, Hint, Strategy};
 use tower::balance::p2c;
 use tower::discover::ServiceList;
@@ -38,7 +37,7 @@ const STRATEGIES: [Strategy; 7] = [
     Strategy::Priority,
 ];
 
-fn balancer(strategy: Strategy, n: usize) -> Balance<Backend, u64> {
+fn balancer(strategy: Strategy, n: usize) -> Balance<u64, u64> {
     let mut balance = Balance::new("bench", strategy).with_seed(1);
     if strategy == Strategy::ConsistentHash {
         // Only this strategy reads the key; the others pay nothing for hints.
@@ -123,7 +122,7 @@ fn simulate() {
             .build()
             .expect("runtime");
         let mut latencies = rt.block_on(async {
-            let balance: Balance<Backend, u64> = Balance::new("sim", strategy).with_seed(9);
+            let balance: Balance<u64, u64> = Balance::new("sim", strategy).with_seed(9);
             for (i, delay) in DELAYS_MS.iter().enumerate() {
                 let delay = Duration::from_millis(*delay);
                 let svc: Backend = BoxCloneSyncService::new(service_fn(move |n: u64| async move {
@@ -137,15 +136,10 @@ fn simulate() {
             let mut calls = tokio::task::JoinSet::new();
             let mut started = 0u64;
             let mut latencies = Vec::with_capacity(5000);
-            // A combinator, not an async block: rustc cannot prove an async block awaiting a
-            // service with `BoxError` errors `Send` (rust-lang/rust#110338; tower's own
-            // balancers share it), while the combinator's future type is concrete.
-            let timed = |balance: Balance<Backend, u64>, n: u64| {
+            let timed = |balance: Balance<u64, u64>, n: u64| async move {
                 let at = tokio::time::Instant::now();
-                balance.oneshot(n).map(move |result| {
-                    result.expect("call");
-                    at.elapsed()
-                })
+                balance.oneshot(n).await.expect("call");
+                at.elapsed()
             };
             while started < 32 {
                 calls.spawn(timed(balance.clone(), started));

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_core::{Classify, ErrorsAsFailures, Outcome};
 use tokio::time::Instant;
 use tower::discover::{Change, Discover};
-use tower::util::Oneshot;
+use tower::util::{BoxCloneSyncService, Oneshot};
 use tower::{BoxError, Service, ServiceExt};
 
 use crate::endpoint::{EndpointConfig, EndpointStats, EndpointView, Health};
@@ -228,12 +228,26 @@ impl<S: Clone, Req> Shared<S, Req> {
 ///
 /// The balancer is always ready; each call readies its chosen endpoint's clone (`Oneshot`),
 /// so one busy endpoint never stalls the others. Clones share everything.
-pub struct Balance<S, Req, C = ErrorsAsFailures> {
-    shared: Arc<Shared<S, Req>>,
+pub struct Balance<Req, Res, C = ErrorsAsFailures> {
+    shared: Arc<Shared<Endpoint<Req, Res>, Req>>,
     classifier: C,
 }
 
-impl<S, Req, C: Clone> Clone for Balance<S, Req, C> {
+/// An endpoint's service as a balancer holds it: any service, boxed once when added. Erasing
+/// the type keeps `Service` bounds on the error type off the balancer itself (such bounds make
+/// an `async` block awaiting it fail to prove `Send`: rust-lang/rust#110338).
+pub type Endpoint<Req, Res> = BoxCloneSyncService<Req, Res, BoxError>;
+
+fn boxed<S, Req, Res>(service: S) -> Endpoint<Req, Res>
+where
+    S: Service<Req, Response = Res> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError> + 'static,
+    S::Future: Send + 'static,
+{
+    BoxCloneSyncService::new(service.map_err(Into::into))
+}
+
+impl<Req, Res, C: Clone> Clone for Balance<Req, Res, C> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
@@ -242,7 +256,7 @@ impl<S, Req, C: Clone> Clone for Balance<S, Req, C> {
     }
 }
 
-impl<S, Req, C> fmt::Debug for Balance<S, Req, C> {
+impl<Req, Res, C> fmt::Debug for Balance<Req, Res, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balance")
             .field("name", &self.shared.name)
@@ -252,7 +266,7 @@ impl<S, Req, C> fmt::Debug for Balance<S, Req, C> {
     }
 }
 
-impl<S: Clone, Req> Balance<S, Req> {
+impl<Req, Res> Balance<Req, Res> {
     /// An empty balancer named `name` (in errors, metrics and events) using `strategy`.
     pub fn new(name: impl Into<Arc<str>>, strategy: Strategy) -> Self {
         Self::with_selector(name, strategy.selector())
@@ -282,8 +296,8 @@ impl<S: Clone, Req> Balance<S, Req> {
     }
 }
 
-impl<S: Clone, Req, C> Balance<S, Req, C> {
-    fn configure(mut self, f: impl FnOnce(&mut Shared<S, Req>)) -> Self {
+impl<Req, Res, C> Balance<Req, Res, C> {
+    fn configure(mut self, f: impl FnOnce(&mut Shared<Endpoint<Req, Res>, Req>)) -> Self {
         let shared = Arc::get_mut(&mut self.shared)
             .expect("configure the balancer before cloning it or adding endpoints");
         f(shared);
@@ -324,7 +338,7 @@ impl<S: Clone, Req, C> Balance<S, Req, C> {
 
     /// Classifies responses with `classifier` (for outlier detection and the success counts)
     /// instead of counting every `Err` as a failure.
-    pub fn with_classifier<C2>(self, classifier: C2) -> Balance<S, Req, C2> {
+    pub fn with_classifier<C2>(self, classifier: C2) -> Balance<Req, Res, C2> {
         Balance {
             shared: self.shared,
             classifier,
@@ -341,12 +355,18 @@ impl<S: Clone, Req, C> Balance<S, Req, C> {
     /// # Errors
     ///
     /// [`EndpointError::Duplicate`] if the name is taken.
-    pub fn add(
+    pub fn add<S>(
         &self,
         name: impl Into<Arc<str>>,
         service: S,
         config: &EndpointConfig,
-    ) -> Result<(), EndpointError> {
+    ) -> Result<(), EndpointError>
+    where
+        S: Service<Req, Response = Res> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError> + 'static,
+        S::Future: Send + 'static,
+    {
+        let service = boxed(service);
         let name = name.into();
         let mut members = lock(&self.shared.members);
         if members.iter().any(|m| *m.view.name() == *name) {
@@ -454,8 +474,8 @@ impl<S: Clone, Req, C> Balance<S, Req, C> {
         K: Service<(), Response = Health> + Send + 'static,
         K::Error: Into<BoxError>,
         K::Future: Send,
-        S: Send + Sync + 'static,
         Req: 'static,
+        Res: 'static,
     {
         let view = lock(&self.shared.members)
             .iter()
@@ -482,11 +502,14 @@ impl<S: Clone, Req, C> Balance<S, Req, C> {
     /// Must be called within a tokio runtime.
     pub fn follow<D>(&self, discover: D, config: EndpointConfig) -> Discovery
     where
-        D: Discover<Service = S> + Send + 'static,
+        D: Discover + Send + 'static,
         D::Key: fmt::Display,
         D::Error: Into<BoxError>,
-        S: Send + Sync + 'static,
+        D::Service: Service<Req, Response = Res> + Clone + Send + Sync + 'static,
+        <D::Service as Service<Req>>::Error: Into<BoxError> + 'static,
+        <D::Service as Service<Req>>::Future: Send + 'static,
         Req: 'static,
+        Res: 'static,
     {
         let shared = Arc::clone(&self.shared);
         let task = tokio::spawn(async move {
@@ -501,7 +524,7 @@ impl<S: Clone, Req, C> Balance<S, Req, C> {
                         members.retain(|m| *m.view.name() != *name);
                         members.push(Member {
                             view: Arc::new(EndpointView::new(name, &config)),
-                            service,
+                            service: boxed(service),
                         });
                     }
                     Ok(Change::Remove(key)) => {
@@ -539,7 +562,7 @@ impl<S: Clone, Req, C> Balance<S, Req, C> {
     }
 
     /// The snapshot, rebuilt first if an ejected endpoint is due back at `now`.
-    fn current_at(&self, now: u64) -> arc_swap::Guard<Arc<Snapshot<S>>> {
+    fn current_at(&self, now: u64) -> arc_swap::Guard<Arc<Snapshot<Endpoint<Req, Res>>>> {
         let snapshot = self.shared.snapshot.load();
         if snapshot.next_return <= now {
             drop(snapshot);
@@ -550,15 +573,13 @@ impl<S: Clone, Req, C> Balance<S, Req, C> {
     }
 }
 
-impl<S, Req, C> Service<Req> for Balance<S, Req, C>
+impl<Req, Res, C> Service<Req> for Balance<Req, Res, C>
 where
-    S: Service<Req> + Clone,
-    S::Error: Into<BoxError>,
-    C: Classify<S::Response, BoxError> + Clone,
+    C: Classify<Res, BoxError> + Clone,
 {
-    type Response = S::Response;
+    type Response = Res;
     type Error = BoxError;
-    type Future = BalanceFuture<S, Req, C>;
+    type Future = BalanceFuture<Req, Res, C>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -722,12 +743,9 @@ fn record_latency(view: &EndpointView, rtt: Duration, now: u64) {
 
 pin_project! {
     /// The response future of [`Balance`].
-    pub struct BalanceFuture<S, Req, C>
-    where
-        S: Service<Req>,
-    {
+    pub struct BalanceFuture<Req, Res, C> {
         #[pin]
-        state: State<S, Req, C>,
+        state: State<Endpoint<Req, Res>, Req, C>,
     }
 }
 
@@ -742,27 +760,22 @@ pin_project! {
     }
 }
 
-impl<S, Req, C> fmt::Debug for BalanceFuture<S, Req, C>
-where
-    S: Service<Req>,
-{
+impl<Req, Res, C> fmt::Debug for BalanceFuture<Req, Res, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("BalanceFuture")
     }
 }
 
-impl<S, Req, C> Future for BalanceFuture<S, Req, C>
+impl<Req, Res, C> Future for BalanceFuture<Req, Res, C>
 where
-    S: Service<Req> + Clone,
-    S::Error: Into<BoxError>,
-    C: Classify<S::Response, BoxError>,
+    C: Classify<Res, BoxError>,
 {
-    type Output = Result<S::Response, BoxError>;
+    type Output = Result<Res, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Calling { future, call } => {
-                let result = std::task::ready!(future.poll(cx)).map_err(Into::into);
+                let result = std::task::ready!(future.poll(cx));
                 if let Some(call) = call.take() {
                     call.finish(result.as_ref());
                 }

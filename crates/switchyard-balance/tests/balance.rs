@@ -40,7 +40,7 @@ fn ok(name: &'static str) -> Backend {
     backend(name, Duration::ZERO, Arc::default())
 }
 
-fn balance(strategy: Strategy, names: &[&'static str]) -> Balance<Backend, Req> {
+fn balance(strategy: Strategy, names: &[&'static str]) -> Balance<Req, String> {
     let balance = Balance::new("test", strategy)
         .with_seed(7)
         .with_hint(|req: &Req| req.0.clone().map(Hint::key));
@@ -52,11 +52,11 @@ fn balance(strategy: Strategy, names: &[&'static str]) -> Balance<Backend, Req> 
     balance
 }
 
-async fn call(balance: &Balance<Backend, Req>, key: Option<&str>) -> Result<String, BoxError> {
+async fn call(balance: &Balance<Req, String>, key: Option<&str>) -> Result<String, BoxError> {
     balance.clone().oneshot((key.map(str::to_owned), 0)).await
 }
 
-async fn shares(balance: &Balance<Backend, Req>, calls: usize) -> HashMap<String, usize> {
+async fn shares(balance: &Balance<Req, String>, calls: usize) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for _ in 0..calls {
         *counts
@@ -154,7 +154,7 @@ fn owners(names: &[String], keys: &[String]) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let balance: Balance<Backend, Req> = Balance::new("prop", Strategy::ConsistentHash)
+    let balance: Balance<Req, String> = Balance::new("prop", Strategy::ConsistentHash)
         .with_hint(|req: &Req| req.0.clone().map(Hint::key));
     for name in names {
         let leaked: &'static str = name.clone().leak();
@@ -236,7 +236,7 @@ async fn with_nothing_eligible_calls_get_a_typed_503() {
     balance.enable("a").unwrap();
     assert_eq!(call(&balance, None).await.unwrap(), "a");
 
-    let empty: Balance<Backend, Req> = Balance::new("empty", Strategy::Random);
+    let empty: Balance<Req, String> = Balance::new("empty", Strategy::Random);
     assert!(call(&empty, None).await.is_err());
     assert_eq!(
         balance.add("a", ok("a"), &EndpointConfig::default()),
@@ -322,7 +322,7 @@ async fn failing_endpoints_are_ejected_for_a_growing_time_and_return() {
     assert_eq!(counts["bad"], 2);
 }
 
-async fn shares_of(balance: &Balance<Backend, Req>, calls: usize) -> HashMap<String, usize> {
+async fn shares_of(balance: &Balance<Req, String>, calls: usize) -> HashMap<String, usize> {
     shares(balance, calls).await
 }
 
@@ -522,7 +522,7 @@ async fn a_check_that_outlasts_its_timeout_fails() {
 #[tokio::test]
 async fn endpoints_follow_a_discover_stream() {
     use tower::discover::Change;
-    let balance: Balance<Backend, Req> = Balance::new("test", Strategy::RoundRobin);
+    let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin);
     let changes = futures::stream::iter(vec![
         Ok::<_, std::convert::Infallible>(Change::Insert("a", ok("a"))),
         Ok(Change::Insert("b", ok("b"))),
@@ -563,4 +563,13 @@ async fn hints_can_travel_as_http_request_extensions() {
         });
         assert_eq!(balance.clone().oneshot(req).await.unwrap(), "b");
     }
+}
+
+#[tokio::test]
+async fn an_async_block_awaiting_the_balancer_is_send() {
+    // Endpoints failing with `BoxError`: the case rust-lang/rust#110338 breaks for balancers
+    // whose `Service` impl is bounded on the endpoint's error type.
+    let balance = balance(Strategy::RoundRobin, &["a"]);
+    let task = tokio::spawn(async move { call(&balance, None).await });
+    assert_eq!(task.await.unwrap().unwrap(), "a");
 }
