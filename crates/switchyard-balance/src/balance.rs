@@ -24,9 +24,10 @@ use crate::health::{HealthCheckConfig, HealthChecker, Report};
 use crate::selector::{Hint, Pick, PickContext, Rng, Selector, Strategy};
 
 /// Passive outlier detection, after Envoy's: an endpoint whose calls fail `consecutive_failures`
-/// times in a row is ejected for `base_ejection` × the number of times it has been ejected
-/// (at most `max_ejection`), unless that would eject more than `max_ejection_percent` of the
-/// endpoints — so the balancer never ejects everyone.
+/// times in a row — or, with `failure_rate`, whose failure rate over its last calls reaches a
+/// threshold — is ejected for `base_ejection` × the number of times it has been ejected (at most
+/// `max_ejection`), unless that would eject more than `max_ejection_percent` of the endpoints —
+/// so the balancer never ejects everyone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierConfig {
@@ -42,6 +43,25 @@ pub struct OutlierConfig {
     /// The largest share of endpoints ejected at once, in percent (0 to 100).
     #[serde(default = "default_percent")]
     pub max_ejection_percent: u8,
+    /// Also eject on a failure rate (off by default).
+    #[serde(default)]
+    pub failure_rate: Option<FailureRate>,
+}
+
+/// Ejection on a failure rate: over each run of `minimum_calls` classified calls to an
+/// endpoint (a tumbling window), a failure share of at least `threshold_percent` ejects it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureRate {
+    /// The failure share that ejects, in percent (1 to 100).
+    pub threshold_percent: u8,
+    /// The calls each window holds (at least 1).
+    #[serde(default = "default_minimum_calls")]
+    pub minimum_calls: u32,
+}
+
+const fn default_minimum_calls() -> u32 {
+    20
 }
 
 const fn default_consecutive() -> u32 {
@@ -67,6 +87,7 @@ impl Default for OutlierConfig {
             base_ejection: default_base(),
             max_ejection: default_max(),
             max_ejection_percent: default_percent(),
+            failure_rate: None,
         }
     }
 }
@@ -452,6 +473,18 @@ impl<Req, Res, C> Balance<Req, Res, C> {
         crate::health::overall(lock(&self.shared.members).iter().map(|m| m.view.health()))
     }
 
+    /// The seed's `HealthMonitor` view: every endpoint's health and the overall one.
+    pub fn health_report(&self) -> HealthReport {
+        let endpoints: Vec<(String, Health)> = lock(&self.shared.members)
+            .iter()
+            .map(|m| (m.view.name().to_owned(), m.view.health()))
+            .collect();
+        HealthReport {
+            overall: crate::health::overall(endpoints.iter().map(|(_, h)| *h)),
+            endpoints,
+        }
+    }
+
     /// Starts an active health check of endpoint `name`: `check` is called every
     /// `config.interval`; a call that fails or outlasts `config.timeout` is a failed check, one
     /// that answers a [`Health`] passes it on. `failure_threshold` failures in a row make the
@@ -639,6 +672,15 @@ where
     }
 }
 
+/// Every endpoint's health and the overall health (the seed's `HealthMonitor`), serialisable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthReport {
+    /// The worst-case summary ([`overall`](crate::health::overall)).
+    pub overall: Health,
+    /// Each endpoint's name and health, in the order they were added.
+    pub endpoints: Vec<(String, Health)>,
+}
+
 /// A running [`Balance::follow`]; dropping it stops following (endpoints stay as they are).
 #[derive(Debug)]
 pub struct Discovery {
@@ -704,6 +746,7 @@ impl<S: Clone, Req, C> Call<S, Req, C> {
             Outcome::Success => {
                 view.successes.fetch_add(1, Ordering::Relaxed);
                 view.consecutive_failures.store(0, Ordering::Relaxed);
+                self.window(false);
             }
             Outcome::Failure => {
                 view.failures.fetch_add(1, Ordering::Relaxed);
@@ -713,8 +756,35 @@ impl<S: Clone, Req, C> Call<S, Req, C> {
                 {
                     self.shared.eject(view, outlier);
                 }
+                self.window(true);
             }
             Outcome::Ignored => {}
+        }
+    }
+
+    /// Counts one call in the endpoint's failure-rate window; a full window is judged, then
+    /// started again.
+    fn window(&self, failed: bool) {
+        let Some(outlier) = &self.shared.outlier else {
+            return;
+        };
+        let Some(rate) = &outlier.failure_rate else {
+            return;
+        };
+        let view = &self.view;
+        let failures = view
+            .window_failures
+            .fetch_add(u32::from(failed), Ordering::Relaxed)
+            + u32::from(failed);
+        let calls = view.window_calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if calls < rate.minimum_calls.max(1) {
+            return;
+        }
+        view.window_calls.store(0, Ordering::Relaxed);
+        view.window_failures.store(0, Ordering::Relaxed);
+        if u64::from(failures) * 100 >= u64::from(rate.threshold_percent.max(1)) * u64::from(calls)
+        {
+            self.shared.eject(view, outlier);
         }
     }
 }

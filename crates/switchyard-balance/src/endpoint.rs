@@ -127,6 +127,9 @@ pub struct EndpointView {
     /// While ejected: until when, in nanoseconds since the balancer's epoch (0: not ejected).
     pub(crate) ejected_until: AtomicU64,
     pub(crate) times_ejected: AtomicU32,
+    /// The failure-rate window: calls and failures counted so far.
+    pub(crate) window_calls: AtomicU32,
+    pub(crate) window_failures: AtomicU32,
 }
 
 impl EndpointView {
@@ -147,6 +150,8 @@ impl EndpointView {
             consecutive_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             times_ejected: AtomicU32::new(0),
+            window_calls: AtomicU32::new(0),
+            window_failures: AtomicU32::new(0),
         }
     }
 

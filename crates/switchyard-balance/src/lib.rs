@@ -52,7 +52,9 @@ mod error;
 pub mod health;
 mod selector;
 
-pub use balance::{Balance, BalanceFuture, Discovery, Endpoint, OutlierConfig};
+pub use balance::{
+    Balance, BalanceFuture, Discovery, Endpoint, FailureRate, HealthReport, OutlierConfig,
+};
 pub use endpoint::{EndpointConfig, EndpointStats, EndpointView, Health};
 pub use error::{EndpointError, NoAvailableEndpoint};
 pub use health::{HealthCheckConfig, HealthChecker};

@@ -275,6 +275,7 @@ async fn failing_endpoints_are_ejected_for_a_growing_time_and_return() {
         base_ejection: Duration::from_secs(10),
         max_ejection: Duration::from_secs(15),
         max_ejection_percent: 50,
+        failure_rate: None,
     };
     let failing = Arc::new(AtomicBool::new(true));
     let balance = Balance::new("test", Strategy::RoundRobin).with_outlier(outlier);
@@ -485,6 +486,15 @@ async fn active_health_checks_drive_eligibility_in_the_background() {
     assert_eq!(balance.eligible(), ["b"]);
     assert_eq!(balance.stats()[0].health, Health::Unhealthy);
     assert_eq!(balance.overall_health(), Health::Unhealthy);
+    let report = balance.health_report();
+    assert_eq!(report.overall, Health::Unhealthy);
+    assert_eq!(
+        report.endpoints,
+        [
+            ("a".to_owned(), Health::Unhealthy),
+            ("b".to_owned(), Health::Unknown)
+        ]
+    );
     // It recovers: one pass (3 s) is not enough, the second (4 s) is.
     up.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -572,4 +582,51 @@ async fn an_async_block_awaiting_the_balancer_is_send() {
     let balance = balance(Strategy::RoundRobin, &["a"]);
     let task = tokio::spawn(async move { call(&balance, None).await });
     assert_eq!(task.await.unwrap().unwrap(), "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_high_failure_rate_ejects_without_consecutive_failures() {
+    // `flaky` fails every other call: never three in a row, but half its calls.
+    let outlier = OutlierConfig {
+        consecutive_failures: 3,
+        failure_rate: Some(switchyard_balance::FailureRate {
+            threshold_percent: 40,
+            minimum_calls: 10,
+        }),
+        ..OutlierConfig::default()
+    };
+    let flip = Arc::new(AtomicBool::new(false));
+    let flaky: Backend = {
+        let flip = Arc::clone(&flip);
+        BoxCloneSyncService::new(service_fn(move |_: Req| {
+            let fail = !flip.fetch_xor(true, Ordering::SeqCst);
+            async move {
+                if fail {
+                    Err::<String, BoxError>("flaky".into())
+                } else {
+                    Ok("flaky".to_owned())
+                }
+            }
+        }))
+    };
+    let balance = Balance::new("test", Strategy::RoundRobin).with_outlier(outlier);
+    balance
+        .add("flaky", flaky, &EndpointConfig::default())
+        .unwrap();
+    balance
+        .add("good", ok("good"), &EndpointConfig::default())
+        .unwrap();
+    balance
+        .add("fine", ok("fine"), &EndpointConfig::default())
+        .unwrap();
+    // Nine calls to flaky: a window not yet full.
+    for _ in 0..27 {
+        let _ = call(&balance, None).await;
+    }
+    assert_eq!(balance.eligible().len(), 3);
+    // The tenth fills it at 50% failures: ejected.
+    for _ in 0..3 {
+        let _ = call(&balance, None).await;
+    }
+    assert_eq!(balance.eligible(), ["good", "fine"]);
 }
