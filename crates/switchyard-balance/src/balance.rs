@@ -92,9 +92,7 @@ impl Default for OutlierConfig {
     }
 }
 
-/// How fast the latency estimate forgets: the weight of an old sample halves about every
-/// `DECAY × ln 2`.
-const DECAY: Duration = Duration::from_secs(10);
+use crate::selector::DECAY;
 
 type HintFn<Req> = Arc<dyn Fn(&Req) -> Option<Hint> + Send + Sync>;
 
@@ -190,12 +188,23 @@ impl<S: Clone, Req> Shared<S, Req> {
     fn eject(&self, view: &EndpointView, outlier: &OutlierConfig) -> bool {
         let members = lock(&self.members);
         let now = self.now();
-        if view.ejected_at(now) {
+        // A call to a removed or replaced endpoint says nothing about the members.
+        if view.ejected_at(now) || !members.iter().any(|m| std::ptr::eq(&*m.view, view)) {
             return false;
         }
         let ejected = members.iter().filter(|m| m.view.ejected_at(now)).count();
-        let cap = members.len() * usize::from(outlier.max_ejection_percent.min(100)) / 100;
-        if ejected + 1 > cap {
+        // Envoy's rule: eject while the ejected share is below the maximum (so one endpoint can
+        // always be ejected when the maximum is above 0) — but never the last eligible one.
+        let below_max =
+            ejected * 100 < members.len() * usize::from(outlier.max_ejection_percent.min(100));
+        let others_eligible = self
+            .snapshot
+            .load()
+            .views
+            .iter()
+            .any(|v| !std::ptr::eq(&**v, view));
+        if !below_max || !others_eligible {
+            view.consecutive_failures.store(0, Ordering::Relaxed);
             tracing::debug!(
                 target: "switchyard_balance",
                 balancer = %self.name,
@@ -214,6 +223,8 @@ impl<S: Clone, Req> Shared<S, Req> {
         view.ejected_until
             .store(now.saturating_add(length_ns), Ordering::Relaxed);
         view.consecutive_failures.store(0, Ordering::Relaxed);
+        view.window_calls.store(0, Ordering::Relaxed);
+        view.window_failures.store(0, Ordering::Relaxed);
         tracing::warn!(
             target: "switchyard_balance",
             balancer = %self.name,
@@ -307,7 +318,14 @@ impl<Req, Res> Balance<Req, Res> {
                     pick: None,
                     next_return: u64::MAX,
                 }),
-                rng: Rng::seeded(0x5EED_0F5A_17C4_A5D5),
+                // Each balancer draws its own sequence (replicas must not pick in lockstep);
+                // `with_seed` fixes it for tests.
+                rng: Rng::seeded({
+                    use std::hash::{BuildHasher, Hasher};
+                    std::collections::hash_map::RandomState::new()
+                        .build_hasher()
+                        .finish()
+                }),
                 epoch: Instant::now(),
                 outlier: None,
                 hint: None,
@@ -409,7 +427,13 @@ impl<Req, Res, C> Balance<Req, Res, C> {
     pub fn remove(&self, name: &str) -> Result<(), EndpointError> {
         let mut members = lock(&self.shared.members);
         let before = members.len();
-        members.retain(|m| m.view.name() != name);
+        members.retain(|m| {
+            let keep = m.view.name() != name;
+            if !keep {
+                m.view.removed.store(true, Ordering::Relaxed);
+            }
+            keep
+        });
         if members.len() == before {
             return Err(EndpointError::NotFound(name.to_owned()));
         }
@@ -554,7 +578,13 @@ impl<Req, Res, C> Balance<Req, Res, C> {
                 match change {
                     Ok(Change::Insert(key, service)) => {
                         let name: Arc<str> = key.to_string().into();
-                        members.retain(|m| *m.view.name() != *name);
+                        members.retain(|m| {
+                            let keep = *m.view.name() != *name;
+                            if !keep {
+                                m.view.removed.store(true, Ordering::Relaxed);
+                            }
+                            keep
+                        });
                         members.push(Member {
                             view: Arc::new(EndpointView::new(name, &config)),
                             service: boxed(service),
@@ -562,7 +592,13 @@ impl<Req, Res, C> Balance<Req, Res, C> {
                     }
                     Ok(Change::Remove(key)) => {
                         let name = key.to_string();
-                        members.retain(|m| m.view.name() != name);
+                        members.retain(|m| {
+                            let keep = m.view.name() != name;
+                            if !keep {
+                                m.view.removed.store(true, Ordering::Relaxed);
+                            }
+                            keep
+                        });
                     }
                     Err(error) => {
                         let error: BoxError = error.into();
@@ -631,6 +667,7 @@ where
         let cx = PickContext {
             hint: hint.as_ref(),
             rng: &self.shared.rng,
+            now,
         };
         let index = preferred.or_else(|| {
             snapshot
@@ -666,6 +703,8 @@ where
                     shared: Arc::clone(&self.shared),
                     started: now,
                     classifier: self.classifier.clone(),
+                    finished: false,
+                    epoch: self.shared.epoch,
                 }),
             },
         }
@@ -683,6 +722,7 @@ pub struct HealthReport {
 
 /// A running [`Balance::follow`]; dropping it stops following (endpoints stay as they are).
 #[derive(Debug)]
+#[must_use = "dropping it stops following the stream"]
 pub struct Discovery {
     task: tokio::task::JoinHandle<()>,
 }
@@ -711,6 +751,10 @@ where
     S: Clone + Send + Sync + 'static,
     Req: 'static,
 {
+    fn alive(&self) -> bool {
+        !self.view.removed.load(Ordering::Relaxed)
+    }
+
     fn report(&self, health: Health) -> bool {
         let members = lock(&self.shared.members);
         if !members.iter().any(|m| Arc::ptr_eq(&m.view, &self.view)) {
@@ -728,13 +772,24 @@ struct Call<S, Req, C> {
     /// When the call started, in nanoseconds since the balancer's epoch.
     started: u64,
     classifier: C,
+    /// Whether `finish` ran (the call completed rather than being dropped).
+    finished: bool,
+    /// The balancer's epoch, for `Drop`, which has no bounds to reach `Shared::now` with.
+    epoch: Instant,
+}
+
+impl<S, Req, C> Call<S, Req, C> {
+    fn shared_now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX) + 1
+    }
 }
 
 impl<S: Clone, Req, C> Call<S, Req, C> {
-    fn finish<T>(&self, result: Result<&T, &BoxError>)
+    fn finish<T>(&mut self, result: Result<&T, &BoxError>)
     where
         C: Classify<T, BoxError>,
     {
+        self.finished = true;
         let view = &self.view;
         let now = self.shared.now();
         record_latency(
@@ -791,6 +846,16 @@ impl<S: Clone, Req, C> Call<S, Req, C> {
 
 impl<S, Req, C> Drop for Call<S, Req, C> {
     fn drop(&mut self) {
+        if !self.finished {
+            // Cancelled (a caller's timeout): its time so far still says how slow the endpoint
+            // is, so a hung endpoint does not look fast to `least-latency`.
+            let now = self.shared_now();
+            record_latency(
+                &self.view,
+                Duration::from_nanos(now.saturating_sub(self.started)),
+                now,
+            );
+        }
         self.view.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -846,7 +911,7 @@ where
         match self.project().state.project() {
             StateProj::Calling { future, call } => {
                 let result = std::task::ready!(future.poll(cx));
-                if let Some(call) = call.take() {
+                if let Some(mut call) = call.take() {
                     call.finish(result.as_ref());
                 }
                 Poll::Ready(result)

@@ -58,7 +58,7 @@ impl Health {
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// Relative share of traffic for `weighted-random` and virtual nodes for
-    /// `consistent-hash` (at least 1).
+    /// `consistent-hash`. 0 is taken as 1 (to drain an endpoint, disable it).
     #[serde(default = "one")]
     pub weight: u32,
     /// The `priority` strategy's tier: the highest number with an eligible endpoint wins (the
@@ -130,6 +130,8 @@ pub struct EndpointView {
     /// The failure-rate window: calls and failures counted so far.
     pub(crate) window_calls: AtomicU32,
     pub(crate) window_failures: AtomicU32,
+    /// Set when the endpoint leaves its balancer (its health checker then stops).
+    pub(crate) removed: AtomicBool,
 }
 
 impl EndpointView {
@@ -152,6 +154,7 @@ impl EndpointView {
             times_ejected: AtomicU32::new(0),
             window_calls: AtomicU32::new(0),
             window_failures: AtomicU32::new(0),
+            removed: AtomicBool::new(false),
         }
     }
 
@@ -217,10 +220,13 @@ impl EndpointView {
             total_requests: total,
             successful_requests: successes,
             failed_requests: self.failures.load(Ordering::Relaxed),
-            success_rate: if total == 0 {
-                0.0
-            } else {
-                successes as f64 * 100.0 / total as f64
+            success_rate: {
+                let judged = successes + self.failures.load(Ordering::Relaxed);
+                if judged == 0 {
+                    0.0
+                } else {
+                    successes as f64 * 100.0 / judged as f64
+                }
             },
             latency: self.latency(),
             last_used_ago: (last_used > 0)
@@ -252,7 +258,7 @@ pub struct EndpointStats {
     pub successful_requests: u64,
     /// Calls classified as failures.
     pub failed_requests: u64,
-    /// `successful_requests / total_requests` in percent (0 with no calls).
+    /// Successes over classified calls (successes + failures), in percent (0 with none).
     pub success_rate: f64,
     /// The peak-EWMA latency estimate.
     #[serde(with = "switchyard_core::duration")]

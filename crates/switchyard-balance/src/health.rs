@@ -59,6 +59,7 @@ impl Default for HealthCheckConfig {
 /// A running health check; dropping it (or [`stop`](Self::stop)) stops the checks and leaves
 /// the endpoint's health as it was.
 #[derive(Debug)]
+#[must_use = "dropping it stops the checks"]
 pub struct HealthChecker {
     endpoint: Arc<str>,
     task: JoinHandle<()>,
@@ -89,6 +90,8 @@ impl Drop for HealthChecker {
 
 /// Where a checker reports: set the endpoint's health, or learn it is gone.
 pub(crate) trait Report: Send + Sync + 'static {
+    /// Whether the endpoint is still in its balancer.
+    fn alive(&self) -> bool;
     /// Sets the health; `false` when the endpoint no longer exists.
     fn report(&self, health: Health) -> bool;
 }
@@ -118,13 +121,21 @@ impl Thresholds {
                 }
                 None
             }
+            Ok(health) if !health.is_eligible() => {
+                // The check itself says `Unhealthy` or `Offline`: believed at once, and the
+                // way back needs the full run of passes.
+                self.failures = 0;
+                self.successes = 0;
+                self.unhealthy = true;
+                Some(health)
+            }
             Ok(health) => {
                 self.failures = 0;
                 self.successes += 1;
                 if self.unhealthy && self.successes < config.success_threshold.max(1) {
                     return None;
                 }
-                self.unhealthy = !health.is_eligible();
+                self.unhealthy = false;
                 Some(health)
             }
         }
@@ -150,6 +161,9 @@ where
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if !report.alive() {
+                return;
+            }
             let result = match tokio::time::timeout(config.timeout, check.ready_and_call()).await {
                 Ok(Ok(health)) => Ok(health),
                 Ok(Err(error)) => {
@@ -246,6 +260,16 @@ mod tests {
         assert_eq!(
             t.observe(Ok(Health::Degraded), &config),
             Some(Health::Degraded)
+        );
+        // A check answering Offline is believed at once; one pass does not undo it.
+        assert_eq!(
+            t.observe(Ok(Health::Offline), &config),
+            Some(Health::Offline)
+        );
+        assert_eq!(t.observe(Ok(Health::Healthy), &config), None);
+        assert_eq!(
+            t.observe(Ok(Health::Healthy), &config),
+            Some(Health::Healthy)
         );
     }
 

@@ -59,8 +59,8 @@ pub use endpoint::{EndpointConfig, EndpointStats, EndpointView, Health};
 pub use error::{EndpointError, NoAvailableEndpoint};
 pub use health::{HealthCheckConfig, HealthChecker};
 pub use selector::{
-    ConsistentHash, Hint, LeastConnections, LeastLatency, Pick, PickContext, Priority, Random, Rng,
-    RoundRobin, Selector, Strategy, WeightedRandom,
+    ConsistentHash, DEFAULT_RTT, Hint, LeastConnections, LeastLatency, Pick, PickContext, Priority,
+    Random, Rng, RoundRobin, Selector, Strategy, WeightedRandom,
 };
 
 /// The crate README's example, compiled as a doctest so the README never lies.

@@ -5,9 +5,7 @@
 //! set, doing any precomputation there (prefix sums, a hash ring, priority tiers). A call then
 //! costs one [`Pick::pick`], O(1) or O(log n) for every built-in strategy.
 
-use std::collections::hash_map::DefaultHasher;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -71,6 +69,7 @@ impl Rng {
 
     /// A uniform index below `n` (`n > 0`).
     pub fn below(&self, n: usize) -> usize {
+        debug_assert!(n > 0, "Rng::below(0)");
         // Lemire's multiply-shift: no division, bias below 2^-32 for any n < 2^32.
         ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
     }
@@ -78,11 +77,15 @@ impl Rng {
 
 /// What a pick is given besides the eligible endpoints.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct PickContext<'a> {
     /// The call's hint.
     pub hint: Option<&'a Hint>,
     /// The balancer's random source.
     pub rng: &'a Rng,
+    /// Now, in nanoseconds since the balancer's epoch (the time base of the endpoints'
+    /// latency estimates).
+    pub now: u64,
 }
 
 /// A strategy's precomputed state for one eligible set.
@@ -127,24 +130,27 @@ impl Strategy {
     /// The selector implementing this strategy.
     pub fn selector(self) -> Arc<dyn Selector> {
         match self {
-            Self::RoundRobin => Arc::new(RoundRobin),
+            Self::RoundRobin => Arc::new(RoundRobin::default()),
             Self::Random => Arc::new(Random),
             Self::LeastConnections => Arc::new(LeastConnections),
             Self::LeastLatency => Arc::new(LeastLatency),
             Self::WeightedRandom => Arc::new(WeightedRandom),
             Self::ConsistentHash => Arc::new(ConsistentHash::default()),
-            Self::Priority => Arc::new(Priority),
+            Self::Priority => Arc::new(Priority::default()),
         }
     }
 }
 
-/// `round-robin`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RoundRobin;
+/// `round-robin`. Its turn counter outlives rebuilds of the eligible set, so frequent changes
+/// do not favour the first endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct RoundRobin {
+    next: Arc<AtomicUsize>,
+}
 
 #[derive(Debug, Default)]
 struct Turn {
-    next: AtomicUsize,
+    next: Arc<AtomicUsize>,
 }
 
 impl Pick for Turn {
@@ -155,7 +161,9 @@ impl Pick for Turn {
 
 impl Selector for RoundRobin {
     fn build(&self, _eligible: &[Arc<EndpointView>]) -> Box<dyn Pick> {
-        Box::new(Turn::default())
+        Box::new(Turn {
+            next: Arc::clone(&self.next),
+        })
     }
 }
 
@@ -219,16 +227,32 @@ pub struct LeastLatency;
 #[derive(Debug)]
 struct LowestCost;
 
-/// The peak-EWMA cost: latency × (calls in flight + 1). An endpoint never measured costs 0, so
-/// each new endpoint is tried.
-fn cost(endpoint: &EndpointView) -> u128 {
-    u128::from(endpoint.ewma_ns.load(Ordering::Relaxed)) * (u128::from(endpoint.in_flight()) + 1)
+/// The latency an endpoint is assumed to have before its first response: it makes calls in
+/// flight count from the start (a hung new endpoint is not "free").
+pub const DEFAULT_RTT: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How fast a latency estimate forgets, both when a sample arrives and when it is read: an
+/// estimate not refreshed by a call decays, so an endpoint that had one slow spike gets tried
+/// again (as tower's `PeakEwma`).
+pub(crate) const DECAY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The peak-EWMA cost: the latency estimate, decayed since its last sample, × (calls in
+/// flight + 1).
+fn cost(endpoint: &EndpointView, now: u64) -> u128 {
+    let estimate = match endpoint.ewma_ns.load(Ordering::Relaxed) {
+        0 => DEFAULT_RTT.as_nanos() as f64,
+        ns => {
+            let since = now.saturating_sub(endpoint.ewma_at.load(Ordering::Relaxed));
+            ns as f64 * (-(since as f64) / DECAY.as_nanos() as f64).exp()
+        }
+    };
+    (estimate as u128).max(1) * (u128::from(endpoint.in_flight()) + 1)
 }
 
 impl Pick for LowestCost {
     fn pick(&self, eligible: &[Arc<EndpointView>], cx: &PickContext<'_>) -> Option<usize> {
         let (a, b) = two(cx, eligible.len());
-        Some(if cost(&eligible[b]) < cost(&eligible[a]) {
+        Some(if cost(&eligible[b], cx.now) < cost(&eligible[a], cx.now) {
             b
         } else {
             a
@@ -287,13 +311,26 @@ impl Default for ConsistentHash {
     }
 }
 
-/// A stable 64-bit hash (SipHash with fixed keys): the same key and the same endpoint names
-/// give the same ring on every run and every replica.
-fn stable_hash(value: impl Hash) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    value.hash(&mut hasher);
-    hasher.finish()
+/// A stable 64-bit hash (FNV-1a over the bytes, then a finalising mix): specified, so the same
+/// key and the same endpoint names give the same ring on every run, replica and toolchain.
+fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in *part {
+            h ^= u64::from(*byte);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // splitmix64's finaliser spreads FNV's weak low bits over the ring.
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ (h >> 31)
 }
+
+/// The most ring points one endpoint gets, whatever its weight.
+const MAX_POINTS_PER_ENDPOINT: u32 = 10_000;
 
 #[derive(Debug)]
 struct Ring {
@@ -307,7 +344,7 @@ impl Pick for Ring {
         let Some(key) = cx.hint.and_then(|h| h.key.as_deref()) else {
             return self.fallback.pick(eligible, cx);
         };
-        let point = stable_hash(key);
+        let point = stable_hash(&[key.as_bytes()]);
         let at = self.points.partition_point(|&(p, _)| p < point);
         let (_, index) = self.points.get(at).or_else(|| self.points.first())?;
         Some(*index)
@@ -318,8 +355,18 @@ impl Selector for ConsistentHash {
     fn build(&self, eligible: &[Arc<EndpointView>]) -> Box<dyn Pick> {
         let mut points = Vec::new();
         for (index, endpoint) in eligible.iter().enumerate() {
-            let nodes = self.virtual_nodes.max(1).saturating_mul(endpoint.weight());
-            points.extend((0..nodes).map(|v| (stable_hash((endpoint.name(), v)), index)));
+            // Bounded: a huge weight must not build a huge ring.
+            let nodes = self
+                .virtual_nodes
+                .max(1)
+                .saturating_mul(endpoint.weight())
+                .min(MAX_POINTS_PER_ENDPOINT);
+            points.extend((0..nodes).map(|v| {
+                (
+                    stable_hash(&[endpoint.name().as_bytes(), &v.to_le_bytes()]),
+                    index,
+                )
+            }));
         }
         points.sort_unstable();
         Box::new(Ring {
@@ -329,15 +376,17 @@ impl Selector for ConsistentHash {
     }
 }
 
-/// `priority`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Priority;
+/// `priority`. Its turn counter outlives rebuilds of the eligible set.
+#[derive(Debug, Clone, Default)]
+pub struct Priority {
+    turn: Arc<AtomicUsize>,
+}
 
 #[derive(Debug)]
 struct TopTier {
     /// Indices of the eligible endpoints with the highest priority.
     members: Vec<usize>,
-    turn: AtomicUsize,
+    turn: Arc<AtomicUsize>,
 }
 
 impl Pick for TopTier {
@@ -358,7 +407,7 @@ impl Selector for Priority {
             .collect();
         Box::new(TopTier {
             members,
-            turn: AtomicUsize::new(0),
+            turn: Arc::clone(&self.turn),
         })
     }
 }

@@ -130,7 +130,10 @@ async fn least_connections_avoids_the_busy_endpoint() {
     }
     for p in pending {
         p.abort();
+        let _ = p.await;
     }
+    // Cancelled calls release their slot.
+    assert_eq!(balance.stats()[0].in_flight, 0);
 }
 
 #[tokio::test]
@@ -150,22 +153,16 @@ async fn consistent_hash_keeps_a_key_on_one_endpoint() {
     assert_eq!(seen.len(), 4);
 }
 
-fn owners(names: &[String], keys: &[String]) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let balance: Balance<Req, String> = Balance::new("prop", Strategy::ConsistentHash)
-        .with_hint(|req: &Req| req.0.clone().map(Hint::key));
-    for name in names {
-        let leaked: &'static str = name.clone().leak();
-        balance
-            .add(name.as_str(), ok(leaked), &EndpointConfig::default())
-            .unwrap();
-    }
+/// Which endpoint each key goes to, on a live balancer.
+fn owners(
+    rt: &tokio::runtime::Runtime,
+    balance: &Balance<Req, String>,
+    keys: &[String],
+) -> Vec<String> {
     rt.block_on(async {
         let mut out = Vec::new();
         for key in keys {
-            out.push(call(&balance, Some(key)).await.unwrap());
+            out.push(call(balance, Some(key)).await.unwrap());
         }
         out
     })
@@ -178,20 +175,28 @@ proptest! {
     /// removing it moves them back and nothing else.
     #[test]
     fn consistent_hash_moves_about_one_nth_of_the_keys(n in 3usize..16, seed in 0u64..1000) {
-        let names: Vec<String> = (0..n).map(|i| format!("ep-{seed}-{i}")).collect();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let balance: Balance<Req, String> = Balance::new("prop", Strategy::ConsistentHash)
+            .with_hint(|req: &Req| req.0.clone().map(Hint::key));
+        for i in 0..n {
+            let name: &'static str = format!("ep-{seed}-{i}").leak();
+            balance.add(name, ok(name), &EndpointConfig::default()).unwrap();
+        }
         let keys: Vec<String> = (0..3000).map(|i| format!("key-{seed}-{i}")).collect();
-        let before = owners(&names, &keys);
-        let mut grown = names.clone();
-        grown.push(format!("ep-{seed}-new"));
-        let after = owners(&grown, &keys);
+        let before = owners(&rt, &balance, &keys);
+        let new: &'static str = format!("ep-{seed}-new").leak();
+        balance.add(new, ok(new), &EndpointConfig::default()).unwrap();
+        let after = owners(&rt, &balance, &keys);
         let moved: Vec<usize> = (0..keys.len()).filter(|&i| before[i] != after[i]).collect();
         for &i in &moved {
-            prop_assert_eq!(&after[i], grown.last().unwrap());
+            prop_assert_eq!(after[i].as_str(), new);
         }
         let fraction = moved.len() as f64 / keys.len() as f64;
         let ideal = 1.0 / (n + 1) as f64;
         prop_assert!(fraction > ideal * 0.5 && fraction < ideal * 1.6, "moved {} (ideal {})", fraction, ideal);
-        prop_assert_eq!(owners(&names, &keys), before);
+        // Removing it again sends exactly those keys back.
+        balance.remove(new).unwrap();
+        prop_assert_eq!(owners(&rt, &balance, &keys), before);
     }
 }
 
@@ -406,8 +411,9 @@ async fn least_latency_starves_the_slow_endpoint() {
     let total: u64 = stats.iter().map(|s| s.total_requests).sum();
     let slow = stats[0].total_requests as f64 / total as f64;
     assert_eq!(total, 4000);
+    // Round robin would give it 10%.
     assert!(
-        slow < 0.10,
+        slow < 0.05,
         "the slow endpoint took {:.1}% of the calls",
         slow * 100.0
     );
@@ -518,11 +524,15 @@ async fn a_check_that_outlasts_its_timeout_fails() {
         success_threshold: 1,
     };
     let up = Arc::new(AtomicBool::new(true));
-    let _checker = balance
+    let checker = balance
         .check("a", check_service(up, Duration::from_secs(5)), &config)
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(balance.eligible(), ["b"]);
+    // Removed while failing: its checker ends too.
+    balance.remove("a").unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!checker.is_running());
     assert!(matches!(
         balance.check("zz", check_service(Arc::default(), Duration::ZERO), &config),
         Err(EndpointError::NotFound(_))
@@ -629,4 +639,46 @@ async fn a_high_failure_rate_ejects_without_consecutive_failures() {
         let _ = call(&balance, None).await;
     }
     assert_eq!(balance.eligible(), ["good", "fine"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_latency_spike_is_forgotten_and_the_endpoint_gets_calls_again() {
+    let slow_once = Arc::new(AtomicBool::new(true));
+    let spiky: Backend = {
+        let slow_once = Arc::clone(&slow_once);
+        BoxCloneSyncService::new(service_fn(move |_: Req| {
+            let slow = slow_once.swap(false, Ordering::SeqCst);
+            async move {
+                let delay = if slow { 1000 } else { 1 };
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                Ok::<_, BoxError>("spiky".to_owned())
+            }
+        }))
+    };
+    let balance = Balance::new("test", Strategy::LeastLatency).with_seed(1);
+    balance
+        .add("spiky", spiky, &EndpointConfig::default())
+        .unwrap();
+    balance
+        .add(
+            "steady",
+            backend("steady", Duration::from_millis(1), Arc::default()),
+            &EndpointConfig::default(),
+        )
+        .unwrap();
+    balance.disable("steady").unwrap();
+    assert_eq!(call(&balance, None).await.unwrap(), "spiky"); // the 1 s spike
+    balance.enable("steady").unwrap();
+    // One call a second: at first `steady` takes them all; the spike decays (10 s time
+    // constant) until `spiky` is tried again.
+    let mut spiky_after = None;
+    for second in 0..120 {
+        if call(&balance, None).await.unwrap() == "spiky" {
+            spiky_after = Some(second);
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let second = spiky_after.expect("the spiky endpoint was never tried again");
+    assert!(second > 5, "tried again too soon: {second} s");
 }
