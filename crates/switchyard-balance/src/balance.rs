@@ -121,6 +121,17 @@ struct Shared<S, Req> {
     hint: Option<HintFn<Req>>,
 }
 
+/// Removes the member named `name`, if any, marking it removed (its health checker stops).
+fn take_out<S>(members: &mut Vec<Member<S>>, name: &str) {
+    members.retain(|m| {
+        let keep = m.view.name() != name;
+        if !keep {
+            m.view.removed.store(true, Ordering::Relaxed);
+        }
+        keep
+    });
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -427,13 +438,7 @@ impl<Req, Res, C> Balance<Req, Res, C> {
     pub fn remove(&self, name: &str) -> Result<(), EndpointError> {
         let mut members = lock(&self.shared.members);
         let before = members.len();
-        members.retain(|m| {
-            let keep = m.view.name() != name;
-            if !keep {
-                m.view.removed.store(true, Ordering::Relaxed);
-            }
-            keep
-        });
+        take_out(&mut members, name);
         if members.len() == before {
             return Err(EndpointError::NotFound(name.to_owned()));
         }
@@ -578,13 +583,7 @@ impl<Req, Res, C> Balance<Req, Res, C> {
                 match change {
                     Ok(Change::Insert(key, service)) => {
                         let name: Arc<str> = key.to_string().into();
-                        members.retain(|m| {
-                            let keep = *m.view.name() != *name;
-                            if !keep {
-                                m.view.removed.store(true, Ordering::Relaxed);
-                            }
-                            keep
-                        });
+                        take_out(&mut members, &name);
                         members.push(Member {
                             view: Arc::new(EndpointView::new(name, &config)),
                             service: boxed(service),
@@ -592,13 +591,7 @@ impl<Req, Res, C> Balance<Req, Res, C> {
                     }
                     Ok(Change::Remove(key)) => {
                         let name = key.to_string();
-                        members.retain(|m| {
-                            let keep = m.view.name() != name;
-                            if !keep {
-                                m.view.removed.store(true, Ordering::Relaxed);
-                            }
-                            keep
-                        });
+                        take_out(&mut members, &name);
                     }
                     Err(error) => {
                         let error: BoxError = error.into();
