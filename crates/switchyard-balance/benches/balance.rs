@@ -14,7 +14,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use switchyard_balance::{Balance, EndpointConfig, Hint, Strategy};
+use std::sync::Arc;
+
+use switchyard_balance::{Balance, EndpointConfig, EndpointView, Hint, PickContext, Rng, Strategy};
 use tower::balance::p2c;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequests};
@@ -70,8 +72,37 @@ where
     }
 }
 
+/// The pick alone: a strategy's `Pick` over a detached eligible set, no call around it.
+fn picks(c: &mut Criterion) {
+    let mut group = c.benchmark_group("balance/pick-only");
+    let rng = Rng::seeded(1);
+    let hint = Hint::key("user-42");
+    for n in [10, 100] {
+        let views: Vec<Arc<EndpointView>> = (0..n)
+            .map(|i: i32| {
+                let config = EndpointConfig::default()
+                    .with_weight(1 + i.unsigned_abs() % 4)
+                    .with_priority(i % 3);
+                Arc::new(EndpointView::new(format!("ep-{i}"), &config))
+            })
+            .collect();
+        for strategy in STRATEGIES {
+            let pick = strategy.selector().build(&views);
+            let hint = (strategy == Strategy::ConsistentHash).then_some(&hint);
+            let cx = PickContext::new(hint, &rng, 1_000_000);
+            let name = serde_json::to_value(strategy).expect("name");
+            group.bench_function(
+                format!("{} ({n})", name.as_str().unwrap_or_default()),
+                |b| b.iter(|| black_box(pick.pick(black_box(&views), &cx))),
+            );
+        }
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     simulate();
+    picks(c);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

@@ -135,9 +135,13 @@ pub struct EndpointView {
 }
 
 impl EndpointView {
-    pub(crate) fn new(name: Arc<str>, config: &EndpointConfig) -> Self {
+    /// A view detached from any balancer, for testing or benchmarking a [`Selector`] of your
+    /// own: no calls, `Unknown` health.
+    ///
+    /// [`Selector`]: crate::Selector
+    pub fn new(name: impl Into<Arc<str>>, config: &EndpointConfig) -> Self {
         Self {
-            name,
+            name: name.into(),
             weight: config.weight.max(1),
             priority: config.priority,
             enabled: AtomicBool::new(config.enabled),

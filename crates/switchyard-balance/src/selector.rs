@@ -88,6 +88,13 @@ pub struct PickContext<'a> {
     pub now: u64,
 }
 
+impl<'a> PickContext<'a> {
+    /// A context, for calling a [`Pick`] outside a balancer (tests, benchmarks).
+    pub fn new(hint: Option<&'a Hint>, rng: &'a Rng, now: u64) -> Self {
+        Self { hint, rng, now }
+    }
+}
+
 /// A strategy's precomputed state for one eligible set.
 pub trait Pick: Send + Sync + fmt::Debug {
     /// The index in `eligible` (never empty) of the endpoint to call, or `None` for none.
