@@ -26,7 +26,7 @@ use crate::selector::{Hint, Pick, PickContext, Rng, Selector, Strategy};
 /// Passive outlier detection, after Envoy's: an endpoint whose calls fail `consecutive_failures`
 /// times in a row — or, with `failure_rate`, whose failure rate over its last calls reaches a
 /// threshold — is ejected for `base_ejection` × the number of times it has been ejected (at most
-/// `max_ejection`), unless that would eject more than `max_ejection_percent` of the endpoints —
+/// `max_ejection`; the count starts over once the endpoint has stayed in for `max_ejection`), unless that would eject more than `max_ejection_percent` of the endpoints —
 /// so the balancer never ejects everyone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +224,13 @@ impl<S: Clone, Req> Shared<S, Req> {
                 "not ejecting: at the max-ejection cap"
             );
             return false;
+        }
+        // An endpoint that has stayed in for `max_ejection` since its last ejection ended
+        // starts over at one `base_ejection`.
+        let last_until = view.ejected_until.load(Ordering::Relaxed);
+        let max_ns = u64::try_from(outlier.max_ejection.as_nanos()).unwrap_or(u64::MAX);
+        if last_until > 0 && now > last_until.saturating_add(max_ns) {
+            view.times_ejected.store(0, Ordering::Relaxed);
         }
         let times = view.times_ejected.fetch_add(1, Ordering::Relaxed) + 1;
         let length = outlier
@@ -557,8 +564,8 @@ impl<Req, Res, C> Balance<Req, Res, C> {
     }
 
     /// Follows a `tower::discover::Discover` stream (any `TryStream` of `Change`s): an
-    /// `Insert` adds the endpoint (replacing one of the same key) with `config`, a `Remove`
-    /// removes it; calls in flight finish either way. Keys become endpoint names through
+    /// `Insert` adds the endpoint with `config` (for a key already there, it replaces only the
+    /// service: health, ejection state and stats carry over), a `Remove` removes it; calls in flight finish either way. Keys become endpoint names through
     /// `Display`. Runs until the stream ends or the handle is dropped.
     ///
     /// Must be called within a tokio runtime.
@@ -583,11 +590,15 @@ impl<Req, Res, C> Balance<Req, Res, C> {
                 match change {
                     Ok(Change::Insert(key, service)) => {
                         let name: Arc<str> = key.to_string().into();
-                        take_out(&mut members, &name);
-                        members.push(Member {
-                            view: Arc::new(EndpointView::new(name, &config)),
-                            service: boxed(service),
-                        });
+                        let service = boxed(service);
+                        // A known key keeps its view: health, ejection and stats carry over.
+                        match members.iter_mut().find(|m| *m.view.name() == *name) {
+                            Some(member) => member.service = service,
+                            None => members.push(Member {
+                                view: Arc::new(EndpointView::new(name, &config)),
+                                service,
+                            }),
+                        }
                     }
                     Ok(Change::Remove(key)) => {
                         let name = key.to_string();

@@ -326,6 +326,18 @@ async fn failing_endpoints_are_ejected_for_a_growing_time_and_return() {
     failing.store(false, Ordering::SeqCst);
     let counts = shares_of(&balance, 4).await;
     assert_eq!(counts["bad"], 2);
+    // In for longer than `max_ejection`: a new failure streak starts over at 10 s.
+    tokio::time::advance(Duration::from_secs(16)).await;
+    failing.store(true, Ordering::SeqCst);
+    let mut failures = 0;
+    while failures < 3 {
+        if call(&balance, None).await.is_err() {
+            failures += 1;
+        }
+    }
+    assert_eq!(balance.eligible(), ["good"]);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(balance.eligible(), ["bad", "good"]);
 }
 
 async fn shares_of(balance: &Balance<Req, String>, calls: usize) -> HashMap<String, usize> {
@@ -548,6 +560,8 @@ async fn endpoints_follow_a_discover_stream() {
         Ok(Change::Insert("b", ok("b"))),
         Ok(Change::Insert("c", ok("c"))),
         Ok(Change::Remove("a")),
+        // A known key again: a new service, the same endpoint (its health stays).
+        Ok(Change::Insert("b", ok("b2"))),
     ]);
     let discovery = balance.follow(changes, EndpointConfig::default());
     for _ in 0..100 {
@@ -558,7 +572,8 @@ async fn endpoints_follow_a_discover_stream() {
     }
     assert!(!discovery.is_running(), "the stream was consumed");
     assert_eq!(balance.eligible(), ["b", "c"]);
-    assert_eq!(call(&balance, None).await.unwrap(), "b");
+    assert_eq!(call(&balance, None).await.unwrap(), "b2");
+    assert_eq!(call(&balance, None).await.unwrap(), "c");
 }
 
 #[tokio::test]
