@@ -191,11 +191,8 @@ fn call_error(service: &str, err: &BoxError) -> Response {
             };
             let mut response =
                 error_response(kind.http_status(), kind.as_str(), Some(service), &message);
-            if let Some(after) = rejection.retry_after() {
-                let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            if let Some(after) = switchyard_core::rejection::retry_after_header(rejection) {
+                response.headers_mut().insert(header::RETRY_AFTER, after);
             }
             response
         }

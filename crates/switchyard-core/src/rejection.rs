@@ -265,13 +265,21 @@ pub fn find_rejection<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a dyn Reje
 pub fn http_response(rejection: &dyn Rejection) -> http::Response<String> {
     let mut response = http::Response::new(rejection.to_string());
     *response.status_mut() = rejection.kind().http_status();
-    if let Some(after) = rejection.retry_after() {
-        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    if let Some(after) = retry_after_header(rejection) {
         response
             .headers_mut()
-            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+            .insert(http::header::RETRY_AFTER, after);
     }
     response
+}
+
+/// The `Retry-After` header value for a rejection that knows when to retry: whole seconds,
+/// rounded up (so a client never comes back early). For servers that build their own response
+/// body, as [`http_response`] does for a plain-text one.
+pub fn retry_after_header(rejection: &dyn Rejection) -> Option<http::HeaderValue> {
+    let after = rejection.retry_after()?;
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    Some(http::HeaderValue::from(secs))
 }
 
 /// Finds the first error of concrete type `E` in `err` or its `source()` chain.

@@ -123,9 +123,7 @@ impl RouteMetrics {
         match result {
             Ok(()) => self.ok.increment(1),
             Err(e) => {
-                self.failed(
-                    switchyard_core::find_rejection(&**e).map_or("error", |r| r.kind().as_str()),
-                );
+                self.failed(outcome(e));
                 *lock(&self.last_error) = Some((e.to_string(), unix_now()));
             }
         }
@@ -137,6 +135,11 @@ impl RouteMetrics {
 /// paused-time tests do not need to control it.
 fn wall_clock() -> quanta::Instant {
     quanta::Instant::now()
+}
+
+/// A failed call's `outcome` label: its rejection kind, or `error`.
+fn outcome(error: &BoxError) -> &'static str {
+    switchyard_core::find_rejection(&**error).map_or("error", |r| r.kind().as_str())
 }
 
 /// One built route.
@@ -1109,9 +1112,7 @@ fn dispatch<Req, Res: Default>(entry: &Entry<Req, Res>, req: Req) -> RouteFuture
         }
         Target::Broken(broken) => {
             let error = broken.to_error();
-            entry.metrics.failed(
-                switchyard_core::find_rejection(&*error).map_or("error", |r| r.kind().as_str()),
-            );
+            entry.metrics.failed(outcome(&error));
             RouteFuture::ready(Err(error))
         }
     }
