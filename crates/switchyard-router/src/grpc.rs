@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
 use http::uri::PathAndQuery;
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
@@ -19,7 +18,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service};
 
 use crate::error::UpstreamFailed;
-use crate::http::{GuardedResolver, Resolver, guarded_endpoint, system_resolver};
+use crate::http::{Guard, Resolver};
 use crate::transport::{RouteService, RouteSpec, TransportFactory};
 
 /// A gRPC codec that passes messages through as bytes: the routed payload *is* the encoded
@@ -80,39 +79,29 @@ impl Decoder for RawCodec {
 ///
 /// Building a route spawns the channel's worker task, so routes of this strategy must be built
 /// inside a tokio runtime (as [`Router::reload_from`](crate::Router::reload_from) does).
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct GrpcTransport {
-    allow_internal: bool,
-    resolver: Resolver,
+    guard: Guard,
 }
 
 impl fmt::Debug for GrpcTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrpcTransport")
-            .field("allow_internal", &self.allow_internal)
+            .field("allow_internal", &self.guard.allow_internal)
             .finish_non_exhaustive()
-    }
-}
-
-impl Default for GrpcTransport {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
 impl GrpcTransport {
     /// The transport with the SSRF guard on and the system resolver.
     pub fn new() -> Self {
-        Self {
-            allow_internal: false,
-            resolver: system_resolver(),
-        }
+        Self::default()
     }
 
     /// Whether endpoints may be internal (loopback, private...). Off by default.
     #[must_use]
     pub fn allow_internal(mut self, allow: bool) -> Self {
-        self.allow_internal = allow;
+        self.guard.allow_internal = allow;
         self
     }
 
@@ -120,7 +109,7 @@ impl GrpcTransport {
     /// it returns.
     #[must_use]
     pub fn with_resolver(mut self, resolver: Resolver) -> Self {
-        self.resolver = resolver;
+        self.guard.resolver = resolver;
         self
     }
 }
@@ -132,7 +121,7 @@ struct GrpcOptions {}
 impl TransportFactory<Bytes, Bytes> for GrpcTransport {
     fn build(&self, spec: &RouteSpec<'_>) -> Result<RouteService<Bytes, Bytes>, BoxError> {
         let shape = "http://host:port/package.Service/Method";
-        let uri = guarded_endpoint(spec, shape, self.allow_internal)?;
+        let uri = self.guard.endpoint(spec, shape)?;
         let authority = uri.authority().ok_or("an endpoint with no host")?;
         let path = uri.path();
         let method_ok = path
@@ -151,7 +140,7 @@ impl TransportFactory<Bytes, Bytes> for GrpcTransport {
             .map_err(|e| format!("invalid transport options: {e}"))?;
         let path = PathAndQuery::from_str(path)?;
         let channel = Endpoint::from_shared(format!("http://{authority}"))?
-            .connect_with_connector_lazy(connector(self));
+            .connect_with_connector_lazy(self.guard.connector());
         Ok(BoxCloneSyncService::new(GrpcRoute {
             client: tonic::client::Grpc::new(channel),
             shared: Arc::new(Shared {
@@ -160,16 +149,6 @@ impl TransportFactory<Bytes, Bytes> for GrpcTransport {
             }),
         }))
     }
-}
-
-fn connector(transport: &GrpcTransport) -> HttpConnector<GuardedResolver> {
-    let mut connector = HttpConnector::new_with_resolver(GuardedResolver::new(
-        transport.resolver.clone(),
-        transport.allow_internal,
-    ));
-    connector.enforce_http(false);
-    connector.set_nodelay(true);
-    connector
 }
 
 struct Shared {

@@ -229,40 +229,72 @@ pub(crate) fn system_resolver() -> Resolver {
 ///
 /// Each route has its own connection pool, dropped with the route; idle connections close
 /// after 90 s.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct HttpTransport {
-    allow_internal: bool,
-    resolver: Resolver,
+    guard: Guard,
 }
 
-impl fmt::Debug for HttpTransport {
+/// What the `http` and `grpc` transports share: the SSRF guard's settings, the guarded
+/// connector and the endpoint check.
+#[derive(Clone)]
+pub(crate) struct Guard {
+    pub(crate) allow_internal: bool,
+    pub(crate) resolver: Resolver,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            allow_internal: false,
+            resolver: system_resolver(),
+        }
+    }
+}
+
+impl Guard {
+    /// A TCP connector that connects only to the addresses the guarded resolver lets through.
+    pub(crate) fn connector(&self) -> HttpConnector<GuardedResolver> {
+        let mut connector = HttpConnector::new_with_resolver(GuardedResolver::new(
+            self.resolver.clone(),
+            self.allow_internal,
+        ));
+        connector.set_nodelay(true);
+        connector
+    }
+
+    /// The route's endpoint, checked ([`guarded_endpoint`]).
+    pub(crate) fn endpoint(&self, spec: &RouteSpec<'_>, shape: &str) -> Result<Uri, BoxError> {
+        guarded_endpoint(spec, shape, self.allow_internal)
+    }
+}
+
+impl fmt::Debug for Guard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpTransport")
+        f.debug_struct("Guard")
             .field("allow_internal", &self.allow_internal)
             .finish_non_exhaustive()
     }
 }
 
-impl Default for HttpTransport {
-    fn default() -> Self {
-        Self::new()
+impl fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpTransport")
+            .field("allow_internal", &self.guard.allow_internal)
+            .finish_non_exhaustive()
     }
 }
 
 impl HttpTransport {
     /// The transport with the SSRF guard on and the system resolver.
     pub fn new() -> Self {
-        Self {
-            allow_internal: false,
-            resolver: system_resolver(),
-        }
+        Self::default()
     }
 
     /// Whether endpoints may be internal (loopback, private...): for trusted calls between
     /// services on one machine or network. Off by default.
     #[must_use]
     pub fn allow_internal(mut self, allow: bool) -> Self {
-        self.allow_internal = allow;
+        self.guard.allow_internal = allow;
         self
     }
 
@@ -270,7 +302,7 @@ impl HttpTransport {
     /// what it returns.
     #[must_use]
     pub fn with_resolver(mut self, resolver: Resolver) -> Self {
-        self.resolver = resolver;
+        self.guard.resolver = resolver;
         self
     }
 
@@ -278,13 +310,8 @@ impl HttpTransport {
         &self,
         connect_timeout: Duration,
     ) -> Client<HttpConnector<GuardedResolver>, Full<Bytes>> {
-        let mut connector = HttpConnector::new_with_resolver(GuardedResolver::new(
-            self.resolver.clone(),
-            self.allow_internal,
-        ));
-        connector.enforce_http(true);
+        let mut connector = self.guard.connector();
         connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
         Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -320,7 +347,7 @@ const fn default_max_response_bytes() -> usize {
 
 impl TransportFactory<Bytes, Bytes> for HttpTransport {
     fn build(&self, spec: &RouteSpec<'_>) -> Result<RouteService<Bytes, Bytes>, BoxError> {
-        let uri = guarded_endpoint(spec, "http://host[:port]/path", self.allow_internal)?;
+        let uri = self.guard.endpoint(spec, "http://host[:port]/path")?;
         let options: HttpOptions = serde_json::from_value(spec.options.clone())
             .map_err(|e| format!("invalid transport options: {e}"))?;
         let content_type = header::HeaderValue::from_str(&options.content_type)
