@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
+use switchyard_core::test_util::drive;
 
 use switchyard_balance::{Balance, EndpointConfig, EndpointView, Hint, PickContext, Rng, Strategy};
 use tower::balance::p2c;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequests};
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, Service, ServiceExt, service_fn};
+use tower::{BoxError, ServiceExt, service_fn};
 
 type Backend = BoxCloneSyncService<u64, u64, BoxError>;
 
@@ -54,22 +55,6 @@ fn balancer(strategy: Strategy, n: usize) -> Balance<u64, u64> {
             .expect("add");
     }
     balance
-}
-
-async fn drive<S: Service<u64, Response = u64>>(svc: &mut S, iters: u64)
-where
-    S::Error: std::fmt::Debug,
-{
-    for i in 0..iters {
-        let out = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(black_box(i))
-            .await
-            .expect("call");
-        black_box(out);
-    }
 }
 
 /// The pick alone: a strategy's `Pick` over a detached eligible set, no call around it.

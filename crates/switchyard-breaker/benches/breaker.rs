@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use switchyard_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, Trip, Window};
+use switchyard_core::test_util::drive;
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -68,23 +69,6 @@ fn failsafe_breaker() -> impl failsafe::futures::CircuitBreaker + Clone + Send +
 }
 
 /// Drives `iters` calls through `svc`.
-async fn drive<S>(svc: &mut S, iters: u64)
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    for i in 0..iters {
-        let out = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(black_box(i))
-            .await
-            .expect("call");
-        black_box(out);
-    }
-}
-
 async fn drive_failsafe<F: failsafe::futures::CircuitBreaker>(breaker: &F, iters: u64) {
     let mut svc = bare();
     for i in 0..iters {

@@ -11,13 +11,13 @@
 #![allow(clippy::disallowed_methods)] // a bench measures wall-clock time; nothing here decides on it
 
 use std::convert::Infallible;
-use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use switchyard_bulkhead::{BulkheadConfig, BulkheadLayer, Policy};
+use switchyard_core::test_util::drive;
 use tokio::runtime::Runtime;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, Service, service_fn};
 
 const SLOTS: u32 = 64;
 
@@ -57,23 +57,6 @@ fn tower_resilience()
 }
 
 /// Drives `iters` calls through `svc`.
-async fn drive<S>(svc: &mut S, iters: u64)
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    for i in 0..iters {
-        let out = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(black_box(i))
-            .await
-            .expect("call");
-        black_box(out);
-    }
-}
-
 fn single(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()

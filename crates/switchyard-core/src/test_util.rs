@@ -80,3 +80,24 @@ impl Recorded {
         }
     }
 }
+
+/// Drives `service` through `iters` calls, each `poll_ready` then `call(i)`, keeping the
+/// answers from being optimised away: the loop every switchyard bench measures, so that their
+/// figures compare like with like.
+///
+/// # Panics
+///
+/// If the service fails to become ready or a call fails: a bench measures the success path.
+pub async fn drive<S>(service: &mut S, iters: u64)
+where
+    S: tower::Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    for i in 0..iters {
+        std::future::poll_fn(|cx| service.poll_ready(cx))
+            .await
+            .expect("ready");
+        let out = service.call(std::hint::black_box(i)).await.expect("call");
+        std::hint::black_box(out);
+    }
+}

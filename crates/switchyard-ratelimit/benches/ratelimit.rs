@@ -23,6 +23,7 @@ use axum::body::Body;
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::{Quota, RateLimiter};
 use http::{HeaderName, HeaderValue};
+use switchyard_core::test_util::drive;
 use switchyard_ratelimit::{KeyedRateLimitLayer, RateLimitConfig, RateLimitLayer, TokioClock};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_governor::GovernorError;
@@ -74,23 +75,6 @@ fn config() -> RateLimitConfig {
 fn quota() -> Quota {
     Quota::per_second(NonZeroU32::new(1_000_000_000).expect("non-zero"))
         .allow_burst(NonZeroU32::new(1_000_000).expect("non-zero"))
-}
-
-async fn drive<S>(svc: &mut S, iters: u64)
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    for i in 0..iters {
-        let out = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(black_box(i))
-            .await
-            .expect("call");
-        black_box(out);
-    }
 }
 
 /// `drive` for HTTP services: request `i` carries tenant `i % KEYS` in its `x-tenant` header.

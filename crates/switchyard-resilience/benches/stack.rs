@@ -15,13 +15,13 @@
 #![allow(clippy::disallowed_methods)] // a bench measures wall-clock time; nothing here decides on it
 
 use std::future::{Ready, ready};
-use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use switchyard_core::test_util::drive;
 use switchyard_resilience::{ResilienceConfig, ResilienceLayer};
 use tower::util::MapErr;
-use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
+use tower::{BoxError, Layer, Service, service_fn};
 use tower_resilience::bulkhead::{BulkheadLayer, BulkheadServiceError};
 use tower_resilience::circuitbreaker::{CircuitBreakerError, CircuitBreakerLayer};
 use tower_resilience::ratelimiter::{RateLimiterLayer, RateLimiterServiceError};
@@ -150,22 +150,6 @@ fn tower_builtins() -> impl Service<u64, Response = u64, Error = BoxError> {
 }
 
 /// Drives `iters` calls through `svc`.
-async fn drive<S>(svc: &mut S, iters: u64)
-where
-    S: Service<u64, Response = u64, Error = BoxError>,
-{
-    for i in 0..iters {
-        let out = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(black_box(i))
-            .await
-            .expect("call");
-        black_box(out);
-    }
-}
-
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
