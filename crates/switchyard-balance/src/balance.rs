@@ -13,9 +13,11 @@ use arc_swap::ArcSwap;
 use pin_project_lite::pin_project;
 use serde::{Deserialize, Serialize};
 use switchyard_core::{Classify, ErrorsAsFailures, Outcome};
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 use tower::discover::{Change, Discover};
-use tower::util::{BoxCloneSyncService, Oneshot};
+use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceExt};
 
 use crate::endpoint::{EndpointConfig, EndpointStats, EndpointView, Health};
@@ -108,6 +110,9 @@ struct Snapshot<S> {
     pick: Option<Box<dyn Pick>>,
     /// The earliest time an ejected endpoint returns (ns since the epoch; `u64::MAX`: none).
     next_return: u64,
+    /// No eligible endpoint is ready: `views` holds the not-ready ones (a call waits on its
+    /// endpoint), and the balancer's `poll_ready` waits for one to become ready.
+    waiting: bool,
 }
 
 struct Shared<S, Req> {
@@ -119,6 +124,8 @@ struct Shared<S, Req> {
     epoch: Instant,
     outlier: Option<OutlierConfig>,
     hint: Option<HintFn<Req>>,
+    /// Woken when a snapshot with a ready endpoint replaces one without.
+    ready: Arc<Notify>,
 }
 
 /// Removes the member named `name`, if any, marking it removed (its health checker stops).
@@ -126,7 +133,8 @@ fn take_out<S>(members: &mut Vec<Member<S>>, name: &str) {
     members.retain(|m| {
         let keep = m.view.name() != name;
         if !keep {
-            m.view.removed.store(true, Ordering::Relaxed);
+            m.view.removed.store(true, Ordering::Release);
+            m.view.gone.notify_waiters();
         }
         keep
     });
@@ -147,6 +155,7 @@ impl<S: Clone, Req> Shared<S, Req> {
         let now = self.now();
         let mut next_return = u64::MAX;
         let (mut views, mut services) = (Vec::new(), Vec::new());
+        let (mut waiting_views, mut waiting_services) = (Vec::new(), Vec::new());
         for member in members {
             let until = member.view.ejected_until.load(Ordering::Relaxed);
             if until > now {
@@ -154,9 +163,19 @@ impl<S: Clone, Req> Shared<S, Req> {
                 continue;
             }
             if member.view.enabled() && member.view.health().is_eligible() {
+                let (views, services) = if member.view.ready() {
+                    (&mut views, &mut services)
+                } else {
+                    (&mut waiting_views, &mut waiting_services)
+                };
                 views.push(Arc::clone(&member.view));
                 services.push(member.service.clone());
             }
+        }
+        // Not-ready endpoints are picked only when no eligible endpoint is ready.
+        let waiting = views.is_empty() && !waiting_views.is_empty();
+        if waiting {
+            (views, services) = (waiting_views, waiting_services);
         }
         let pick = (!views.is_empty()).then(|| self.selector.build(&views));
         self.snapshot.store(Arc::new(Snapshot {
@@ -164,7 +183,11 @@ impl<S: Clone, Req> Shared<S, Req> {
             services,
             pick,
             next_return,
+            waiting,
         }));
+        if !waiting {
+            self.ready.notify_waiters();
+        }
     }
 
     fn changed(&self) {
@@ -262,6 +285,105 @@ impl<S: Clone, Req> Shared<S, Req> {
     }
 }
 
+impl<Req: 'static, Res: 'static> Shared<Endpoint<Req, Res>, Req> {
+    /// Marks `view` ready or not, rebuilding the snapshot if that changed (and `view` is still
+    /// a member).
+    fn set_pending(&self, view: &EndpointView, pending: bool) {
+        if view.pending.swap(pending, Ordering::AcqRel) == pending {
+            return;
+        }
+        let members = lock(&self.members);
+        if members.iter().any(|m| std::ptr::eq(&*m.view, view)) {
+            tracing::debug!(
+                target: "switchyard_balance",
+                balancer = %self.name,
+                endpoint = view.name(),
+                ready = !pending,
+                "endpoint readiness changed"
+            );
+            self.rebuild(&members);
+        }
+    }
+
+    /// The service `view` stands for now, unless it was removed.
+    fn service_of(&self, view: &EndpointView) -> Option<Endpoint<Req, Res>> {
+        lock(&self.members)
+            .iter()
+            .find(|m| std::ptr::eq(&*m.view, view))
+            .map(|m| m.service.clone())
+    }
+
+    /// Starts driving `view`'s readiness in the background, unless a task already does (or
+    /// there is no tokio runtime to run one).
+    fn probe(self: &Arc<Self>, view: &Arc<EndpointView>) {
+        if view.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            view.probing.store(false, Ordering::Release);
+            return;
+        };
+        runtime.spawn(drive(Arc::clone(self), Arc::clone(view)));
+    }
+}
+
+/// Drives one endpoint's readiness: polls a clone of its service until it is ready, marking
+/// the endpoint not ready meanwhile (if it was not ready at once), then drops the clone, so
+/// nothing it reserved (a `Buffer` slot, a concurrency permit) is held. Woken by the service,
+/// never by a timer: no busy loop. Ends when the endpoint is removed; starts over with the new
+/// service when it is replaced. An `Err` from `poll_ready` marks it ready again: the calls sent
+/// to it then fail with that error, which outlier detection and health checks act on.
+async fn drive<Req: 'static, Res: 'static>(
+    shared: Arc<Shared<Endpoint<Req, Res>, Req>>,
+    view: Arc<EndpointView>,
+) {
+    loop {
+        let gone = view.gone.notified();
+        let mut gone = std::pin::pin!(gone);
+        gone.as_mut().enable();
+        let service = if view.removed.load(Ordering::Acquire) {
+            None
+        } else {
+            shared.service_of(&view)
+        };
+        let Some(mut service) = service else {
+            view.probing.store(false, Ordering::Release);
+            return;
+        };
+        let mut first = true;
+        let outcome = std::future::poll_fn(|cx| {
+            if gone.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            let poll = service.poll_ready(cx);
+            if first && poll.is_pending() {
+                shared.set_pending(&view, true);
+            }
+            first = false;
+            poll.map(Some)
+        })
+        .await;
+        let Some(outcome) = outcome else {
+            continue;
+        };
+        drop(service);
+        // In this order: a call that finds the endpoint not ready after `probing` is cleared
+        // starts a new task, which marks it again.
+        view.probing.store(false, Ordering::Release);
+        shared.set_pending(&view, false);
+        if let Err(error) = outcome {
+            tracing::debug!(
+                target: "switchyard_balance",
+                balancer = %shared.name,
+                endpoint = view.name(),
+                %error,
+                "endpoint's poll_ready failed"
+            );
+        }
+        return;
+    }
+}
+
 /// A load balancer over named endpoints, each a tower `Service`: a `Service<Req>` that sends
 /// each call to one eligible endpoint as its [`Selector`] picks.
 ///
@@ -276,11 +398,19 @@ impl<S: Clone, Req> Shared<S, Req> {
 /// - **Hints** per call ([`with_hint`](Self::with_hint)): a key for `consistent-hash`,
 ///   preferred endpoints.
 ///
-/// The balancer is always ready; each call readies its chosen endpoint's clone (`Oneshot`),
-/// so one busy endpoint never stalls the others. Clones share everything.
+/// - **Readiness** is tower's: an endpoint whose `poll_ready` answered `Pending` (found when it
+///   is added or by a call sent to it) is left out of the pick while another eligible endpoint
+///   is ready, and a background task drives it until it is ready again — woken by the endpoint,
+///   not by calls or timers. The balancer's `poll_ready` is ready while an eligible endpoint is
+///   ready (or none is eligible: the call then fails with [`NoAvailableEndpoint`]); each call
+///   readies its chosen endpoint's clone, so one busy endpoint never stalls the others.
+///
+/// Clones share everything.
 pub struct Balance<Req, Res, C = ErrorsAsFailures> {
     shared: Arc<Shared<Endpoint<Req, Res>, Req>>,
     classifier: C,
+    /// While `poll_ready` waits for an endpoint to become ready (this clone's own wait).
+    waiting: Option<Pin<Box<OwnedNotified>>>,
 }
 
 /// An endpoint's service as a balancer holds it: any service, boxed once when added. Erasing
@@ -302,6 +432,7 @@ impl<Req, Res, C: Clone> Clone for Balance<Req, Res, C> {
         Self {
             shared: Arc::clone(&self.shared),
             classifier: self.classifier.clone(),
+            waiting: None,
         }
     }
 }
@@ -335,6 +466,7 @@ impl<Req, Res> Balance<Req, Res> {
                     services: Vec::new(),
                     pick: None,
                     next_return: u64::MAX,
+                    waiting: false,
                 }),
                 // Each balancer draws its own sequence (replicas must not pick in lockstep);
                 // `with_seed` fixes it for tests.
@@ -347,8 +479,10 @@ impl<Req, Res> Balance<Req, Res> {
                 epoch: Instant::now(),
                 outlier: None,
                 hint: None,
+                ready: Arc::new(Notify::new()),
             }),
             classifier: ErrorsAsFailures,
+            waiting: None,
         }
     }
 }
@@ -399,6 +533,7 @@ impl<Req, Res, C> Balance<Req, Res, C> {
         Balance {
             shared: self.shared,
             classifier,
+            waiting: None,
         }
     }
 
@@ -422,6 +557,8 @@ impl<Req, Res, C> Balance<Req, Res, C> {
         S: Service<Req, Response = Res> + Clone + Send + Sync + 'static,
         S::Error: Into<BoxError> + 'static,
         S::Future: Send + 'static,
+        Req: 'static,
+        Res: 'static,
     {
         let service = boxed(service);
         let name = name.into();
@@ -429,11 +566,15 @@ impl<Req, Res, C> Balance<Req, Res, C> {
         if members.iter().any(|m| *m.view.name() == *name) {
             return Err(EndpointError::Duplicate(name.to_string()));
         }
+        let view = Arc::new(EndpointView::new(name, config));
         members.push(Member {
-            view: Arc::new(EndpointView::new(name, config)),
+            view: Arc::clone(&view),
             service,
         });
         self.shared.rebuild(&members);
+        drop(members);
+        // Readiness is driven from the start: an endpoint still connecting is not picked.
+        self.shared.probe(&view);
         Ok(())
     }
 
@@ -592,13 +733,26 @@ impl<Req, Res, C> Balance<Req, Res, C> {
                         let name: Arc<str> = key.to_string().into();
                         let service = boxed(service);
                         // A known key keeps its view: health, ejection and stats carry over.
-                        match members.iter_mut().find(|m| *m.view.name() == *name) {
-                            Some(member) => member.service = service,
-                            None => members.push(Member {
-                                view: Arc::new(EndpointView::new(name, &config)),
-                                service,
-                            }),
-                        }
+                        let view = match members.iter_mut().find(|m| *m.view.name() == *name) {
+                            Some(member) => {
+                                member.service = service;
+                                // A task driving the old service's readiness moves to the new one.
+                                member.view.gone.notify_waiters();
+                                Arc::clone(&member.view)
+                            }
+                            None => {
+                                let view = Arc::new(EndpointView::new(name, &config));
+                                members.push(Member {
+                                    view: Arc::clone(&view),
+                                    service,
+                                });
+                                view
+                            }
+                        };
+                        shared.rebuild(&members);
+                        drop(members);
+                        shared.probe(&view);
+                        continue;
                     }
                     Ok(Change::Remove(key)) => {
                         let name = key.to_string();
@@ -649,13 +803,36 @@ impl<Req, Res, C> Balance<Req, Res, C> {
 impl<Req, Res, C> Service<Req> for Balance<Req, Res, C>
 where
     C: Classify<Res, BoxError> + Clone,
+    Req: 'static,
+    Res: 'static,
 {
     type Response = Res;
     type Error = BoxError;
     type Future = BalanceFuture<Req, Res, C>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+    /// Ready when an eligible endpoint is ready, or when none is eligible (the call then fails
+    /// with [`NoAvailableEndpoint`], as `tower::load_shed` would). While every eligible
+    /// endpoint is not ready, waits — woken when one becomes ready, never by polling.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        loop {
+            if !self.current_at(self.shared.now()).waiting {
+                self.waiting = None;
+                return Poll::Ready(Ok(()));
+            }
+            match &mut self.waiting {
+                // Registered before the snapshot is read again, so a wake between the two is
+                // not missed.
+                None => {
+                    let mut notified = Box::pin(Arc::clone(&self.shared.ready).notified_owned());
+                    notified.as_mut().enable();
+                    self.waiting = Some(notified);
+                }
+                Some(notified) => {
+                    std::task::ready!(notified.as_mut().poll(cx));
+                    self.waiting = None;
+                }
+            }
+        }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -700,8 +877,10 @@ where
         view.total.fetch_add(1, Ordering::Relaxed);
         view.last_used.store(now, Ordering::Relaxed);
         BalanceFuture {
-            state: State::Calling {
-                future: service.oneshot(req),
+            state: State::Readying {
+                service: Some(service),
+                req: Some(req),
+                first: true,
                 call: Some(Call {
                     view,
                     shared: Arc::clone(&self.shared),
@@ -883,20 +1062,28 @@ fn record_latency(view: &EndpointView, rtt: Duration, now: u64) {
 pin_project! {
     /// The response future of [`Balance`].
     pub struct BalanceFuture<Req, Res, C> {
-        #[pin]
-        state: State<Endpoint<Req, Res>, Req, C>,
+        state: State<Req, Res, C>,
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<S, Req, C>
-    where
-        S: Service<Req>,
-    {
-        Calling { #[pin] future: Oneshot<S, Req>, call: Option<Call<S, Req, C>> },
-        Refused { error: Option<BoxError> },
-    }
+type CallOf<Req, Res, C> = Call<Endpoint<Req, Res>, Req, C>;
+
+enum State<Req, Res, C> {
+    /// Waiting for the chosen endpoint's clone to be ready.
+    Readying {
+        service: Option<Endpoint<Req, Res>>,
+        req: Option<Req>,
+        /// Whether `poll_ready` was not polled yet.
+        first: bool,
+        call: Option<CallOf<Req, Res, C>>,
+    },
+    Calling {
+        future: <Endpoint<Req, Res> as Service<Req>>::Future,
+        call: Option<CallOf<Req, Res, C>>,
+    },
+    Refused {
+        error: Option<BoxError>,
+    },
 }
 
 impl<Req, Res, C> fmt::Debug for BalanceFuture<Req, Res, C> {
@@ -908,21 +1095,67 @@ impl<Req, Res, C> fmt::Debug for BalanceFuture<Req, Res, C> {
 impl<Req, Res, C> Future for BalanceFuture<Req, Res, C>
 where
     C: Classify<Res, BoxError>,
+    Req: 'static,
+    Res: 'static,
 {
     type Output = Result<Res, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Calling { future, call } => {
-                let result = std::task::ready!(future.poll(cx));
-                if let Some(mut call) = call.take() {
-                    call.finish(result.as_ref());
+        let state = self.project().state;
+        loop {
+            match state {
+                State::Readying {
+                    service,
+                    req,
+                    first,
+                    call,
+                } => {
+                    let endpoint = service
+                        .as_mut()
+                        .expect("BalanceFuture polled after completion");
+                    match endpoint.poll_ready(cx) {
+                        Poll::Pending => {
+                            // Picked while not ready: this call waits for it, later ones go
+                            // elsewhere until a background task sees it ready.
+                            if std::mem::take(first)
+                                && let Some(call) = call
+                            {
+                                call.shared.set_pending(&call.view, true);
+                                call.shared.probe(&call.view);
+                            }
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(error)) => {
+                            let mut call = call.take();
+                            *state = State::Refused { error: None };
+                            let result = Err(error);
+                            if let Some(call) = &mut call {
+                                call.finish(result.as_ref());
+                            }
+                            return Poll::Ready(result);
+                        }
+                        Poll::Ready(Ok(())) => {
+                            let future = endpoint.call(req.take().expect("request taken once"));
+                            *state = State::Calling {
+                                future,
+                                call: call.take(),
+                            };
+                        }
+                    }
                 }
-                Poll::Ready(result)
+                State::Calling { future, call } => {
+                    let result = std::task::ready!(future.as_mut().poll(cx));
+                    if let Some(mut call) = call.take() {
+                        call.finish(result.as_ref());
+                    }
+                    return Poll::Ready(result);
+                }
+                State::Refused { error } => {
+                    return Poll::Ready(Err(error
+                        .take()
+                        .expect("BalanceFuture polled after completion")));
+                }
             }
-            StateProj::Refused { error } => Poll::Ready(Err(error
-                .take()
-                .expect("BalanceFuture polled after completion"))),
         }
     }
 }

@@ -132,6 +132,13 @@ pub struct EndpointView {
     pub(crate) window_failures: AtomicU32,
     /// Set when the endpoint leaves its balancer (its health checker then stops).
     pub(crate) removed: AtomicBool,
+    /// Set while its service is not ready (its `poll_ready` answered `Pending`): not picked
+    /// while another eligible endpoint is ready.
+    pub(crate) pending: AtomicBool,
+    /// Set while a background task drives its readiness.
+    pub(crate) probing: AtomicBool,
+    /// Wakes that task when the endpoint is removed or its service replaced.
+    pub(crate) gone: tokio::sync::Notify,
 }
 
 impl EndpointView {
@@ -159,6 +166,9 @@ impl EndpointView {
             window_calls: AtomicU32::new(0),
             window_failures: AtomicU32::new(0),
             removed: AtomicBool::new(false),
+            pending: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
+            gone: tokio::sync::Notify::new(),
         }
     }
 
@@ -199,6 +209,13 @@ impl EndpointView {
         Health::from_u8(self.health.swap(health as u8, Ordering::AcqRel))
     }
 
+    /// Whether its service was ready when last polled. An endpoint seen not ready is driven
+    /// to readiness in the background and not picked meanwhile, unless no eligible endpoint is
+    /// ready.
+    pub fn ready(&self) -> bool {
+        !self.pending.load(Ordering::Acquire)
+    }
+
     /// Whether it is enabled.
     pub fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
@@ -220,6 +237,7 @@ impl EndpointView {
             enabled: self.enabled(),
             health: self.health(),
             ejected: self.ejected_at(now),
+            ready: self.ready(),
             in_flight: self.in_flight(),
             total_requests: total,
             successful_requests: successes,
@@ -254,6 +272,8 @@ pub struct EndpointStats {
     pub health: Health,
     /// Whether outlier detection has ejected it for now.
     pub ejected: bool,
+    /// Whether its service was ready when last polled ([`EndpointView::ready`]).
+    pub ready: bool,
     /// Calls in flight.
     pub in_flight: u32,
     /// Calls sent to it.

@@ -460,10 +460,225 @@ async fn stats_serialise_with_the_seeds_fields() {
 }
 
 #[tokio::test]
-async fn the_balancer_is_a_service_that_is_always_ready() {
+async fn the_balancer_is_a_service() {
     let mut balance = balance(Strategy::RoundRobin, &["a"]);
     balance.ready().await.unwrap();
     assert_eq!(balance.call((None, 1)).await.unwrap(), "a");
+}
+
+/// An endpoint that can take one call at a time (`ConcurrencyLimit` 1, so `poll_ready` waits
+/// while a call runs), whose calls wait until `open` is set, counting its `poll_ready` polls.
+/// Its clones share `token`, so a test sees when the balancer drops them all.
+#[derive(Clone)]
+struct OneAtATime {
+    inner: tower::limit::ConcurrencyLimit<Backend>,
+    polls: Arc<std::sync::atomic::AtomicUsize>,
+    _token: Arc<()>,
+}
+
+impl Service<Req> for OneAtATime {
+    type Response = String;
+    type Error = BoxError;
+    type Future = <tower::limit::ConcurrencyLimit<Backend> as Service<Req>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.inner.call(req)
+    }
+}
+
+fn one_at_a_time(
+    name: &'static str,
+    open: tokio::sync::watch::Receiver<bool>,
+) -> (OneAtATime, Arc<std::sync::atomic::AtomicUsize>, Arc<()>) {
+    let backend = BoxCloneSyncService::new(service_fn(move |_req: Req| {
+        let mut open = open.clone();
+        async move {
+            open.wait_for(|open| *open).await.map_err(BoxError::from)?;
+            Ok::<_, BoxError>(name.to_owned())
+        }
+    }));
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let token = Arc::new(());
+    let service = OneAtATime {
+        inner: tower::limit::ConcurrencyLimit::new(backend, 1),
+        polls: Arc::clone(&polls),
+        _token: Arc::clone(&token),
+    };
+    (service, polls, token)
+}
+
+fn prefer(name: &str) -> Req {
+    (Some(name.to_owned()), 0)
+}
+
+/// Lets spawned tasks run (paused time: the clock does not move while they have work).
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_not_ready_endpoint_is_not_picked_until_it_is_ready_again() {
+    let (open_tx, open) = tokio::sync::watch::channel(false);
+    let (busy, _, _) = one_at_a_time("busy", open);
+    let balance: Balance<Req, String> =
+        Balance::new("test", Strategy::RoundRobin).with_hint(|req: &Req| {
+            req.0.clone().map(|name| Hint {
+                key: None,
+                preferred: vec![name],
+            })
+        });
+    balance
+        .add("busy", busy, &EndpointConfig::default())
+        .unwrap();
+    balance
+        .add("idle", ok("idle"), &EndpointConfig::default())
+        .unwrap();
+    settle().await;
+    assert_eq!(balance.eligible(), ["busy", "idle"], "both ready at first");
+
+    // The first call takes busy's only slot; the second, sent there too, finds it not ready.
+    let first = tokio::spawn(balance.clone().oneshot(prefer("busy")));
+    settle().await;
+    let second = tokio::spawn(balance.clone().oneshot(prefer("busy")));
+    settle().await;
+    assert_eq!(
+        balance.eligible(),
+        ["idle"],
+        "a not-ready endpoint leaves the pick"
+    );
+    assert!(!balance.stats()[0].ready);
+    // Round robin would alternate; every call now goes to the ready endpoint, even one that
+    // prefers the busy one.
+    for _ in 0..6 {
+        assert_eq!(call(&balance, None).await.unwrap(), "idle");
+    }
+    assert_eq!(
+        balance.clone().oneshot(prefer("busy")).await.unwrap(),
+        "idle"
+    );
+
+    // Once its calls finish, the background task sees it ready, with no call arriving.
+    open_tx.send(true).unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), "busy");
+    assert_eq!(
+        second.await.unwrap().unwrap(),
+        "busy",
+        "the waiting call was served"
+    );
+    settle().await;
+    assert_eq!(balance.eligible(), ["busy", "idle"]);
+    assert!(balance.stats()[0].ready);
+    let shares = shares(&balance, 10).await;
+    assert_eq!(shares["busy"], 5, "{shares:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_waits_while_no_endpoint_is_ready_and_is_woken_without_polling() {
+    let (open_tx, open) = tokio::sync::watch::channel(false);
+    let (busy, polls, _) = one_at_a_time("busy", open);
+    let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin);
+    balance
+        .add("busy", busy, &EndpointConfig::default())
+        .unwrap();
+    settle().await;
+
+    let first = tokio::spawn(balance.clone().oneshot((None, 1)));
+    settle().await;
+    // Not known yet to be busy: the next call is taken, and waits on the endpoint.
+    let second = tokio::spawn(balance.clone().oneshot((None, 2)));
+    settle().await;
+    assert_eq!(
+        balance.eligible(),
+        ["busy"],
+        "the waiting endpoint is still the one to call"
+    );
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let waiter = tokio::spawn({
+        let (mut balance, ready) = (balance.clone(), Arc::clone(&ready));
+        async move {
+            balance.ready().await.unwrap();
+            ready.store(true, Ordering::SeqCst);
+        }
+    });
+    settle().await;
+    let polled = polls.load(Ordering::SeqCst);
+    // An hour passes with no wake: nothing polls the endpoint meanwhile (no busy loop).
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(!ready.load(Ordering::SeqCst), "no endpoint is ready");
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        polled,
+        "polled while nothing changed"
+    );
+
+    open_tx.send(true).unwrap();
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    settle().await;
+    waiter.await.unwrap();
+    assert!(ready.load(Ordering::SeqCst));
+}
+
+#[tokio::test(start_paused = true)]
+async fn removing_a_not_ready_endpoint_stops_driving_it() {
+    let (_open_tx, open) = tokio::sync::watch::channel(false);
+    let (busy, _, token) = one_at_a_time("busy", open);
+    // A call from outside the balancer holds the only slot, for good.
+    let mut occupant = busy.clone();
+    occupant.ready().await.unwrap();
+    let _stuck = tokio::spawn(occupant.call((None, 0)));
+    drop(occupant);
+
+    let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin);
+    balance
+        .add("busy", busy, &EndpointConfig::default())
+        .unwrap();
+    settle().await;
+    assert!(!balance.stats()[0].ready);
+    assert!(Arc::strong_count(&token) > 1);
+
+    balance.remove("busy").unwrap();
+    settle().await;
+    assert_eq!(
+        Arc::strong_count(&token),
+        1,
+        "a task still drives the removed endpoint"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_not_ready_when_added_is_not_picked() {
+    let (_open_tx, open) = tokio::sync::watch::channel(false);
+    let (busy, _, _) = one_at_a_time("busy", open);
+    // Its only slot is taken before it joins the balancer.
+    let mut occupant = busy.clone();
+    occupant.ready().await.unwrap();
+    let _running = tokio::spawn(occupant.call((None, 0)));
+    settle().await;
+
+    let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin);
+    balance
+        .add("busy", busy, &EndpointConfig::default())
+        .unwrap();
+    balance
+        .add("idle", ok("idle"), &EndpointConfig::default())
+        .unwrap();
+    settle().await;
+    assert_eq!(balance.eligible(), ["idle"]);
+    for _ in 0..4 {
+        assert_eq!(call(&balance, None).await.unwrap(), "idle");
+    }
 }
 
 fn check_service(
