@@ -788,6 +788,65 @@ impl<Req, Res, C> Balance<Req, Res, C> {
             .collect()
     }
 
+    /// Picks an endpoint as a call would — by the strategy, among the eligible endpoints
+    /// (the ready ones while any is ready), `hint`'s preferred endpoints first — without
+    /// calling it: for callers that keep the chosen service (a provider manager's `get`).
+    /// Calls made on the returned service bypass the balancer: its stats and outlier
+    /// detection do not see them.
+    ///
+    /// # Errors
+    ///
+    /// [`NoAvailableEndpoint`] when none is eligible.
+    pub fn pick(&self, hint: Option<&Hint>) -> Result<Picked<Req, Res>, NoAvailableEndpoint> {
+        let now = self.shared.now();
+        self.choose(now, hint)
+            .map(|(view, service)| Picked {
+                name: view.name().to_owned(),
+                service,
+            })
+            .ok_or_else(|| self.none_available())
+    }
+
+    fn none_available(&self) -> NoAvailableEndpoint {
+        metrics::counter!(
+            "switchyard_balance_no_endpoint_total",
+            "balancer" => self.shared.name.to_string(),
+        )
+        .increment(1);
+        NoAvailableEndpoint::new(Arc::clone(&self.shared.name))
+    }
+
+    /// The endpoint a call at `now` with `hint` goes to.
+    fn choose(
+        &self,
+        now: u64,
+        hint: Option<&Hint>,
+    ) -> Option<(Arc<EndpointView>, Endpoint<Req, Res>)> {
+        let snapshot = self.current_at(now);
+        let preferred = hint.and_then(|h| {
+            h.preferred
+                .iter()
+                .find_map(|name| snapshot.views.iter().position(|v| v.name() == name))
+        });
+        let cx = PickContext {
+            hint,
+            rng: &self.shared.rng,
+            now,
+        };
+        let index = preferred
+            .or_else(|| {
+                snapshot
+                    .pick
+                    .as_ref()
+                    .and_then(|p| p.pick(&snapshot.views, &cx))
+            })
+            .filter(|i| *i < snapshot.views.len())?;
+        Some((
+            Arc::clone(&snapshot.views[index]),
+            snapshot.services[index].clone(),
+        ))
+    }
+
     /// The snapshot, rebuilt first if an ejected endpoint is due back at `now`.
     fn current_at(&self, now: u64) -> arc_swap::Guard<Arc<Snapshot<Endpoint<Req, Res>>>> {
         let snapshot = self.shared.snapshot.load();
@@ -838,41 +897,14 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         // One clock read per call here and one when it ends (each is a thread-local lookup).
         let now = self.shared.now();
-        let snapshot = self.current_at(now);
         let hint = self.shared.hint.as_ref().and_then(|f| f(&req));
-        let preferred = hint.as_ref().and_then(|h| {
-            h.preferred
-                .iter()
-                .find_map(|name| snapshot.views.iter().position(|v| v.name() == name))
-        });
-        let cx = PickContext {
-            hint: hint.as_ref(),
-            rng: &self.shared.rng,
-            now,
-        };
-        let index = preferred.or_else(|| {
-            snapshot
-                .pick
-                .as_ref()
-                .and_then(|p| p.pick(&snapshot.views, &cx))
-        });
-        let Some(index) = index.filter(|i| *i < snapshot.views.len()) else {
-            metrics::counter!(
-                "switchyard_balance_no_endpoint_total",
-                "balancer" => self.shared.name.to_string(),
-            )
-            .increment(1);
+        let Some((view, service)) = self.choose(now, hint.as_ref()) else {
             return BalanceFuture {
                 state: State::Refused {
-                    error: Some(Box::new(NoAvailableEndpoint::new(Arc::clone(
-                        &self.shared.name,
-                    )))),
+                    error: Some(Box::new(self.none_available())),
                 },
             };
         };
-        let view = Arc::clone(&snapshot.views[index]);
-        let service = snapshot.services[index].clone();
-        drop(snapshot);
         view.in_flight.fetch_add(1, Ordering::Relaxed);
         view.total.fetch_add(1, Ordering::Relaxed);
         view.last_used.store(now, Ordering::Relaxed);
@@ -891,6 +923,24 @@ where
                 }),
             },
         }
+    }
+}
+
+/// An endpoint [`Balance::pick`] chose: its name and a clone of its service.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Picked<Req, Res> {
+    /// The endpoint's name.
+    pub name: String,
+    /// Its service (calls on it bypass the balancer).
+    pub service: Endpoint<Req, Res>,
+}
+
+impl<Req, Res> fmt::Debug for Picked<Req, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Picked")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 

@@ -53,7 +53,7 @@ pub mod health;
 mod selector;
 
 pub use balance::{
-    Balance, BalanceFuture, Discovery, Endpoint, FailureRate, HealthReport, OutlierConfig,
+    Balance, BalanceFuture, Discovery, Endpoint, FailureRate, HealthReport, OutlierConfig, Picked,
 };
 pub use endpoint::{EndpointConfig, EndpointStats, EndpointView, Health};
 pub use error::{EndpointError, NoAvailableEndpoint};
