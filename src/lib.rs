@@ -14,6 +14,7 @@
 //! | `retry` | switchyard-retry | tower `Retry` policy: backoff, jitter, budget, replayable HTTP bodies (feature `retry`) |
 //! | `resilience` | switchyard-resilience | `ResilienceConfig` and the stack it builds, timeouts, fallback, registry (feature `resilience`) |
 //! | `balance` | switchyard-balance | selector-based load balancer: seven strategies, runtime endpoints, outlier ejection (feature `balance`) |
+//! | `provider` | switchyard-provider | provider registry and manager: factories from config, opt-in initialize/close, selection, the four interaction patterns (feature `provider`) |
 //! | `router` | switchyard-router | name-dispatch router over a hot-reloaded SQLite routes table: local, remote (`http`, custom), `noop` (feature `router`, off by default) |
 //!
 //! # Example
@@ -64,6 +65,9 @@ pub use switchyard_resilience as resilience;
 #[cfg(feature = "balance")]
 pub use switchyard_balance as balance;
 
+#[cfg(feature = "provider")]
+pub use switchyard_provider as provider;
+
 #[cfg(feature = "router")]
 pub use switchyard_router as router;
 
@@ -103,6 +107,9 @@ pub mod prelude {
 
     #[cfg(feature = "balance")]
     pub use switchyard_balance::{Balance, EndpointConfig, Health, OutlierConfig, Strategy};
+
+    #[cfg(feature = "provider")]
+    pub use switchyard_provider::{Close, Initialize, Manager, Provider, ProviderError, Selection};
 
     #[cfg(feature = "router")]
     pub use switchyard_router::{

@@ -8,7 +8,9 @@
 //! and go at runtime without failing calls in flight; endpoints that keep failing are ejected
 //! for a growing time, never more than a capped share of them ([`OutlierConfig`]); active health
 //! checks ([`Balance::check`]) run in the background; endpoints can follow a
-//! `tower::discover::Discover` stream ([`Balance::follow`]).
+//! `tower::discover::Discover` stream ([`Balance::follow`]). An endpoint whose `poll_ready` is
+//! pending is left out of the pick until a background task sees it ready, and the balancer's
+//! own `poll_ready` waits only while no eligible endpoint is ready.
 //!
 //! # Example
 //!

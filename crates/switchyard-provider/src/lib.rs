@@ -27,23 +27,27 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), BoxError> {
 //! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
 //! struct Greeter { greeting: String }
 //!
 //! let registry = Arc::new(Registry::<String, String>::new());
-//! registry.register_typed("en", |config: Greeter| {
-//!     Ok::<_, BoxError>(Provider::new(service_fn(move |name: String| {
-//!         let greeting = config.greeting.clone();
-//!         async move { Ok::<_, BoxError>(format!("{greeting}, {name}")) }
-//!     })))
-//! });
+//! for language in ["en", "fr"] {
+//!     registry.register_typed(language, |config: Greeter| {
+//!         Ok::<_, BoxError>(Provider::new(service_fn(move |name: String| {
+//!             let greeting = config.greeting.clone();
+//!             async move { Ok::<_, BoxError>(format!("{greeting}, {name}")) }
+//!         })))
+//!     });
+//! }
 //!
 //! let mut manager = Manager::new("greeters", registry, Selection::FirstAvailable);
 //! manager.initialize("en", &json!({ "greeting": "Hello" })).await?;
 //! assert_eq!(manager.ready().await?.call("Ada".into()).await?, "Hello, Ada");
 //!
-//! // A config that does not fit the factory's type names the field.
-//! let err = manager.initialize("en", &json!({ "greting": "Hi" })).await.unwrap_err();
-//! assert!(err.to_string().contains("already initialized"));
+//! // A config that does not fit the factory's type is refused, naming the field.
+//! let err = manager.initialize("fr", &json!({ "greting": "Bonjour" })).await.unwrap_err();
+//! assert!(err.to_string().contains("unknown field `greting`"));
+//! assert_eq!(manager.names(), ["en"]);
 //!
 //! manager.close_all(Duration::from_secs(5)).await?;
 //! # Ok(())

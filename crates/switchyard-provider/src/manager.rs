@@ -140,11 +140,15 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 struct Reservation<'a> {
     state: &'a Mutex<State>,
     name: &'a str,
+    /// Cleared once the name moved to `order` (under the lock that moved it).
+    armed: bool,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        lock(self.state).initializing.remove(self.name);
+        if self.armed {
+            lock(self.state).initializing.remove(self.name);
+        }
     }
 }
 
@@ -246,6 +250,7 @@ where
         Ok(Reservation {
             state: &self.inner.state,
             name,
+            armed: true,
         })
     }
 
@@ -282,7 +287,7 @@ where
         config: &Value,
         wrap: Wrap<Req, Res>,
     ) -> Result<(), ProviderError> {
-        let reservation = self.reserve(name)?;
+        let mut reservation = self.reserve(name)?;
         let provider = self.inner.registry.build(name, config)?;
         if let Some(initialize) = &provider.initialize {
             let outcome = AssertUnwindSafe(initialize()).catch_unwind().await;
@@ -307,7 +312,7 @@ where
         let closed = {
             let mut state = lock(&self.inner.state);
             state.initializing.remove(name);
-            std::mem::forget(reservation);
+            reservation.armed = false;
             match state.closed {
                 Some(deadline) => Some(deadline),
                 None => {
