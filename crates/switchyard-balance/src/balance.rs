@@ -98,6 +98,14 @@ use crate::selector::DECAY;
 
 type HintFn<Req> = Arc<dyn Fn(&Req) -> Option<Hint> + Send + Sync>;
 
+/// The endpoint a pick chose.
+struct Chosen<S> {
+    view: Arc<EndpointView>,
+    service: S,
+    /// The service's generation, to tell later whether it was replaced.
+    generation: u32,
+}
+
 struct Member<S> {
     view: Arc<EndpointView>,
     service: S,
@@ -107,6 +115,8 @@ struct Member<S> {
 struct Snapshot<S> {
     views: Vec<Arc<EndpointView>>,
     services: Vec<S>,
+    /// Each service's generation (`EndpointView::generation` when the snapshot was built).
+    generations: Vec<u32>,
     pick: Option<Box<dyn Pick>>,
     /// The earliest time an ejected endpoint returns (ns since the epoch; `u64::MAX`: none).
     next_return: u64,
@@ -178,9 +188,14 @@ impl<S: Clone, Req> Shared<S, Req> {
             (views, services) = (waiting_views, waiting_services);
         }
         let pick = (!views.is_empty()).then(|| self.selector.build(&views));
+        let generations = views
+            .iter()
+            .map(|v| v.generation.load(Ordering::Acquire))
+            .collect();
         self.snapshot.store(Arc::new(Snapshot {
             views,
             services,
+            generations,
             pick,
             next_return,
             waiting,
@@ -192,6 +207,54 @@ impl<S: Clone, Req> Shared<S, Req> {
 
     fn changed(&self) {
         self.rebuild(&lock(&self.members));
+    }
+
+    fn none_available(&self) -> NoAvailableEndpoint {
+        metrics::counter!(
+            "switchyard_balance_no_endpoint_total",
+            "balancer" => self.name.to_string(),
+        )
+        .increment(1);
+        NoAvailableEndpoint::new(Arc::clone(&self.name))
+    }
+
+    /// The endpoint a call at `now` with `hint` goes to.
+    fn choose(&self, now: u64, hint: Option<&Hint>) -> Option<Chosen<S>> {
+        let snapshot = self.current_at(now);
+        let preferred = hint.and_then(|h| {
+            h.preferred
+                .iter()
+                .find_map(|name| snapshot.views.iter().position(|v| v.name() == name))
+        });
+        let cx = PickContext {
+            hint,
+            rng: &self.rng,
+            now,
+        };
+        let index = preferred
+            .or_else(|| {
+                snapshot
+                    .pick
+                    .as_ref()
+                    .and_then(|p| p.pick(&snapshot.views, &cx))
+            })
+            .filter(|i| *i < snapshot.views.len())?;
+        Some(Chosen {
+            view: Arc::clone(&snapshot.views[index]),
+            service: snapshot.services[index].clone(),
+            generation: snapshot.generations[index],
+        })
+    }
+
+    /// The snapshot, rebuilt first if an ejected endpoint is due back at `now`.
+    fn current_at(&self, now: u64) -> arc_swap::Guard<Arc<Snapshot<S>>> {
+        let snapshot = self.snapshot.load();
+        if snapshot.next_return <= now {
+            drop(snapshot);
+            self.changed();
+            return self.snapshot.load();
+        }
+        snapshot
     }
 
     /// Sets `view`'s health, logging a change and rebuilding if eligibility changed.
@@ -313,17 +376,18 @@ impl<Req: 'static, Res: 'static> Shared<Endpoint<Req, Res>, Req> {
             .map(|m| m.service.clone())
     }
 
-    /// Starts driving `view`'s readiness in the background, unless a task already does (or
-    /// there is no tokio runtime to run one).
-    fn probe(self: &Arc<Self>, view: &Arc<EndpointView>) {
+    /// Starts driving `view`'s readiness in the background, unless a task already does.
+    /// Answers whether a task drives it (not without a tokio runtime to run one).
+    fn probe(self: &Arc<Self>, view: &Arc<EndpointView>) -> bool {
         if view.probing.swap(true, Ordering::AcqRel) {
-            return;
+            return true;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             view.probing.store(false, Ordering::Release);
-            return;
+            return false;
         };
         runtime.spawn(drive(Arc::clone(self), Arc::clone(view)));
+        true
     }
 }
 
@@ -337,6 +401,14 @@ async fn drive<Req: 'static, Res: 'static>(
     shared: Arc<Shared<Endpoint<Req, Res>, Req>>,
     view: Arc<EndpointView>,
 ) {
+    // However the task ends — done, the endpoint removed, a panic in the endpoint's
+    // `poll_ready`, or its runtime shutting down — the endpoint is marked ready again and
+    // the next call that finds it not ready starts a new task: it never stays out with
+    // nothing driving it.
+    let _done = Driven {
+        shared: Arc::clone(&shared),
+        view: Arc::clone(&view),
+    };
     loop {
         let gone = view.gone.notified();
         let mut gone = std::pin::pin!(gone);
@@ -347,7 +419,6 @@ async fn drive<Req: 'static, Res: 'static>(
             shared.service_of(&view)
         };
         let Some(mut service) = service else {
-            view.probing.store(false, Ordering::Release);
             return;
         };
         let mut first = true;
@@ -367,10 +438,6 @@ async fn drive<Req: 'static, Res: 'static>(
             continue;
         };
         drop(service);
-        // In this order: a call that finds the endpoint not ready after `probing` is cleared
-        // starts a new task, which marks it again.
-        view.probing.store(false, Ordering::Release);
-        shared.set_pending(&view, false);
         if let Err(error) = outcome {
             tracing::debug!(
                 target: "switchyard_balance",
@@ -381,6 +448,21 @@ async fn drive<Req: 'static, Res: 'static>(
             );
         }
         return;
+    }
+}
+
+/// Ends a readiness task: see `drive`.
+struct Driven<Req: 'static, Res: 'static> {
+    shared: Arc<Shared<Endpoint<Req, Res>, Req>>,
+    view: Arc<EndpointView>,
+}
+
+impl<Req: 'static, Res: 'static> Drop for Driven<Req, Res> {
+    fn drop(&mut self) {
+        // In this order: a call that finds the endpoint not ready after `probing` is cleared
+        // starts a new task, which marks it again.
+        self.view.probing.store(false, Ordering::Release);
+        self.shared.set_pending(&self.view, false);
     }
 }
 
@@ -411,6 +493,8 @@ pub struct Balance<Req, Res, C = ErrorsAsFailures> {
     classifier: C,
     /// While `poll_ready` waits for an endpoint to become ready (this clone's own wait).
     waiting: Option<Pin<Box<OwnedNotified>>>,
+    /// While `poll_ready` waits: the return of the first ejected endpoint.
+    until: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// An endpoint's service as a balancer holds it: any service, boxed once when added. Erasing
@@ -433,6 +517,7 @@ impl<Req, Res, C: Clone> Clone for Balance<Req, Res, C> {
             shared: Arc::clone(&self.shared),
             classifier: self.classifier.clone(),
             waiting: None,
+            until: None,
         }
     }
 }
@@ -464,6 +549,7 @@ impl<Req, Res> Balance<Req, Res> {
                 snapshot: ArcSwap::from_pointee(Snapshot {
                     views: Vec::new(),
                     services: Vec::new(),
+                    generations: Vec::new(),
                     pick: None,
                     next_return: u64::MAX,
                     waiting: false,
@@ -483,6 +569,7 @@ impl<Req, Res> Balance<Req, Res> {
             }),
             classifier: ErrorsAsFailures,
             waiting: None,
+            until: None,
         }
     }
 }
@@ -534,6 +621,7 @@ impl<Req, Res, C> Balance<Req, Res, C> {
             shared: self.shared,
             classifier,
             waiting: None,
+            until: None,
         }
     }
 
@@ -574,7 +662,7 @@ impl<Req, Res, C> Balance<Req, Res, C> {
         self.shared.rebuild(&members);
         drop(members);
         // Readiness is driven from the start: an endpoint still connecting is not picked.
-        self.shared.probe(&view);
+        let _ = self.shared.probe(&view);
         Ok(())
     }
 
@@ -736,7 +824,9 @@ impl<Req, Res, C> Balance<Req, Res, C> {
                         let view = match members.iter_mut().find(|m| *m.view.name() == *name) {
                             Some(member) => {
                                 member.service = service;
-                                // A task driving the old service's readiness moves to the new one.
+                                // A task driving the old service's readiness moves to the new
+                                // one; calls waiting on the old one pick again.
+                                member.view.generation.fetch_add(1, Ordering::AcqRel);
                                 member.view.gone.notify_waiters();
                                 Arc::clone(&member.view)
                             }
@@ -751,7 +841,7 @@ impl<Req, Res, C> Balance<Req, Res, C> {
                         };
                         shared.rebuild(&members);
                         drop(members);
-                        shared.probe(&view);
+                        let _ = shared.probe(&view);
                         continue;
                     }
                     Ok(Change::Remove(key)) => {
@@ -800,62 +890,23 @@ impl<Req, Res, C> Balance<Req, Res, C> {
     pub fn pick(&self, hint: Option<&Hint>) -> Result<Picked<Req, Res>, NoAvailableEndpoint> {
         let now = self.shared.now();
         self.choose(now, hint)
-            .map(|(view, service)| Picked {
-                name: view.name().to_owned(),
-                service,
+            .map(|chosen| Picked {
+                name: chosen.view.name().to_owned(),
+                service: chosen.service,
             })
             .ok_or_else(|| self.none_available())
     }
 
     fn none_available(&self) -> NoAvailableEndpoint {
-        metrics::counter!(
-            "switchyard_balance_no_endpoint_total",
-            "balancer" => self.shared.name.to_string(),
-        )
-        .increment(1);
-        NoAvailableEndpoint::new(Arc::clone(&self.shared.name))
+        self.shared.none_available()
     }
 
-    /// The endpoint a call at `now` with `hint` goes to.
-    fn choose(
-        &self,
-        now: u64,
-        hint: Option<&Hint>,
-    ) -> Option<(Arc<EndpointView>, Endpoint<Req, Res>)> {
-        let snapshot = self.current_at(now);
-        let preferred = hint.and_then(|h| {
-            h.preferred
-                .iter()
-                .find_map(|name| snapshot.views.iter().position(|v| v.name() == name))
-        });
-        let cx = PickContext {
-            hint,
-            rng: &self.shared.rng,
-            now,
-        };
-        let index = preferred
-            .or_else(|| {
-                snapshot
-                    .pick
-                    .as_ref()
-                    .and_then(|p| p.pick(&snapshot.views, &cx))
-            })
-            .filter(|i| *i < snapshot.views.len())?;
-        Some((
-            Arc::clone(&snapshot.views[index]),
-            snapshot.services[index].clone(),
-        ))
+    fn choose(&self, now: u64, hint: Option<&Hint>) -> Option<Chosen<Endpoint<Req, Res>>> {
+        self.shared.choose(now, hint)
     }
 
-    /// The snapshot, rebuilt first if an ejected endpoint is due back at `now`.
     fn current_at(&self, now: u64) -> arc_swap::Guard<Arc<Snapshot<Endpoint<Req, Res>>>> {
-        let snapshot = self.shared.snapshot.load();
-        if snapshot.next_return <= now {
-            drop(snapshot);
-            self.shared.changed();
-            return self.shared.snapshot.load();
-        }
-        snapshot
+        self.shared.current_at(now)
     }
 }
 
@@ -874,9 +925,27 @@ where
     /// endpoint is not ready, waits — woken when one becomes ready, never by polling.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         loop {
-            if !self.current_at(self.shared.now()).waiting {
+            let snapshot = self.current_at(self.shared.now());
+            if !snapshot.waiting {
                 self.waiting = None;
+                self.until = None;
                 return Poll::Ready(Ok(()));
+            }
+            let next_return = snapshot.next_return;
+            drop(snapshot);
+            // An ejected endpoint coming back also ends the wait.
+            if next_return != u64::MAX {
+                let at = self.shared.epoch + Duration::from_nanos(next_return.saturating_sub(1));
+                match &mut self.until {
+                    Some(sleep) if sleep.deadline() == at => {}
+                    until => *until = Some(Box::pin(tokio::time::sleep_until(at))),
+                }
+                if let Some(sleep) = &mut self.until
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    self.until = None;
+                    continue;
+                }
             }
             match &mut self.waiting {
                 // Registered before the snapshot is read again, so a wake between the two is
@@ -898,7 +967,12 @@ where
         // One clock read per call here and one when it ends (each is a thread-local lookup).
         let now = self.shared.now();
         let hint = self.shared.hint.as_ref().and_then(|f| f(&req));
-        let Some((view, service)) = self.choose(now, hint.as_ref()) else {
+        let Some(Chosen {
+            view,
+            service,
+            generation,
+        }) = self.choose(now, hint.as_ref())
+        else {
             return BalanceFuture {
                 state: State::Refused {
                     error: Some(Box::new(self.none_available())),
@@ -911,8 +985,9 @@ where
         BalanceFuture {
             state: State::Readying {
                 service: Some(service),
+                generation,
                 req: Some(req),
-                first: true,
+                gone: None,
                 call: Some(Call {
                     view,
                     shared: Arc::clone(&self.shared),
@@ -1122,9 +1197,12 @@ enum State<Req, Res, C> {
     /// Waiting for the chosen endpoint's clone to be ready.
     Readying {
         service: Option<Endpoint<Req, Res>>,
+        /// The service's generation when it was picked.
+        generation: u32,
         req: Option<Req>,
-        /// Whether `poll_ready` was not polled yet.
-        first: bool,
+        /// Set once the endpoint was found not ready: wakes the call if the endpoint leaves
+        /// (removed, or its service replaced), so it picks again instead of waiting on it.
+        gone: Option<Pin<Box<OwnedNotified>>>,
         call: Option<CallOf<Req, Res, C>>,
     },
     Calling {
@@ -1156,24 +1234,70 @@ where
             match state {
                 State::Readying {
                     service,
+                    generation,
                     req,
-                    first,
+                    gone,
                     call,
                 } => {
+                    let c = call
+                        .as_mut()
+                        .expect("BalanceFuture polled after completion");
+                    if let Some(notified) = gone {
+                        let left = notified.as_mut().poll(cx).is_ready()
+                            || c.view.removed.load(Ordering::Acquire)
+                            || c.view.generation.load(Ordering::Acquire) != *generation;
+                        if left {
+                            // The request was not sent: pick again.
+                            *gone = None;
+                            let shared = Arc::clone(&c.shared);
+                            let now = shared.now();
+                            let hint = shared
+                                .hint
+                                .as_ref()
+                                .and_then(|f| f(req.as_ref().expect("request taken once")));
+                            match shared.choose(now, hint.as_ref()) {
+                                Some(chosen) => {
+                                    c.view.in_flight.fetch_sub(1, Ordering::Relaxed);
+                                    chosen.view.in_flight.fetch_add(1, Ordering::Relaxed);
+                                    chosen.view.total.fetch_add(1, Ordering::Relaxed);
+                                    chosen.view.last_used.store(now, Ordering::Relaxed);
+                                    c.view = chosen.view;
+                                    c.started = now;
+                                    *service = Some(chosen.service);
+                                    *generation = chosen.generation;
+                                }
+                                None => {
+                                    // Not a measurement of the endpoint it left.
+                                    c.finished = true;
+                                    *state = State::Refused {
+                                        error: Some(Box::new(shared.none_available())),
+                                    };
+                                }
+                            }
+                            continue;
+                        }
+                    }
                     let endpoint = service
                         .as_mut()
                         .expect("BalanceFuture polled after completion");
                     match endpoint.poll_ready(cx) {
                         Poll::Pending => {
-                            // Picked while not ready: this call waits for it, later ones go
-                            // elsewhere until a background task sees it ready.
-                            if std::mem::take(first)
-                                && let Some(call) = call
-                            {
-                                call.shared.set_pending(&call.view, true);
-                                call.shared.probe(&call.view);
+                            if gone.is_some() {
+                                return Poll::Pending;
                             }
-                            return Poll::Pending;
+                            // Picked while not ready: this call waits for it (unless it
+                            // leaves), later ones go elsewhere until a background task sees
+                            // it ready.
+                            let mut notified = Box::pin(Arc::clone(&c.view.gone).notified_owned());
+                            notified.as_mut().enable();
+                            *gone = Some(notified);
+                            c.shared.set_pending(&c.view, true);
+                            if !c.shared.probe(&c.view) {
+                                // Nothing could bring it back (no runtime): do not leave it out.
+                                c.shared.set_pending(&c.view, false);
+                            }
+                            // Poll the notification once, so its wake is registered.
+                            continue;
                         }
                         Poll::Ready(Err(error)) => {
                             let mut call = call.take();

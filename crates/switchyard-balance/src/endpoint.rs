@@ -137,8 +137,12 @@ pub struct EndpointView {
     pub(crate) pending: AtomicBool,
     /// Set while a background task drives its readiness.
     pub(crate) probing: AtomicBool,
-    /// Wakes that task when the endpoint is removed or its service replaced.
-    pub(crate) gone: tokio::sync::Notify,
+    /// Wakes that task, and calls waiting for the endpoint to be ready, when the endpoint is
+    /// removed or its service replaced.
+    pub(crate) gone: Arc<tokio::sync::Notify>,
+    /// Counts replacements of its service (by discovery), so a call can tell it waits on an
+    /// old one.
+    pub(crate) generation: AtomicU32,
 }
 
 impl EndpointView {
@@ -168,7 +172,8 @@ impl EndpointView {
             removed: AtomicBool::new(false),
             pending: AtomicBool::new(false),
             probing: AtomicBool::new(false),
-            gone: tokio::sync::Notify::new(),
+            gone: Arc::new(tokio::sync::Notify::new()),
+            generation: AtomicU32::new(0),
         }
     }
 

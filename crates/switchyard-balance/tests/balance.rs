@@ -912,3 +912,133 @@ async fn a_latency_spike_is_forgotten_and_the_endpoint_gets_calls_again() {
     let second = spiky_after.expect("the spiky endpoint was never tried again");
     assert!(second > 5, "tried again too soon: {second} s");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_waiting_on_an_endpoint_that_is_removed_picks_again() {
+    let (_open_tx, open) = tokio::sync::watch::channel(false);
+    let (busy, _, _) = one_at_a_time("busy", open);
+    // A call from outside holds busy's only slot, for good.
+    let mut occupant = busy.clone();
+    occupant.ready().await.unwrap();
+    let _stuck = tokio::spawn(occupant.call((None, 0)));
+
+    let balance: Balance<Req, String> =
+        Balance::new("test", Strategy::RoundRobin).with_hint(|req: &Req| {
+            req.0.clone().map(|name| Hint {
+                key: None,
+                preferred: vec![name],
+            })
+        });
+    // It is the only endpoint: the call waits on it, not ready as it is.
+    balance
+        .add("busy", busy, &EndpointConfig::default())
+        .unwrap();
+    let waiting = tokio::spawn(balance.clone().oneshot(prefer("busy")));
+    settle().await;
+    assert!(
+        !waiting.is_finished(),
+        "the call waits on the busy endpoint"
+    );
+
+    balance
+        .add("idle", ok("idle"), &EndpointConfig::default())
+        .unwrap();
+    balance.remove("busy").unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap(), "idle", "it picked again");
+    let stats = balance.stats();
+    assert_eq!((stats[0].name.as_str(), stats[0].in_flight), ("idle", 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_waiting_on_a_removed_endpoint_with_nothing_left_fails_with_a_503() {
+    let (_open_tx, open) = tokio::sync::watch::channel(false);
+    let (busy, _, _) = one_at_a_time("busy", open);
+    let mut occupant = busy.clone();
+    occupant.ready().await.unwrap();
+    let _stuck = tokio::spawn(occupant.call((None, 0)));
+    let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin);
+    balance
+        .add("busy", busy, &EndpointConfig::default())
+        .unwrap();
+    let waiting = tokio::spawn(balance.clone().oneshot((None, 1)));
+    settle().await;
+    balance.remove("busy").unwrap();
+    let err = waiting.await.unwrap().unwrap_err();
+    assert_eq!(
+        find_rejection(&*err).map(|r| r.kind()),
+        Some(RejectionKind::NoAvailableEndpoint)
+    );
+}
+
+#[test]
+fn an_endpoint_is_not_left_out_when_its_readiness_task_dies_with_its_runtime() {
+    let (_open_tx, open) = tokio::sync::watch::channel(false);
+    let (busy, _, _) = one_at_a_time("busy", open);
+    let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin);
+    let startup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    startup.block_on(async {
+        let mut occupant = busy.clone();
+        occupant.ready().await.unwrap();
+        let _stuck = tokio::spawn(occupant.call((None, 0)));
+        balance
+            .add("busy", busy, &EndpointConfig::default())
+            .unwrap();
+        settle().await;
+        assert!(!balance.stats()[0].ready);
+    });
+    // The runtime that ran the readiness task is gone: the endpoint is not left out forever.
+    drop(startup);
+    assert!(balance.stats()[0].ready);
+    assert_eq!(balance.eligible(), ["busy"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_also_wakes_when_an_ejected_endpoint_returns() {
+    let (_open_tx, open) = tokio::sync::watch::channel(false);
+    let (busy, _, _) = one_at_a_time("busy", open);
+    let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin)
+        .with_hint(|req: &Req| {
+            req.0.clone().map(|name| Hint {
+                key: None,
+                preferred: vec![name],
+            })
+        })
+        .with_outlier(OutlierConfig {
+            consecutive_failures: 1,
+            base_ejection: Duration::from_secs(30),
+            max_ejection_percent: 100,
+            ..OutlierConfig::default()
+        });
+    balance
+        .add(
+            "flaky",
+            backend("flaky", Duration::ZERO, Arc::new(AtomicBool::new(true))),
+            &EndpointConfig::default(),
+        )
+        .unwrap();
+    balance
+        .add("busy", busy, &EndpointConfig::default())
+        .unwrap();
+    settle().await;
+    // flaky fails once and is ejected for 30 s; then busy's only slot is taken and a second
+    // call finds it not ready.
+    balance.clone().oneshot(prefer("flaky")).await.unwrap_err();
+    assert_eq!(balance.eligible(), ["busy"]);
+    let _first = tokio::spawn(balance.clone().oneshot(prefer("busy")));
+    settle().await;
+    let _second = tokio::spawn(balance.clone().oneshot(prefer("busy")));
+    settle().await;
+
+    let waiter = tokio::spawn({
+        let mut balance = balance.clone();
+        async move { balance.ready().await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    assert!(!waiter.is_finished(), "nothing is ready yet");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(waiter.is_finished(), "flaky's return ended the wait");
+    waiter.await.unwrap().unwrap();
+}

@@ -15,8 +15,10 @@ pub type BoxProvider<Req, Res> = BoxCloneSyncService<Req, Res, BoxError>;
 /// cache). The [`Manager`](crate::Manager) calls it once, before the provider is first used;
 /// if it fails, the provider is left out with [`ProviderError::Initialize`].
 ///
-/// It is called on a clone of the service: clones of a provider share their state, as tower
-/// services' clones do.
+/// It is called on a clone of the service, so whatever it sets up must be shared between
+/// clones (behind an `Arc`, as a client's connection pool is). It must not block the thread
+/// (the manager's deadlines act at `.await` points). A provider whose initialization is
+/// cancelled (its future dropped) is dropped without [`Close`].
 ///
 /// [`ProviderError::Initialize`]: crate::ProviderError::Initialize
 pub trait Initialize {
@@ -26,7 +28,8 @@ pub trait Initialize {
 
 /// Opt-in cleanup for providers holding resources (connections, daemon processes). The
 /// [`Manager`](crate::Manager) calls it from [`close_all`](crate::Manager::close_all), in
-/// reverse initialization order, each with a deadline.
+/// reverse initialization order, each with a deadline; it runs on a clone, like
+/// [`Initialize`], and must not block the thread either.
 pub trait Close {
     /// Releases the provider's resources.
     fn close(&self) -> impl Future<Output = Result<(), BoxError>> + Send;

@@ -24,10 +24,12 @@ use crate::registry::{Registry, panic_message};
 
 /// How [`Manager::get`] (and the manager as a `Service`) picks a provider. Each is a
 /// switchyard-balance strategy over the initialized providers, so every one skips providers
-/// that are unhealthy (an active check or [`Manager::set_health`]), ejected by outlier
-/// detection, or not ready (their `poll_ready` is pending) — the seed's `IsAvailable` is
-/// tower's readiness plus health, not a separate flag. A [default](Manager::set_default)
-/// provider, while available, is picked first by every selection.
+/// that are unhealthy (an active check or [`Manager::set_health`]) or ejected by outlier
+/// detection, and passes over those not ready (their `poll_ready` pending) while another is
+/// ready — the seed's `IsAvailable` is tower's readiness plus health, not a separate flag.
+/// (When every healthy provider is not ready, one is still picked: a call waits on it.) A
+/// [default](Manager::set_default) provider, while available, is picked first by every
+/// selection.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Selection {
@@ -81,6 +83,8 @@ struct Entry {
 struct State {
     /// Initialized providers, in the order they were initialized.
     order: Vec<Entry>,
+    /// Providers `close_all` took out and has not closed yet (closed from the back).
+    closing: Vec<Entry>,
     /// Names being initialized now.
     initializing: HashSet<String>,
     /// Set by `close_all`, with the deadline it gave each close.
@@ -95,6 +99,10 @@ struct Inner<Req, Res> {
     state: Mutex<State>,
     default: Arc<ArcSwapOption<String>>,
 }
+
+/// How long a provider refused after it initialized gets to close, when no `close_all`
+/// deadline applies.
+const DEFAULT_CLOSE_DEADLINE: Duration = Duration::from_secs(30);
 
 type Wrap<Req, Res> = Box<dyn FnOnce(BoxProvider<Req, Res>) -> BoxProvider<Req, Res> + Send>;
 
@@ -309,35 +317,39 @@ where
         // Hand the name from `initializing` to `order` under one lock, so a concurrent
         // initialization of the same name never slips in between (the reservation's drop
         // would lock again).
-        let closed = {
+        let refused = {
             let mut state = lock(&self.inner.state);
             state.initializing.remove(name);
             reservation.armed = false;
-            match state.closed {
-                Some(deadline) => Some(deadline),
-                None => {
-                    let endpoint = self.inner.selection.endpoint(name, state.sequence);
-                    state.sequence = state.sequence.saturating_add(1);
-                    self.balance
-                        .add(name.to_owned(), service.clone(), &endpoint)
-                        .map_err(|_| ProviderError::AlreadyInitialized(name.to_owned()))?;
-                    self.inner.registry.cache(name, service);
-                    state.order.push(Entry {
-                        name: name.to_owned(),
-                        close: provider.close.clone(),
-                    });
-                    None
-                }
+            if let Some(deadline) = state.closed {
+                Some((ProviderError::Closed, deadline))
+            } else if !self.inner.registry.cache(name, service.clone()) {
+                // Another manager over the same registry holds this name.
+                Some((
+                    ProviderError::AlreadyInitialized(name.to_owned()),
+                    DEFAULT_CLOSE_DEADLINE,
+                ))
+            } else {
+                let endpoint = self.inner.selection.endpoint(name, state.sequence);
+                state.sequence = state.sequence.saturating_add(1);
+                // The name is reserved: the balancer has no endpoint of that name.
+                let _ = self.balance.add(name.to_owned(), service, &endpoint);
+                state.order.push(Entry {
+                    name: name.to_owned(),
+                    close: provider.close.clone(),
+                });
+                None
             }
         };
-        if let Some(deadline) = closed {
-            // `close_all` ran while this provider initialized: it never served, close it now.
+        if let Some((error, deadline)) = refused {
+            // Initialized but never served (`close_all` ran meanwhile, or the name was taken):
+            // close it now rather than leak what it holds.
             if let Some(close) = provider.close
-                && let Err(error) = close_one(name, &close, deadline).await
+                && let Err(close_error) = close_one(name, &close, deadline).await
             {
-                tracing::warn!(target: "switchyard_provider", provider = name, %error, "provider initialized during close_all failed to close");
+                tracing::warn!(target: "switchyard_provider", provider = name, error = %close_error, "provider refused after initializing failed to close");
             }
-            return Err(ProviderError::Closed);
+            return Err(error);
         }
         Ok(())
     }
@@ -365,9 +377,10 @@ where
             .map_err(|_| ProviderError::NotFound(name.to_owned()))
     }
 
-    /// Closes every provider, in reverse initialization order: each leaves the selection
-    /// first, then its [`Close`](crate::Close), if it has one, runs with `deadline`. One
-    /// failing, panicking or timing out never skips the others. The manager stays closed:
+    /// Closes every provider, in reverse initialization order: all leave the selection
+    /// first, then each [`Close`](crate::Close) runs, with `deadline` for each one. One
+    /// failing, panicking or timing out never skips the others. If this future is dropped
+    /// halfway, the providers not closed yet are closed by the next `close_all`. The manager stays closed:
     /// later [`initialize`](Self::initialize) and [`get`](Self::get) calls fail with
     /// [`ProviderError::Closed`]. Calls in flight keep their clones of the providers; drain
     /// them first (a server's graceful shutdown) if closing would cut them.
@@ -376,17 +389,26 @@ where
     ///
     /// [`CloseErrors`] listing each provider whose close failed.
     pub async fn close_all(&self, deadline: Duration) -> Result<(), CloseErrors> {
-        let entries = {
+        // Every provider leaves the selection and the cache before the first close runs, so
+        // if this future is dropped halfway, none keeps serving; the ones not closed yet stay
+        // queued, and the next `close_all` closes them.
+        let names: Vec<String> = {
             let mut state = lock(&self.inner.state);
             state.closed = Some(deadline);
-            std::mem::take(&mut state.order)
+            let order = std::mem::take(&mut state.order);
+            let names = order.iter().map(|e| e.name.clone()).collect();
+            state.closing.extend(order);
+            names
         };
         self.inner.default.store(None);
+        for name in &names {
+            let _ = self.balance.remove(name);
+            self.inner.registry.evict(name);
+        }
         let mut errors = Vec::new();
-        for entry in entries.into_iter().rev() {
-            // Out of the selection before it closes: no new call reaches a closing provider.
-            let _ = self.balance.remove(&entry.name);
-            self.inner.registry.evict(&entry.name);
+        // Reverse initialization order; each is taken off the queue as its close starts
+        // (a close interrupted by dropping this future is not run twice).
+        while let Some(entry) = self.next_to_close() {
             let outcome = match &entry.close {
                 None => "ok",
                 Some(close) => match close_one(&entry.name, close, deadline).await {
@@ -453,9 +475,9 @@ impl<Req, Res> Manager<Req, Res> {
     ///
     /// [`ProviderError::NotFound`] if no provider of that name is initialized.
     pub fn get_by_name(&self, name: &str) -> Result<BoxProvider<Req, Res>, ProviderError> {
-        self.inner
-            .registry
-            .instance(name)
+        let mine = lock(&self.inner.state).order.iter().any(|e| e.name == name);
+        mine.then(|| self.inner.registry.instance(name))
+            .flatten()
             .ok_or_else(|| ProviderError::NotFound(name.to_owned()))
     }
 
@@ -517,6 +539,13 @@ impl<Req, Res> Manager<Req, Res> {
     /// Each provider's stats (calls made through the manager as a `Service`).
     pub fn stats(&self) -> Vec<EndpointStats> {
         self.balance.stats()
+    }
+}
+
+impl<Req, Res> Manager<Req, Res> {
+    /// The next provider `close_all` closes (the lock is released before it closes).
+    fn next_to_close(&self) -> Option<Entry> {
+        lock(&self.inner.state).closing.pop()
     }
 }
 

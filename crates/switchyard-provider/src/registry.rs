@@ -18,7 +18,8 @@ type Factory<Req, Res> =
     Arc<dyn Fn(&str, &Value) -> Result<Provider<Req, Res>, ProviderError> + Send + Sync>;
 
 /// Named factories that build providers of one kind (`Service<Req, Response = Res>`) from a
-/// config value, and the instances a [`Manager`](crate::Manager) initialized from them.
+/// config value, and the instances a [`Manager`](crate::Manager) initialized from them: one
+/// instance per name, so two managers over one registry cannot initialize the same name.
 ///
 /// Factories take a `serde_json::Value` ([`register`](Self::register)) or a typed config
 /// ([`register_typed`](Self::register_typed), whose errors name the bad field's JSON path).
@@ -138,8 +139,16 @@ impl<Req, Res> Registry<Req, Res> {
         names
     }
 
-    pub(crate) fn cache(&self, name: &str, service: BoxProvider<Req, Res>) {
-        write(&self.instances).insert(name.to_owned(), service);
+    /// Caches `service` as instance `name`, unless an instance of that name is cached
+    /// already (by another manager over this registry): answers whether it did.
+    pub(crate) fn cache(&self, name: &str, service: BoxProvider<Req, Res>) -> bool {
+        match write(&self.instances).entry(name.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(service);
+                true
+            }
+        }
     }
 
     pub(crate) fn evict(&self, name: &str) {

@@ -544,10 +544,12 @@ async fn many_gets_race_initialize_and_close_all() {
 #[tokio::test]
 async fn a_provider_initialized_during_close_all_is_closed_at_once() {
     let gate = Arc::new(tokio::sync::Notify::new());
+    let started = Arc::new(tokio::sync::Notify::new());
     let log = Log::default();
 
     #[derive(Clone)]
     struct Slow {
+        started: Arc<tokio::sync::Notify>,
         gate: Arc<tokio::sync::Notify>,
         log: Log,
     }
@@ -564,6 +566,7 @@ async fn a_provider_initialized_during_close_all_is_closed_at_once() {
     }
     impl Initialize for Slow {
         async fn initialize(&self) -> Result<(), BoxError> {
+            self.started.notify_one();
             self.gate.notified().await;
             Ok(())
         }
@@ -577,9 +580,10 @@ async fn a_provider_initialized_during_close_all_is_closed_at_once() {
 
     let registry = Arc::new(Registry::<String, String>::new());
     registry.register("slow", {
-        let (gate, log) = (Arc::clone(&gate), Arc::clone(&log));
+        let (gate, started, log) = (Arc::clone(&gate), Arc::clone(&started), Arc::clone(&log));
         move |_: &serde_json::Value| {
             Ok::<_, BoxError>(Provider::with_lifecycle(Slow {
+                started: Arc::clone(&started),
                 gate: Arc::clone(&gate),
                 log: Arc::clone(&log),
             }))
@@ -590,7 +594,7 @@ async fn a_provider_initialized_during_close_all_is_closed_at_once() {
         let manager = manager.clone();
         async move { manager.initialize("slow", &json!({})).await }
     });
-    tokio::task::yield_now().await;
+    started.notified().await;
     manager.close_all(Duration::from_secs(1)).await.unwrap();
     gate.notify_one();
     assert!(matches!(init.await.unwrap(), Err(ProviderError::Closed)));
@@ -616,4 +620,61 @@ async fn initialize_futures_are_send() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn two_managers_over_one_registry_cannot_take_the_same_name() {
+    let f = fixture(&["a", "b"]);
+    let first = Manager::new("first", Arc::clone(&f.registry), Selection::FirstAvailable);
+    let second = Manager::new("second", Arc::clone(&f.registry), Selection::FirstAvailable);
+    first.initialize("a", &json!({})).await.unwrap();
+    second.initialize("b", &json!({})).await.unwrap();
+    let err = second.initialize("a", &json!({})).await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::AlreadyInitialized(name) if name == "a"),
+        "{err:?}"
+    );
+    // The refused instance was initialized, so it was closed rather than leaked.
+    assert_eq!(taken(&f.log), ["init a", "init b", "init a", "close a"]);
+    assert!(second.get_by_name("a").is_err(), "a is the first manager's");
+    assert!(first.get_by_name("a").is_ok());
+
+    second.close_all(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(taken(&f.log), ["close b"]);
+    assert!(
+        first.get_by_name("a").is_ok(),
+        "the first manager's provider is untouched"
+    );
+    assert_eq!(call(&first).await.unwrap(), "a:x");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_all_dropped_halfway_leaves_nothing_serving_and_the_next_one_finishes() {
+    let f = fixture(&["a", "b", "c"]);
+    let manager = Manager::new("test", Arc::clone(&f.registry), Selection::FirstAvailable);
+    manager.initialize("a", &json!({})).await.unwrap();
+    manager
+        .initialize("b", &json!({ "close": "hang" }))
+        .await
+        .unwrap();
+    manager.initialize("c", &json!({})).await.unwrap();
+    taken(&f.log);
+
+    // Given up on while b's close hangs: c is closed, b was started, a is still queued.
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(1),
+        manager.close_all(Duration::from_secs(60)),
+    )
+    .await;
+    assert!(outcome.is_err());
+    assert_eq!(taken(&f.log), ["close c", "close b"]);
+    assert!(manager.names().is_empty());
+    assert!(matches!(manager.get(), Err(ProviderError::Closed)));
+    assert!(
+        call(&manager).await.is_err(),
+        "no provider serves calls any more"
+    );
+
+    manager.close_all(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(taken(&f.log), ["close a"], "the rest closed once each");
 }
