@@ -1,0 +1,200 @@
+//! The seed's `Options`: ordering, backpressure, retry and shutdown, as serde data.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchyard_bulkhead::{BulkheadConfig, MAX_CONCURRENT_CALLS, Policy};
+use switchyard_core::ConfigError;
+
+/// How one client stream is processed. Fixed once the stream starts.
+///
+/// ```
+/// use switchyard_stream::{Options, OrderingMode, BackpressurePolicy};
+///
+/// let options = Options::from_json(r#"{
+///     "ordering": { "mode": "keyed_fifo", "capacity": 1000 },
+///     "backpressure": { "policy": "queue", "capacity": 8, "queue_capacity": 64 },
+///     "retry": { "max_attempts": 3, "backoff": "50ms" },
+///     "shutdown": { "grace_period": "10s", "drain_on_close": true }
+/// }"#).unwrap();
+/// assert_eq!(options.ordering.mode, OrderingMode::KeyedFifo);
+/// assert_eq!(options.backpressure.policy, BackpressurePolicy::Queue);
+///
+/// let err = Options::from_json(r#"{ "retry": { "backof": "1s" } }"#).unwrap_err();
+/// assert_eq!(err.field(), "retry.backof");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    /// The order messages run in.
+    pub ordering: OrderingOptions,
+    /// Admission under load.
+    pub backpressure: BackpressureOptions,
+    /// Retries of each message.
+    pub retry: RetryOptions,
+    /// Graceful termination.
+    pub shutdown: ShutdownOptions,
+}
+
+/// The order messages run in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrderingOptions {
+    /// Global FIFO (one message at a time, in stream order) or FIFO per key.
+    pub mode: OrderingMode,
+    /// Messages that may wait for their turn at once, over all keys; one more is rejected with
+    /// [`FailureKind::Ordering`](crate::FailureKind::Ordering). 0: unbounded.
+    pub capacity: usize,
+}
+
+/// The ordering strategies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderingMode {
+    /// One message at a time, in the order the stream sent them.
+    #[default]
+    Fifo,
+    /// Messages of one key one at a time, in stream order; different keys run concurrently
+    /// (up to the backpressure capacity). Needs a key function.
+    KeyedFifo,
+}
+
+/// Admission under load: how many messages execute at once, and what happens beyond. The
+/// policies are switchyard-bulkhead's, run by its admission controller.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackpressureOptions {
+    /// What happens to a message whose turn comes when `capacity` messages execute.
+    pub policy: BackpressurePolicy,
+    /// Messages executing at once (over all keys). 0: unlimited (the policy never applies).
+    pub capacity: u32,
+    /// Under `queue`: messages that may wait for a slot at once; one more is rejected.
+    /// 0: unbounded.
+    pub queue_capacity: u32,
+    /// Under `queue`: the longest wait for a slot, then the message is rejected. Unset: no
+    /// limit (the seed's "queue until capacity is available").
+    #[serde(
+        default,
+        with = "switchyard_core::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_wait: Option<Duration>,
+}
+
+/// The backpressure policies (the seed's, and switchyard-bulkhead's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackpressurePolicy {
+    /// Reject at once with [`FailureKind::Backpressure`](crate::FailureKind::Backpressure).
+    HardReject,
+    /// Wait for a slot (bounded by `queue_capacity` and `max_wait`).
+    #[default]
+    Queue,
+    /// Run anyway, counting it.
+    SoftAllow,
+    /// Run anyway, counting it and signalling the pressure (the summary's `over_capacity`,
+    /// a metric, a tracing event).
+    SoftAllowWithSignal,
+}
+
+/// Retries of each message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryOptions {
+    /// Attempts per message, the first included; 0 and 1 both mean no retry. Only
+    /// retryable failures are retried ([`FailureKind::is_retryable`](crate::FailureKind::is_retryable)).
+    pub max_attempts: u32,
+    /// The pause between attempts (tokio time). Zero: none.
+    #[serde(with = "switchyard_core::duration")]
+    pub backoff: Duration,
+}
+
+/// Graceful termination, when the pipeline is shut down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownOptions {
+    /// How long messages already admitted may keep running once shutdown starts; after it,
+    /// those still running are cancelled and reported as
+    /// [`FailureKind::Shutdown`](crate::FailureKind::Shutdown).
+    #[serde(with = "switchyard_core::duration")]
+    pub grace_period: Duration,
+    /// Run the messages already waiting in ordering queues (within the grace period) instead
+    /// of rejecting them when shutdown starts. New messages are rejected either way.
+    pub drain_on_close: bool,
+}
+
+impl Default for ShutdownOptions {
+    fn default() -> Self {
+        Self {
+            grace_period: Duration::from_secs(30),
+            drain_on_close: false,
+        }
+    }
+}
+
+/// An unset `max_wait`: long enough to be "no limit", short enough for tokio's timer.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl Options {
+    /// Reads and validates a JSON document.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the JSON path of the first bad field.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let options: Self = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let path = if path == "." { "options".to_owned() } else { path };
+            ConfigError::new(path, err.into_inner().to_string())
+        })?;
+        options.validate()?;
+        Ok(options)
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first field whose value cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(config) = self.bulkhead()? {
+            config.validate().map_err(|e| e.within("backpressure"))?;
+        }
+        Ok(())
+    }
+
+    /// The bulkhead config the backpressure options stand for (`None`: unlimited).
+    pub(crate) fn bulkhead(&self) -> Result<Option<BulkheadConfig>, ConfigError> {
+        let b = &self.backpressure;
+        if b.capacity == 0 {
+            return Ok(None);
+        }
+        if b.capacity > MAX_CONCURRENT_CALLS {
+            return Err(ConfigError::new(
+                "backpressure.capacity",
+                format!("must be at most {MAX_CONCURRENT_CALLS}"),
+            ));
+        }
+        if b.max_wait.is_some_and(|w| w.is_zero()) {
+            return Err(ConfigError::new(
+                "backpressure.max_wait",
+                "must be more than 0 (leave it out to wait without limit)",
+            ));
+        }
+        let policy = match b.policy {
+            BackpressurePolicy::HardReject => Policy::HardReject,
+            BackpressurePolicy::Queue => Policy::Queue {
+                capacity: if b.queue_capacity == 0 {
+                    u32::MAX
+                } else {
+                    b.queue_capacity
+                },
+                max_wait: b.max_wait.unwrap_or(FOREVER),
+            },
+            BackpressurePolicy::SoftAllow => Policy::SoftAllow,
+            BackpressurePolicy::SoftAllowWithSignal => Policy::SoftAllowWithSignal,
+        };
+        Ok(Some(BulkheadConfig::new(b.capacity, policy)))
+    }
+}

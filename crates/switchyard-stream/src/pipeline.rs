@@ -1,0 +1,587 @@
+//! The pipeline: Receiver (sequence numbers) → Gate (ordering, backpressure, shutdown) →
+//! Engine (per-message retry, panic recovery), run over one client stream.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures::{FutureExt, Stream, StreamExt};
+use switchyard_bulkhead::{AdmissionController, BulkheadConfig};
+use switchyard_core::ConfigError;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Service, ServiceExt};
+
+use crate::failure::{FailureKind, MessageFailure, Summary};
+use crate::options::{Options, OrderingMode};
+
+/// One admitted message, as the handler gets it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Message<T> {
+    /// Its place in the stream: 1 for the first message.
+    pub seq: u64,
+    /// Its ordering key ("" without a key function).
+    pub key: Arc<str>,
+    /// Which attempt this is: 1, then 2... on retries.
+    pub attempt: u32,
+    /// The message itself, shared between attempts (never copied).
+    pub item: Arc<T>,
+}
+
+type Handler<T> = BoxCloneSyncService<Message<T>, (), BoxError>;
+type KeyFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
+
+struct Inner<T> {
+    name: Arc<str>,
+    options: Options,
+    bulkhead: Option<BulkheadConfig>,
+    handler: Handler<T>,
+    key: Option<KeyFn<T>>,
+    /// Set when shutdown starts.
+    closing: watch::Sender<bool>,
+    /// Streams running now.
+    active: watch::Sender<usize>,
+}
+
+/// The ordered client-stream pipeline for one RPC method: a handler (any tower
+/// `Service<Message<T>>`), the [`Options`], and optionally a key function. Each call of
+/// [`run`](Self::run) processes one client stream and answers its [`Summary`]; a service
+/// implementation calls it with the `tonic::Streaming<T>` its method receives.
+///
+/// - **Receiver**: numbers the messages as they arrive (1, 2, ...).
+/// - **Gate**: admits each message — or rejects it, with a [`FailureKind`] — by shutdown
+///   state, ordering (global FIFO, or FIFO per key with different keys concurrent; a bounded
+///   queue of waiting messages) and backpressure (switchyard-bulkhead's admission
+///   controller: hard reject, queue, soft allow, soft allow with signal; a maximum in flight).
+///   It admits; it does not execute.
+/// - **Engine**: runs each admitted message through the handler with retries (attempts,
+///   backoff on tokio time), catching panics (a panicking handler is a failed message, never
+///   a crashed task or a stuck key).
+///
+/// Clones share the handler and the shutdown state.
+pub struct Pipeline<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T> Clone for Pipeline<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Pipeline<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.inner.name)
+            .field("options", &self.inner.options)
+            .field("keyed", &self.inner.key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn boxed<T, H>(handler: H) -> Handler<T>
+where
+    H: Service<Message<T>> + Clone + Send + Sync + 'static,
+    H::Error: Into<BoxError> + 'static,
+    H::Future: Send + 'static,
+    T: 'static,
+{
+    BoxCloneSyncService::new(handler.map_response(drop).map_err(Into::into))
+}
+
+impl<T: Send + Sync + 'static> Pipeline<T> {
+    /// A pipeline named `name` (in metrics and events) without a key function: global FIFO.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first bad option; `ordering.mode` if it is `keyed_fifo`
+    /// (that needs [`keyed`](Self::keyed)).
+    pub fn new<H>(name: impl Into<Arc<str>>, options: Options, handler: H) -> Result<Self, ConfigError>
+    where
+        H: Service<Message<T>> + Clone + Send + Sync + 'static,
+        H::Error: Into<BoxError> + 'static,
+        H::Future: Send + 'static,
+    {
+        if options.ordering.mode == OrderingMode::KeyedFifo {
+            return Err(ConfigError::new(
+                "ordering.mode",
+                "keyed_fifo needs a key function: build the pipeline with Pipeline::keyed",
+            ));
+        }
+        Self::build(name.into(), options, boxed(handler), None)
+    }
+
+    /// A pipeline whose messages have keys (`key`): FIFO per key under
+    /// [`OrderingMode::KeyedFifo`], global FIFO (keys only reported) under
+    /// [`OrderingMode::Fifo`].
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first bad option.
+    pub fn keyed<H, K>(
+        name: impl Into<Arc<str>>,
+        options: Options,
+        handler: H,
+        key: K,
+    ) -> Result<Self, ConfigError>
+    where
+        H: Service<Message<T>> + Clone + Send + Sync + 'static,
+        H::Error: Into<BoxError> + 'static,
+        H::Future: Send + 'static,
+        K: Fn(&T) -> String + Send + Sync + 'static,
+    {
+        Self::build(name.into(), options, boxed(handler), Some(Arc::new(key)))
+    }
+
+    fn build(
+        name: Arc<str>,
+        options: Options,
+        handler: Handler<T>,
+        key: Option<KeyFn<T>>,
+    ) -> Result<Self, ConfigError> {
+        options.validate()?;
+        let bulkhead = options.bulkhead()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                name,
+                options,
+                bulkhead,
+                handler,
+                key,
+                closing: watch::Sender::new(false),
+                active: watch::Sender::new(0),
+            }),
+        })
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Its options.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Starts shutdown and waits until every running stream has finished. From now on every
+    /// stream rejects new messages ([`FailureKind::Shutdown`]); messages waiting in ordering
+    /// queues are rejected too, or run if `drain_on_close` is set; messages running (and,
+    /// when draining, waiting) get the grace period, after which they are cancelled and
+    /// reported.
+    pub async fn shutdown(&self) {
+        self.inner.closing.send_replace(true);
+        let mut active = self.inner.active.subscribe();
+        let _ = active.wait_for(|n| *n == 0).await;
+    }
+
+    /// Whether shutdown has started.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.closing.borrow()
+    }
+
+    /// Processes one client stream (a `tonic::Streaming<T>`, or any stream of `Result<T,
+    /// tonic::Status>`) to its end and answers what happened. Dropping the future (the caller
+    /// cancelled the RPC) cancels every message still waiting or running.
+    pub async fn run<S>(&self, stream: S) -> Summary
+    where
+        S: Stream<Item = Result<T, tonic::Status>> + Send,
+    {
+        let run = Arc::new(Run {
+            pipeline: Arc::clone(&self.inner),
+            admission: self.inner.bulkhead.as_ref().map(|config| {
+                AdmissionController::new(Arc::clone(&self.inner.name), config)
+                    .expect("validated when the pipeline was built")
+            }),
+            queues: Mutex::default(),
+            waiting: AtomicUsize::new(0),
+            summary: Mutex::default(),
+            closing: AtomicBool::new(false),
+            cut: Mutex::new(FailureKind::Shutdown),
+        });
+        self.inner.active.send_modify(|n| *n += 1);
+        let _active = Active(&self.inner.active);
+        let mut closing = self.inner.closing.subscribe();
+        let mut deadline: Option<Instant> = None;
+        let grace = self.inner.options.shutdown.grace_period;
+        let drain = self.inner.options.shutdown.drain_on_close;
+        let mut tasks = JoinSet::new();
+        let mut stream = std::pin::pin!(stream);
+        let mut seq = 0;
+        let mut listening = true;
+        if *closing.borrow_and_update() {
+            deadline = Some(Instant::now() + grace);
+            run.begin_shutdown(drain);
+        }
+
+        // Receive until the stream ends, fails, or the grace period after shutdown is over.
+        let mut reading = true;
+        while reading {
+            tokio::select! {
+                biased;
+                changed = closing.changed(), if listening && deadline.is_none() => {
+                    if changed.is_err() {
+                        listening = false;
+                    } else if *closing.borrow_and_update() {
+                        deadline = Some(Instant::now() + grace);
+                        run.begin_shutdown(drain);
+                    }
+                }
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    reading = false;
+                }
+                next = stream.next() => match next {
+                    None => reading = false,
+                    Some(Ok(item)) => {
+                        seq += 1;
+                        run.receive(seq, item, &mut tasks);
+                    }
+                    Some(Err(status)) => {
+                        // The caller cancelled, or the transport failed: nothing more will
+                        // arrive, and no answer can be delivered: stop everything.
+                        let kind = if status.code() == tonic::Code::Cancelled {
+                            FailureKind::ContextCancelled
+                        } else {
+                            FailureKind::Internal
+                        };
+                        run.end(kind, status.message().to_owned());
+                        *lock(&run.cut) = FailureKind::ContextCancelled;
+                        tasks.shutdown().await;
+                        run.reject_queued(FailureKind::ContextCancelled, "the stream was cancelled");
+                        return run.finish();
+                    }
+                }
+            }
+        }
+        // Let admitted messages finish, within the grace period once shutdown starts.
+        loop {
+            tokio::select! {
+                biased;
+                changed = closing.changed(), if listening && deadline.is_none() => {
+                    if changed.is_err() {
+                        listening = false;
+                    } else if *closing.borrow_and_update() {
+                        deadline = Some(Instant::now() + grace);
+                        run.begin_shutdown(drain);
+                    }
+                }
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    tasks.shutdown().await;
+                    run.reject_queued(FailureKind::Shutdown, "the grace period ended");
+                    run.end(FailureKind::Shutdown, "the pipeline shut down before every message ran".to_owned());
+                    break;
+                }
+                joined = tasks.join_next() => match joined {
+                    None => break,
+                    Some(Err(error)) if error.is_panic() => {
+                        run.end(FailureKind::Internal, format!("a pipeline task panicked: {error}"));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        run.finish()
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Counts a running stream for `Pipeline::shutdown`.
+struct Active<'a>(&'a watch::Sender<usize>);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Queued<T> {
+    seq: u64,
+    key: Arc<str>,
+    item: Arc<T>,
+}
+
+/// One stream's state, shared by its receiver and its key workers.
+struct Run<T> {
+    pipeline: Arc<Inner<T>>,
+    admission: Option<AdmissionController>,
+    /// Each active ordering key's waiting messages; a key is present while a worker runs it.
+    queues: Mutex<HashMap<Arc<str>, VecDeque<Queued<T>>>>,
+    /// Messages waiting for their turn, over all keys.
+    waiting: AtomicUsize,
+    summary: Mutex<Summary>,
+    /// Set when shutdown starts: new messages are rejected.
+    closing: AtomicBool,
+    /// What a message cut off mid-run is reported as.
+    cut: Mutex<FailureKind>,
+}
+
+impl<T: Send + Sync + 'static> Run<T> {
+    fn name(&self) -> &str {
+        &self.pipeline.name
+    }
+
+    /// The Receiver and the Gate's ordering step: numbers a message, finds its key, queues it
+    /// behind its key's earlier messages (starting a worker for a key with none running).
+    fn receive(self: &Arc<Self>, seq: u64, item: T, tasks: &mut JoinSet<()>) {
+        self.summary_mut().received += 1;
+        let key: Arc<str> = match &self.pipeline.key {
+            None => Arc::from(""),
+            Some(key_fn) => match catch_unwind(AssertUnwindSafe(|| key_fn(&item))) {
+                Ok(key) => key.into(),
+                Err(panic) => {
+                    self.reject(seq, Arc::from(""), FailureKind::Internal, format!(
+                        "the key function panicked: {}",
+                        panic_message(&*panic)
+                    ));
+                    return;
+                }
+            },
+        };
+        if self.closing.load(Ordering::Acquire) {
+            self.reject(seq, key, FailureKind::Shutdown, "the pipeline is shutting down".to_owned());
+            return;
+        }
+        let lane: Arc<str> = match self.pipeline.options.ordering.mode {
+            OrderingMode::Fifo => Arc::from(""),
+            OrderingMode::KeyedFifo => Arc::clone(&key),
+        };
+        let capacity = self.pipeline.options.ordering.capacity;
+        let queued = Queued {
+            seq,
+            key,
+            item: Arc::new(item),
+        };
+        let mut queues = lock(&self.queues);
+        if let Some(queue) = queues.get_mut(&lane) {
+            if capacity > 0 && self.waiting.load(Ordering::Acquire) >= capacity {
+                drop(queues);
+                self.reject(queued.seq, queued.key, FailureKind::Ordering, format!(
+                    "the ordering queue is full ({capacity} messages wait)"
+                ));
+                return;
+            }
+            queue.push_back(queued);
+            metrics::histogram!("switchyard_stream_key_queue_depth", "pipeline" => self.name().to_owned())
+                .record(queue.len() as f64);
+        } else {
+            queues.insert(Arc::clone(&lane), VecDeque::from([queued]));
+            let run = Arc::clone(self);
+            tasks.spawn(async move { run.work(lane).await });
+        }
+        let waiting = self.waiting.fetch_add(1, Ordering::AcqRel) + 1;
+        metrics::gauge!("switchyard_stream_queued", "pipeline" => self.name().to_owned()).set(waiting as f64);
+    }
+
+    /// One ordering lane's worker: its messages, one at a time, in sequence order.
+    async fn work(self: Arc<Self>, lane: Arc<str>) {
+        loop {
+            let next = {
+                let mut queues = lock(&self.queues);
+                let Some(queue) = queues.get_mut(&lane) else {
+                    return;
+                };
+                match queue.pop_front() {
+                    Some(next) => next,
+                    None => {
+                        queues.remove(&lane);
+                        return;
+                    }
+                }
+            };
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.process(next).await;
+        }
+    }
+
+    /// The Gate's backpressure step, then the Engine.
+    async fn process(&self, message: Queued<T>) {
+        let permit = match &self.admission {
+            None => None,
+            Some(admission) => match admission.acquire().await {
+                Ok(permit) => Some(permit),
+                Err(full) => {
+                    self.reject(message.seq, message.key, FailureKind::Backpressure, full.to_string());
+                    return;
+                }
+            },
+        };
+        if permit.as_ref().is_some_and(switchyard_bulkhead::Permit::is_over_capacity) {
+            self.summary_mut().over_capacity += 1;
+        }
+        metrics::counter!("switchyard_stream_admitted_total", "pipeline" => self.name().to_owned()).increment(1);
+        let in_flight = metrics::gauge!("switchyard_stream_in_flight", "pipeline" => self.name().to_owned());
+        in_flight.increment(1.0);
+        let mut running = Running {
+            run: self,
+            seq: message.seq,
+            key: Arc::clone(&message.key),
+            attempts: 0,
+            done: false,
+        };
+        self.execute(&message, &mut running).await;
+        in_flight.decrement(1.0);
+        drop(permit);
+    }
+
+    /// The Engine: attempts with backoff, panics caught.
+    async fn execute(&self, message: &Queued<T>, running: &mut Running<'_, T>) {
+        let retry = &self.pipeline.options.retry;
+        let attempts = retry.max_attempts.max(1);
+        for attempt in 1..=attempts {
+            running.attempts = attempt;
+            let mut handler = self.pipeline.handler.clone();
+            let request = Message {
+                seq: message.seq,
+                key: Arc::clone(&message.key),
+                attempt,
+                item: Arc::clone(&message.item),
+            };
+            let outcome = AssertUnwindSafe(async move {
+                handler.ready().await?;
+                handler.call(request).await
+            })
+            .catch_unwind()
+            .await;
+            let (kind, error) = match outcome {
+                Ok(Ok(())) => {
+                    running.done = true;
+                    self.summary_mut().succeeded += 1;
+                    return;
+                }
+                Ok(Err(error)) => (FailureKind::classify(&error), error.to_string()),
+                Err(panic) => (
+                    FailureKind::Internal,
+                    format!("the handler panicked: {}", panic_message(&*panic)),
+                ),
+            };
+            if kind.is_retryable() && attempt < attempts {
+                self.summary_mut().retries += 1;
+                metrics::counter!("switchyard_stream_retries_total", "pipeline" => self.name().to_owned()).increment(1);
+                tracing::debug!(target: "switchyard_stream", pipeline = self.name(), seq = message.seq, attempt, %error, "retrying a message");
+                if !retry.backoff.is_zero() {
+                    tokio::time::sleep(retry.backoff).await;
+                }
+                continue;
+            }
+            running.done = true;
+            self.fail(message.seq, &message.key, kind, attempt, error, true);
+            return;
+        }
+    }
+
+    fn summary_mut(&self) -> MutexGuard<'_, Summary> {
+        lock(&self.summary)
+    }
+
+    fn reject(&self, seq: u64, key: Arc<str>, kind: FailureKind, error: String) {
+        self.fail(seq, &key, kind, 0, error, false);
+    }
+
+    fn fail(&self, seq: u64, key: &str, kind: FailureKind, attempts: u32, error: String, ran: bool) {
+        let outcome = if ran { "failed" } else { "rejected" };
+        metrics::counter!(
+            "switchyard_stream_messages_failed_total",
+            "pipeline" => self.name().to_owned(),
+            "outcome" => outcome,
+            "kind" => kind.as_str(),
+        )
+        .increment(1);
+        tracing::debug!(target: "switchyard_stream", pipeline = self.name(), seq, key, kind = kind.as_str(), outcome, %error, "message not completed");
+        self.summary_mut().record(
+            MessageFailure {
+                seq,
+                key: key.to_owned(),
+                kind,
+                attempts,
+                error,
+            },
+            ran,
+        );
+    }
+
+    /// Shutdown started: reject new messages, and waiting ones unless draining.
+    fn begin_shutdown(&self, drain: bool) {
+        self.closing.store(true, Ordering::Release);
+        tracing::info!(target: "switchyard_stream", pipeline = self.name(), drain, "stream shutting down");
+        if !drain {
+            self.reject_queued(FailureKind::Shutdown, "the pipeline is shutting down");
+        }
+    }
+
+    /// Rejects every message still waiting for its turn (their workers then stop).
+    fn reject_queued(&self, kind: FailureKind, why: &str) {
+        let waiting: Vec<Queued<T>> = {
+            let mut queues = lock(&self.queues);
+            queues.values_mut().flat_map(|q| q.drain(..)).collect()
+        };
+        self.waiting.fetch_sub(waiting.len(), Ordering::AcqRel);
+        for message in waiting {
+            self.reject(message.seq, message.key, kind, why.to_owned());
+        }
+    }
+
+    /// Records how the stream ended (the first terminal failure wins).
+    fn end(&self, kind: FailureKind, error: String) {
+        let mut summary = self.summary_mut();
+        if summary.end == FailureKind::None {
+            summary.end = kind;
+            summary.end_error = Some(error);
+        }
+    }
+
+    fn finish(&self) -> Summary {
+        let mut summary = std::mem::take(&mut *self.summary_mut());
+        if summary.end == FailureKind::None
+            && summary.failures.iter().any(|f| f.kind == FailureKind::Shutdown)
+        {
+            summary.end = FailureKind::Shutdown;
+            summary.end_error = Some("the pipeline is shutting down".to_owned());
+        }
+        summary.failures.sort_by_key(|f| f.seq);
+        summary
+    }
+}
+
+/// A message running in the Engine. If its task is cancelled (the grace period ended, the
+/// caller cancelled), dropping this reports it.
+struct Running<'a, T: Send + Sync + 'static> {
+    run: &'a Run<T>,
+    seq: u64,
+    key: Arc<str>,
+    attempts: u32,
+    done: bool,
+}
+
+impl<T: Send + Sync + 'static> Drop for Running<'_, T> {
+    fn drop(&mut self) {
+        if !self.done {
+            let kind = *lock(&self.run.cut);
+            self.run.fail(self.seq, &self.key, kind, self.attempts, "cancelled while running".to_owned(), true);
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string payload".to_owned())
+}
