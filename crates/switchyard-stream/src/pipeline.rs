@@ -237,6 +237,15 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                 () = sleep_until(deadline), if deadline.is_some() => {
                     reading = false;
                 }
+                // Finished workers are reaped as they end; once shutdown has started and none
+                // is left, the stream is done with: it stops being read.
+                joined = tasks.join_next(), if !tasks.is_empty() || deadline.is_some() => match joined {
+                    None => reading = false,
+                    Some(Err(error)) if error.is_panic() => {
+                        run.end(FailureKind::Internal, format!("a pipeline task panicked: {error}"));
+                    }
+                    Some(_) => {}
+                },
                 next = stream.next() => match next {
                     None => reading = false,
                     Some(Ok(item)) => {
@@ -315,6 +324,9 @@ struct Queued<T> {
     seq: u64,
     key: Arc<str>,
     item: Arc<T>,
+    /// Whether it waits behind an earlier message (counted in `waiting`); the first message
+    /// of an idle lane does not.
+    behind: bool,
 }
 
 /// One stream's state, shared by its receiver and its key workers.
@@ -363,10 +375,11 @@ impl<T: Send + Sync + 'static> Run<T> {
             OrderingMode::KeyedFifo => Arc::clone(&key),
         };
         let capacity = self.pipeline.options.ordering.capacity;
-        let queued = Queued {
+        let mut queued = Queued {
             seq,
             key,
             item: Arc::new(item),
+            behind: true,
         };
         let mut queues = lock(&self.queues);
         if let Some(queue) = queues.get_mut(&lane) {
@@ -381,9 +394,11 @@ impl<T: Send + Sync + 'static> Run<T> {
             metrics::histogram!("switchyard_stream_key_queue_depth", "pipeline" => self.name().to_owned())
                 .record(queue.len() as f64);
         } else {
+            queued.behind = false;
             queues.insert(Arc::clone(&lane), VecDeque::from([queued]));
             let run = Arc::clone(self);
             tasks.spawn(async move { run.work(lane).await });
+            return;
         }
         let waiting = self.waiting.fetch_add(1, Ordering::AcqRel) + 1;
         metrics::gauge!("switchyard_stream_queued", "pipeline" => self.name().to_owned()).set(waiting as f64);
@@ -405,7 +420,9 @@ impl<T: Send + Sync + 'static> Run<T> {
                     }
                 }
             };
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            if next.behind {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+            }
             self.process(next).await;
         }
     }
@@ -531,7 +548,8 @@ impl<T: Send + Sync + 'static> Run<T> {
             let mut queues = lock(&self.queues);
             queues.values_mut().flat_map(|q| q.drain(..)).collect()
         };
-        self.waiting.fetch_sub(waiting.len(), Ordering::AcqRel);
+        let behind = waiting.iter().filter(|m| m.behind).count();
+        self.waiting.fetch_sub(behind, Ordering::AcqRel);
         for message in waiting {
             self.reject(message.seq, message.key, kind, why.to_owned());
         }
