@@ -49,6 +49,8 @@
 //! message joins it: per-key depth without a per-key label, so label cardinality stays
 //! bounded). Events under target `switchyard_stream`.
 
+#[cfg(feature = "demo")]
+pub mod demo;
 mod failure;
 mod options;
 mod pipeline;

@@ -145,7 +145,11 @@ impl Options {
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let options: Self = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
             let path = err.path().to_string();
-            let path = if path == "." { "options".to_owned() } else { path };
+            let path = if path == "." {
+                "options".to_owned()
+            } else {
+                path
+            };
             ConfigError::new(path, err.into_inner().to_string())
         })?;
         options.validate()?;

@@ -103,7 +103,11 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
     ///
     /// A [`ConfigError`] naming the first bad option; `ordering.mode` if it is `keyed_fifo`
     /// (that needs [`keyed`](Self::keyed)).
-    pub fn new<H>(name: impl Into<Arc<str>>, options: Options, handler: H) -> Result<Self, ConfigError>
+    pub fn new<H>(
+        name: impl Into<Arc<str>>,
+        options: Options,
+        handler: H,
+    ) -> Result<Self, ConfigError>
     where
         H: Service<Message<T>> + Clone + Send + Sync + 'static,
         H::Error: Into<BoxError> + 'static,
@@ -217,8 +221,12 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
         let mut seq = 0;
         let mut listening = true;
         if *closing.borrow_and_update() {
-            deadline = Some(Instant::now() + grace);
-            run.begin_shutdown(drain);
+            // Shut down already: read nothing, so the client can send it all elsewhere.
+            run.end(
+                FailureKind::Shutdown,
+                "the pipeline is shutting down: no message was read".to_owned(),
+            );
+            return run.finish();
         }
 
         // Receive until the stream ends, fails, or the grace period after shutdown is over.
@@ -240,7 +248,15 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                 // Finished workers are reaped as they end; once shutdown has started and none
                 // is left, the stream is done with: it stops being read.
                 joined = tasks.join_next(), if !tasks.is_empty() || deadline.is_some() => match joined {
-                    None => reading = false,
+                    None => {
+                        // Shutdown, and every admitted message is done: stop reading. The
+                        // client learns which messages were read from the summary.
+                        run.end(
+                            FailureKind::Shutdown,
+                            format!("the pipeline shut down after reading {seq} messages"),
+                        );
+                        reading = false;
+                    }
                     Some(Err(error)) if error.is_panic() => {
                         run.end(FailureKind::Internal, format!("a pipeline task panicked: {error}"));
                     }
@@ -358,16 +374,23 @@ impl<T: Send + Sync + 'static> Run<T> {
             Some(key_fn) => match catch_unwind(AssertUnwindSafe(|| key_fn(&item))) {
                 Ok(key) => key.into(),
                 Err(panic) => {
-                    self.reject(seq, Arc::from(""), FailureKind::Internal, format!(
-                        "the key function panicked: {}",
-                        panic_message(&*panic)
-                    ));
+                    self.reject(
+                        seq,
+                        Arc::from(""),
+                        FailureKind::Internal,
+                        format!("the key function panicked: {}", panic_message(&*panic)),
+                    );
                     return;
                 }
             },
         };
         if self.closing.load(Ordering::Acquire) {
-            self.reject(seq, key, FailureKind::Shutdown, "the pipeline is shutting down".to_owned());
+            self.reject(
+                seq,
+                key,
+                FailureKind::Shutdown,
+                "the pipeline is shutting down".to_owned(),
+            );
             return;
         }
         let lane: Arc<str> = match self.pipeline.options.ordering.mode {
@@ -385,9 +408,12 @@ impl<T: Send + Sync + 'static> Run<T> {
         if let Some(queue) = queues.get_mut(&lane) {
             if capacity > 0 && self.waiting.load(Ordering::Acquire) >= capacity {
                 drop(queues);
-                self.reject(queued.seq, queued.key, FailureKind::Ordering, format!(
-                    "the ordering queue is full ({capacity} messages wait)"
-                ));
+                self.reject(
+                    queued.seq,
+                    queued.key,
+                    FailureKind::Ordering,
+                    format!("the ordering queue is full ({capacity} messages wait)"),
+                );
                 return;
             }
             queue.push_back(queued);
@@ -401,7 +427,8 @@ impl<T: Send + Sync + 'static> Run<T> {
             return;
         }
         let waiting = self.waiting.fetch_add(1, Ordering::AcqRel) + 1;
-        metrics::gauge!("switchyard_stream_queued", "pipeline" => self.name().to_owned()).set(waiting as f64);
+        metrics::gauge!("switchyard_stream_queued", "pipeline" => self.name().to_owned())
+            .set(waiting as f64);
     }
 
     /// One ordering lane's worker: its messages, one at a time, in sequence order.
@@ -434,16 +461,26 @@ impl<T: Send + Sync + 'static> Run<T> {
             Some(admission) => match admission.acquire().await {
                 Ok(permit) => Some(permit),
                 Err(full) => {
-                    self.reject(message.seq, message.key, FailureKind::Backpressure, full.to_string());
+                    self.reject(
+                        message.seq,
+                        message.key,
+                        FailureKind::Backpressure,
+                        full.to_string(),
+                    );
                     return;
                 }
             },
         };
-        if permit.as_ref().is_some_and(switchyard_bulkhead::Permit::is_over_capacity) {
+        if permit
+            .as_ref()
+            .is_some_and(switchyard_bulkhead::Permit::is_over_capacity)
+        {
             self.summary_mut().over_capacity += 1;
         }
-        metrics::counter!("switchyard_stream_admitted_total", "pipeline" => self.name().to_owned()).increment(1);
-        let in_flight = metrics::gauge!("switchyard_stream_in_flight", "pipeline" => self.name().to_owned());
+        metrics::counter!("switchyard_stream_admitted_total", "pipeline" => self.name().to_owned())
+            .increment(1);
+        let in_flight =
+            metrics::gauge!("switchyard_stream_in_flight", "pipeline" => self.name().to_owned());
         in_flight.increment(1.0);
         let mut running = Running {
             run: self,
@@ -511,7 +548,15 @@ impl<T: Send + Sync + 'static> Run<T> {
         self.fail(seq, &key, kind, 0, error, false);
     }
 
-    fn fail(&self, seq: u64, key: &str, kind: FailureKind, attempts: u32, error: String, ran: bool) {
+    fn fail(
+        &self,
+        seq: u64,
+        key: &str,
+        kind: FailureKind,
+        attempts: u32,
+        error: String,
+        ran: bool,
+    ) {
         let outcome = if ran { "failed" } else { "rejected" };
         metrics::counter!(
             "switchyard_stream_messages_failed_total",
@@ -567,7 +612,10 @@ impl<T: Send + Sync + 'static> Run<T> {
     fn finish(&self) -> Summary {
         let mut summary = std::mem::take(&mut *self.summary_mut());
         if summary.end == FailureKind::None
-            && summary.failures.iter().any(|f| f.kind == FailureKind::Shutdown)
+            && summary
+                .failures
+                .iter()
+                .any(|f| f.kind == FailureKind::Shutdown)
         {
             summary.end = FailureKind::Shutdown;
             summary.end_error = Some("the pipeline is shutting down".to_owned());
@@ -591,7 +639,14 @@ impl<T: Send + Sync + 'static> Drop for Running<'_, T> {
     fn drop(&mut self) {
         if !self.done {
             let kind = *lock(&self.run.cut);
-            self.run.fail(self.seq, &self.key, kind, self.attempts, "cancelled while running".to_owned(), true);
+            self.run.fail(
+                self.seq,
+                &self.key,
+                kind,
+                self.attempts,
+                "cancelled while running".to_owned(),
+                true,
+            );
         }
     }
 }

@@ -107,7 +107,10 @@ struct Done(Arc<Mutex<Trace>>, String);
 
 impl Drop for Done {
     fn drop(&mut self) {
-        let mut t = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut t = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         t.now_running -= 1;
         *t.running.get_mut(&self.1).expect("started") -= 1;
     }
@@ -118,7 +121,9 @@ fn options(json: &str) -> Options {
 }
 
 fn items(list: &[(&str, u32)]) -> Vec<Result<Item, tonic::Status>> {
-    list.iter().map(|(k, f)| Ok(((*k).to_owned(), *f))).collect()
+    list.iter()
+        .map(|(k, f)| Ok(((*k).to_owned(), *f)))
+        .collect()
 }
 
 fn keyed(options: Options, recorder: &Recorder) -> Pipeline<Item> {
@@ -143,13 +148,20 @@ async fn fifo_runs_one_message_at_a_time_in_stream_order() {
     summary.status().unwrap();
     assert_eq!(recorder.seqs_of(""), [1, 2, 3, 4]);
     assert_eq!(recorder.trace.lock().unwrap().max_running, 1);
-    assert_eq!(started.elapsed(), Duration::from_millis(40), "one after another");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(40),
+        "one after another"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn keyed_fifo_runs_keys_concurrently_and_each_key_in_order() {
     let recorder = Recorder::new(Duration::from_millis(10));
-    let pipeline = keyed(options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#), &recorder);
+    let pipeline = keyed(
+        options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#),
+        &recorder,
+    );
     let started = Instant::now();
     let list = [("a", 0), ("b", 0), ("a", 0), ("c", 0), ("b", 0), ("a", 0)];
     let summary = run_all(&pipeline, &list).await;
@@ -158,9 +170,16 @@ async fn keyed_fifo_runs_keys_concurrently_and_each_key_in_order() {
     assert_eq!(recorder.seqs_of("b"), [2, 5]);
     assert_eq!(recorder.seqs_of("c"), [4]);
     let trace = recorder.trace.lock().unwrap();
-    assert_eq!(trace.max_per_key, 1, "a key never runs two messages at once");
+    assert_eq!(
+        trace.max_per_key, 1,
+        "a key never runs two messages at once"
+    );
     assert_eq!(trace.max_running, 3, "keys run side by side");
-    assert_eq!(started.elapsed(), Duration::from_millis(30), "the longest key's three messages");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(30),
+        "the longest key's three messages"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -174,7 +193,10 @@ async fn a_full_ordering_queue_rejects_and_says_the_order_broke() {
     .unwrap();
     let summary = run_all(&pipeline, &[("", 0); 5]).await;
     // The first runs, two wait, the last two find the queue full.
-    assert_eq!(kinds(&summary), [(4, FailureKind::Ordering), (5, FailureKind::Ordering)]);
+    assert_eq!(
+        kinds(&summary),
+        [(4, FailureKind::Ordering), (5, FailureKind::Ordering)]
+    );
     assert_eq!((summary.succeeded, summary.rejected), (3, 2));
     assert!(summary.ordering_broken);
     summary.status().unwrap();
@@ -219,7 +241,10 @@ async fn the_queue_policy_waits_for_a_slot_within_its_bounds() {
     let summary = run_all(&keyed(queue(r#", "max_wait": "5ms""#), &recorder), &list).await;
     assert_eq!(
         kinds(&summary),
-        [(2, FailureKind::Backpressure), (3, FailureKind::Backpressure)]
+        [
+            (2, FailureKind::Backpressure),
+            (3, FailureKind::Backpressure)
+        ]
     );
 }
 
@@ -235,7 +260,11 @@ async fn soft_allow_policies_run_beyond_capacity_and_count_it() {
             &recorder,
         );
         let summary = run_all(&pipeline, &[("a", 0), ("b", 0), ("c", 0)]).await;
-        assert_eq!((summary.succeeded, summary.over_capacity), (3, 2), "{policy}");
+        assert_eq!(
+            (summary.succeeded, summary.over_capacity),
+            (3, 2),
+            "{policy}"
+        );
         assert_eq!(recorder.trace.lock().unwrap().max_running, 3, "{policy}");
     }
 }
@@ -250,12 +279,25 @@ async fn failed_attempts_are_retried_with_backoff_up_to_the_limit() {
     let started = Instant::now();
     // Two failures then a success; then one that never succeeds.
     let summary = run_all(&pipeline, &[("a", 2), ("a", u32::MAX)]).await;
-    assert_eq!((summary.succeeded, summary.failed, summary.retries), (1, 1, 4));
+    assert_eq!(
+        (summary.succeeded, summary.failed, summary.retries),
+        (1, 1, 4)
+    );
     let failure = &summary.failures[0];
-    assert_eq!((failure.seq, failure.kind, failure.attempts), (2, FailureKind::HandlerError, 3));
+    assert_eq!(
+        (failure.seq, failure.kind, failure.attempts),
+        (2, FailureKind::HandlerError, 3)
+    );
     assert_eq!(failure.error, "attempt 3 failed");
-    assert_eq!(started.elapsed(), Duration::from_millis(400), "four backoffs");
-    assert!(summary.ordering_broken, "message 2 failed and the key went on");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(400),
+        "four backoffs"
+    );
+    assert!(
+        summary.ordering_broken,
+        "message 2 failed and the key went on"
+    );
 
     // No retries configured: one attempt.
     let recorder = Recorder::new(Duration::ZERO);
@@ -271,10 +313,20 @@ async fn a_panicking_handler_fails_its_message_and_the_key_goes_on() {
         &recorder,
     );
     let summary = run_all(&pipeline, &[("a", 0), ("a", PANIC), ("a", 0)]).await;
-    assert_eq!((summary.succeeded, summary.failed, summary.retries), (2, 1, 0));
+    assert_eq!(
+        (summary.succeeded, summary.failed, summary.retries),
+        (2, 1, 0)
+    );
     let failure = &summary.failures[0];
-    assert_eq!((failure.seq, failure.kind, failure.attempts), (2, FailureKind::Internal, 1));
-    assert!(failure.error.contains("handler bug on message 2"), "{}", failure.error);
+    assert_eq!(
+        (failure.seq, failure.kind, failure.attempts),
+        (2, FailureKind::Internal, 1)
+    );
+    assert!(
+        failure.error.contains("handler bug on message 2"),
+        "{}",
+        failure.error
+    );
     assert_eq!(recorder.seqs_of("a"), [1, 2, 3]);
     summary.status().unwrap();
 }
@@ -282,10 +334,15 @@ async fn a_panicking_handler_fails_its_message_and_the_key_goes_on() {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_key_function_rejects_only_its_message() {
     let recorder = Recorder::new(Duration::ZERO);
-    let pipeline = Pipeline::keyed("test", Options::default(), recorder.handler(), |m: &Item| {
-        assert!(m.0 != "bad", "no key for you");
-        m.0.clone()
-    })
+    let pipeline = Pipeline::keyed(
+        "test",
+        Options::default(),
+        recorder.handler(),
+        |m: &Item| {
+            assert!(m.0 != "bad", "no key for you");
+            m.0.clone()
+        },
+    )
     .unwrap();
     let summary = run_all(&pipeline, &[("a", 0), ("bad", 0), ("a", 0)]).await;
     assert_eq!(kinds(&summary), [(2, FailureKind::Internal)]);
@@ -335,14 +392,21 @@ async fn shutdown_rejects_waiting_and_new_messages_and_lets_running_ones_finish(
     tx.send(Ok((String::new(), 0))).unwrap();
     let summary = run.await.unwrap();
     shutdown.await.unwrap();
-    assert_eq!(started.elapsed(), Duration::from_millis(500), "the running message finished");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(500),
+        "the running message finished"
+    );
     assert_eq!(summary.succeeded, 1);
     assert_eq!(
         kinds(&summary),
         [2, 3, 4, 5, 6].map(|seq| (seq, FailureKind::Shutdown)),
         "waiting and new messages rejected"
     );
-    assert_eq!(summary.status().unwrap_err().code(), tonic::Code::Unavailable);
+    assert_eq!(
+        summary.status().unwrap_err().code(),
+        tonic::Code::Unavailable
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -370,15 +434,25 @@ async fn drain_on_close_runs_the_waiting_messages_within_the_grace_period() {
     // 2.6): 4 is cut off while running, 5 never started.
     assert_eq!(started.elapsed(), Duration::from_millis(2600));
     assert_eq!(summary.succeeded, 3);
-    assert_eq!(kinds(&summary), [(4, FailureKind::Shutdown), (5, FailureKind::Shutdown)]);
-    assert_eq!((summary.failed, summary.rejected), (1, 1), "4 ran, 5 did not");
+    assert_eq!(
+        kinds(&summary),
+        [(4, FailureKind::Shutdown), (5, FailureKind::Shutdown)]
+    );
+    assert_eq!(
+        (summary.failed, summary.rejected),
+        (1, 1),
+        "4 ran, 5 did not"
+    );
     drop(tx);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_stream_cancels_its_running_messages() {
     let recorder = Recorder::new(Duration::from_secs(60));
-    let pipeline = keyed(options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#), &recorder);
+    let pipeline = keyed(
+        options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#),
+        &recorder,
+    );
     let (tx, stream) = channel();
     tx.send(Ok(("a".into(), 0))).unwrap();
     tx.send(Ok(("b".into(), 0))).unwrap();
@@ -388,7 +462,8 @@ async fn a_cancelled_stream_cancels_its_running_messages() {
         async move { pipeline.run(stream).await }
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    tx.send(Err(tonic::Status::cancelled("client went away"))).unwrap();
+    tx.send(Err(tonic::Status::cancelled("client went away")))
+        .unwrap();
     let summary = run.await.unwrap();
     assert_eq!(summary.end, FailureKind::ContextCancelled);
     assert_eq!(summary.status().unwrap_err().code(), tonic::Code::Cancelled);
@@ -396,13 +471,20 @@ async fn a_cancelled_stream_cancels_its_running_messages() {
         kinds(&summary),
         [1, 2, 3].map(|seq| (seq, FailureKind::ContextCancelled))
     );
-    assert_eq!(recorder.trace.lock().unwrap().now_running, 0, "nothing left running");
+    assert_eq!(
+        recorder.trace.lock().unwrap().now_running,
+        0,
+        "nothing left running"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn dropping_the_run_cancels_everything() {
     let recorder = Recorder::new(Duration::from_secs(60));
-    let pipeline = keyed(options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#), &recorder);
+    let pipeline = keyed(
+        options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#),
+        &recorder,
+    );
     let (tx, stream) = channel();
     tx.send(Ok(("a".into(), 0))).unwrap();
     tx.send(Ok(("b".into(), 0))).unwrap();
@@ -429,12 +511,25 @@ fn bad_options_name_their_field() {
     .unwrap_err();
     assert_eq!(err.field(), "ordering.mode");
     for (json, field) in [
-        (r#"{ "backpressure": { "capacity": 1, "max_wait": "0s" } }"#, "backpressure.max_wait"),
-        (r#"{ "backpressure": { "policy": "sometimes" } }"#, "backpressure.policy"),
+        (
+            r#"{ "backpressure": { "capacity": 1, "max_wait": "0s" } }"#,
+            "backpressure.max_wait",
+        ),
+        (
+            r#"{ "backpressure": { "policy": "sometimes" } }"#,
+            "backpressure.policy",
+        ),
         (r#"{ "ordering": { "mode": "lifo" } }"#, "ordering.mode"),
-        (r#"{ "shutdown": { "grace_period": "soon" } }"#, "shutdown.grace_period"),
+        (
+            r#"{ "shutdown": { "grace_period": "soon" } }"#,
+            "shutdown.grace_period",
+        ),
     ] {
-        assert_eq!(Options::from_json(json).unwrap_err().field(), field, "{json}");
+        assert_eq!(
+            Options::from_json(json).unwrap_err().field(),
+            field,
+            "{json}"
+        );
     }
 }
 
@@ -442,7 +537,11 @@ fn bad_options_name_their_field() {
 fn failure_kinds_map_as_core_does() {
     for kind in FailureKind::ALL {
         if let Some(rejection) = kind.rejection_kind() {
-            assert_eq!(i32::from(kind.code()), rejection.grpc_code() as i32, "{kind}");
+            assert_eq!(
+                i32::from(kind.code()),
+                rejection.grpc_code() as i32,
+                "{kind}"
+            );
         }
         assert!(!(kind.is_terminal() && kind.is_retryable()), "{kind}");
         assert!(!(kind.is_terminal() && kind.breaks_ordering()), "{kind}");
@@ -462,9 +561,19 @@ enum Ending {
 fn case() -> impl Strategy<Value = (Vec<(u8, u32, u64)>, u32, Ending, bool)> {
     (
         // (key, failing attempts, arrival gap in ms)
-        prop::collection::vec((0u8..4, prop_oneof![6 => Just(0u32), 2 => 1u32..3, 1 => Just(u32::MAX), 1 => Just(PANIC)], 0u64..5), 1..40),
+        prop::collection::vec(
+            (
+                0u8..4,
+                prop_oneof![6 => Just(0u32), 2 => 1u32..3, 1 => Just(u32::MAX), 1 => Just(PANIC)],
+                0u64..5,
+            ),
+            1..40,
+        ),
         0u32..4,
-        prop_oneof![Just(Ending::Close), (0u64..60).prop_map(|after_ms| Ending::Shutdown { after_ms })],
+        prop_oneof![
+            Just(Ending::Close),
+            (0u64..60).prop_map(|after_ms| Ending::Shutdown { after_ms })
+        ],
         any::<bool>(),
     )
 }
@@ -564,7 +673,10 @@ proptest! {
 #[tokio::test(start_paused = true)]
 async fn many_streams_share_a_pipeline() {
     let recorder = Recorder::new(Duration::from_millis(1));
-    let pipeline = keyed(options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#), &recorder);
+    let pipeline = keyed(
+        options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#),
+        &recorder,
+    );
     let done = Arc::new(AtomicUsize::new(0));
     let runs: Vec<_> = (0..4)
         .map(|_| {
