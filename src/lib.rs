@@ -15,6 +15,7 @@
 //! | `resilience` | switchyard-resilience | `ResilienceConfig` and the stack it builds, timeouts, fallback, registry (feature `resilience`) |
 //! | `balance` | switchyard-balance | selector-based load balancer: seven strategies, runtime endpoints, outlier ejection (feature `balance`) |
 //! | `provider` | switchyard-provider | provider registry and manager: factories from config, opt-in initialize/close, selection, the four interaction patterns (feature `provider`) |
+//! | `stream` | switchyard-stream | ordered client-stream gate for tonic: FIFO or keyed-FIFO ordering, backpressure, shutdown, per-message retry (feature `stream`, off by default) |
 //! | `router` | switchyard-router | name-dispatch router over a hot-reloaded SQLite routes table: local, remote (`http`, custom), `noop` (feature `router`, off by default) |
 //!
 //! # Example
@@ -70,6 +71,9 @@ pub use switchyard_provider as provider;
 
 #[cfg(feature = "router")]
 pub use switchyard_router as router;
+
+#[cfg(feature = "stream")]
+pub use switchyard_stream as stream;
 
 /// The names most programs need, for `use switchyard::prelude::*`.
 pub mod prelude {

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -34,10 +35,47 @@ pub struct Message<T> {
 }
 
 type Handler<T> = BoxCloneSyncService<Message<T>, (), BoxError>;
+
+/// The pipeline's metric handles, registered once (a lookup per message would cost more than
+/// the gate itself). Install the metrics recorder before building pipelines.
+struct Metrics {
+    admitted: metrics::Counter,
+    retries: metrics::Counter,
+    in_flight: metrics::Gauge,
+    queued: metrics::Gauge,
+    key_queue_depth: metrics::Histogram,
+    /// `messages_failed_total` by (ran, kind).
+    failed: [[metrics::Counter; FailureKind::ALL.len()]; 2],
+}
+
+impl Metrics {
+    fn new(name: &str) -> Self {
+        let label = || ("pipeline", name.to_owned());
+        let failed = |outcome: &'static str| {
+            FailureKind::ALL.map(|kind| {
+                metrics::counter!(
+                    "switchyard_stream_messages_failed_total",
+                    "pipeline" => name.to_owned(),
+                    "outcome" => outcome,
+                    "kind" => kind.as_str(),
+                )
+            })
+        };
+        Self {
+            admitted: metrics::counter!("switchyard_stream_admitted_total", &[label()]),
+            retries: metrics::counter!("switchyard_stream_retries_total", &[label()]),
+            in_flight: metrics::gauge!("switchyard_stream_in_flight", &[label()]),
+            queued: metrics::gauge!("switchyard_stream_queued", &[label()]),
+            key_queue_depth: metrics::histogram!("switchyard_stream_key_queue_depth", &[label()]),
+            failed: [failed("rejected"), failed("failed")],
+        }
+    }
+}
 type KeyFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 
 struct Inner<T> {
     name: Arc<str>,
+    metrics: Metrics,
     options: Options,
     bulkhead: Option<BulkheadConfig>,
     handler: Handler<T>,
@@ -154,6 +192,7 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
         let bulkhead = options.bulkhead()?;
         Ok(Self {
             inner: Arc::new(Inner {
+                metrics: Metrics::new(&name),
                 name,
                 options,
                 bulkhead,
@@ -207,6 +246,10 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
             queues: Mutex::default(),
             waiting: AtomicUsize::new(0),
             summary: Mutex::default(),
+            received: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            over_capacity: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             cut: Mutex::new(FailureKind::Shutdown),
         });
@@ -231,7 +274,12 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
 
         // Receive until the stream ends, fails, or the grace period after shutdown is over.
         let mut reading = true;
+        let mut cancelled = None;
         while reading {
+            // Finished workers are reaped as they end, without waiting.
+            while let Some(joined) = tasks.try_join_next() {
+                run.reaped(joined);
+            }
             tokio::select! {
                 biased;
                 changed = closing.changed(), if listening && deadline.is_none() => {
@@ -245,45 +293,57 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                 () = sleep_until(deadline), if deadline.is_some() => {
                     reading = false;
                 }
-                // Finished workers are reaped as they end; once shutdown has started and none
-                // is left, the stream is done with: it stops being read.
-                joined = tasks.join_next(), if !tasks.is_empty() || deadline.is_some() => match joined {
+                // Once shutdown has started and no worker is left, the stream is done with:
+                // it stops being read.
+                joined = tasks.join_next(), if deadline.is_some() => match joined {
                     None => {
-                        // Shutdown, and every admitted message is done: stop reading. The
-                        // client learns which messages were read from the summary.
+                        // The client learns which messages were read from the summary.
                         run.end(
                             FailureKind::Shutdown,
                             format!("the pipeline shut down after reading {seq} messages"),
                         );
                         reading = false;
                     }
-                    Some(Err(error)) if error.is_panic() => {
-                        run.end(FailureKind::Internal, format!("a pipeline task panicked: {error}"));
-                    }
-                    Some(_) => {}
+                    Some(joined) => run.reaped(joined),
                 },
-                next = stream.next() => match next {
-                    None => reading = false,
-                    Some(Ok(item)) => {
-                        seq += 1;
-                        run.receive(seq, item, &mut tasks);
+                next = stream.next() => {
+                    // The messages already buffered are taken in one go (up to a batch), so
+                    // the wait above is set up once per batch, not once per message.
+                    let mut next = Some(next);
+                    let mut taken = 0;
+                    while let Some(item) = next.take() {
+                        match item {
+                            None => reading = false,
+                            Some(Ok(item)) => {
+                                seq += 1;
+                                run.receive(seq, item, &mut tasks);
+                                taken += 1;
+                                if taken < BATCH {
+                                    next = stream.next().now_or_never();
+                                }
+                            }
+                            Some(Err(status)) => cancelled = Some(status),
+                        }
                     }
-                    Some(Err(status)) => {
-                        // The caller cancelled, or the transport failed: nothing more will
-                        // arrive, and no answer can be delivered: stop everything.
-                        let kind = if status.code() == tonic::Code::Cancelled {
-                            FailureKind::ContextCancelled
-                        } else {
-                            FailureKind::Internal
-                        };
-                        run.end(kind, status.message().to_owned());
-                        *lock(&run.cut) = FailureKind::ContextCancelled;
-                        tasks.shutdown().await;
-                        run.reject_queued(FailureKind::ContextCancelled, "the stream was cancelled");
-                        return run.finish();
+                    if cancelled.is_some() {
+                        reading = false;
                     }
                 }
             }
+        }
+        if let Some(status) = cancelled {
+            // The caller cancelled, or the transport failed: nothing more will arrive, and
+            // no answer can be delivered: stop everything.
+            let kind = if status.code() == tonic::Code::Cancelled {
+                FailureKind::ContextCancelled
+            } else {
+                FailureKind::Internal
+            };
+            run.end(kind, status.message().to_owned());
+            *lock(&run.cut) = FailureKind::ContextCancelled;
+            tasks.shutdown().await;
+            run.reject_queued(FailureKind::ContextCancelled, "the stream was cancelled");
+            return run.finish();
         }
         // Let admitted messages finish, within the grace period once shutdown starts.
         loop {
@@ -305,10 +365,7 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                 }
                 joined = tasks.join_next() => match joined {
                     None => break,
-                    Some(Err(error)) if error.is_panic() => {
-                        run.end(FailureKind::Internal, format!("a pipeline task panicked: {error}"));
-                    }
-                    Some(_) => {}
+                    Some(joined) => run.reaped(joined),
                 }
             }
         }
@@ -322,6 +379,10 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// The most buffered messages the receiver takes before it looks at shutdown and finished
+/// workers again.
+const BATCH: usize = 64;
 
 /// Counts a running stream for `Pipeline::shutdown`.
 struct Active<'a>(&'a watch::Sender<usize>);
@@ -350,10 +411,14 @@ struct Run<T> {
     pipeline: Arc<Inner<T>>,
     admission: Option<AdmissionController>,
     /// Each active ordering key's waiting messages; a key is present while a worker runs it.
-    queues: Mutex<HashMap<Arc<str>, VecDeque<Queued<T>>>>,
+    queues: Mutex<HashMap<Arc<str>, VecDeque<Queued<T>>, foldhash::fast::RandomState>>,
     /// Messages waiting for their turn, over all keys.
     waiting: AtomicUsize,
     summary: Mutex<Summary>,
+    received: AtomicU64,
+    succeeded: AtomicU64,
+    retries: AtomicU64,
+    over_capacity: AtomicU64,
     /// Set when shutdown starts: new messages are rejected.
     closing: AtomicBool,
     /// What a message cut off mid-run is reported as.
@@ -368,7 +433,7 @@ impl<T: Send + Sync + 'static> Run<T> {
     /// The Receiver and the Gate's ordering step: numbers a message, finds its key, queues it
     /// behind its key's earlier messages (starting a worker for a key with none running).
     fn receive(self: &Arc<Self>, seq: u64, item: T, tasks: &mut JoinSet<()>) {
-        self.summary_mut().received += 1;
+        self.received.fetch_add(1, Ordering::Relaxed);
         let key: Arc<str> = match &self.pipeline.key {
             None => Arc::from(""),
             Some(key_fn) => match catch_unwind(AssertUnwindSafe(|| key_fn(&item))) {
@@ -417,7 +482,9 @@ impl<T: Send + Sync + 'static> Run<T> {
                 return;
             }
             queue.push_back(queued);
-            metrics::histogram!("switchyard_stream_key_queue_depth", "pipeline" => self.name().to_owned())
+            self.pipeline
+                .metrics
+                .key_queue_depth
                 .record(queue.len() as f64);
         } else {
             queued.behind = false;
@@ -427,12 +494,13 @@ impl<T: Send + Sync + 'static> Run<T> {
             return;
         }
         let waiting = self.waiting.fetch_add(1, Ordering::AcqRel) + 1;
-        metrics::gauge!("switchyard_stream_queued", "pipeline" => self.name().to_owned())
-            .set(waiting as f64);
+        self.pipeline.metrics.queued.set(waiting as f64);
     }
 
     /// One ordering lane's worker: its messages, one at a time, in sequence order.
     async fn work(self: Arc<Self>, lane: Arc<str>) {
+        // One clone of the handler per lane, for all its messages.
+        let mut handler = self.pipeline.handler.clone();
         loop {
             let next = {
                 let mut queues = lock(&self.queues);
@@ -450,12 +518,12 @@ impl<T: Send + Sync + 'static> Run<T> {
             if next.behind {
                 self.waiting.fetch_sub(1, Ordering::AcqRel);
             }
-            self.process(next).await;
+            self.process(&mut handler, next).await;
         }
     }
 
     /// The Gate's backpressure step, then the Engine.
-    async fn process(&self, message: Queued<T>) {
+    async fn process(&self, handler: &mut Handler<T>, message: Queued<T>) {
         let permit = match &self.admission {
             None => None,
             Some(admission) => match admission.acquire().await {
@@ -475,13 +543,11 @@ impl<T: Send + Sync + 'static> Run<T> {
             .as_ref()
             .is_some_and(switchyard_bulkhead::Permit::is_over_capacity)
         {
-            self.summary_mut().over_capacity += 1;
+            self.over_capacity.fetch_add(1, Ordering::Relaxed);
         }
-        metrics::counter!("switchyard_stream_admitted_total", "pipeline" => self.name().to_owned())
-            .increment(1);
-        let in_flight =
-            metrics::gauge!("switchyard_stream_in_flight", "pipeline" => self.name().to_owned());
-        in_flight.increment(1.0);
+        let metrics = &self.pipeline.metrics;
+        metrics.admitted.increment(1);
+        metrics.in_flight.increment(1.0);
         let mut running = Running {
             run: self,
             seq: message.seq,
@@ -489,25 +555,29 @@ impl<T: Send + Sync + 'static> Run<T> {
             attempts: 0,
             done: false,
         };
-        self.execute(&message, &mut running).await;
-        in_flight.decrement(1.0);
+        self.execute(handler, &message, &mut running).await;
+        metrics.in_flight.decrement(1.0);
         drop(permit);
     }
 
     /// The Engine: attempts with backoff, panics caught.
-    async fn execute(&self, message: &Queued<T>, running: &mut Running<'_, T>) {
+    async fn execute(
+        &self,
+        handler: &mut Handler<T>,
+        message: &Queued<T>,
+        running: &mut Running<'_, T>,
+    ) {
         let retry = &self.pipeline.options.retry;
         let attempts = retry.max_attempts.max(1);
         for attempt in 1..=attempts {
             running.attempts = attempt;
-            let mut handler = self.pipeline.handler.clone();
             let request = Message {
                 seq: message.seq,
                 key: Arc::clone(&message.key),
                 attempt,
                 item: Arc::clone(&message.item),
             };
-            let outcome = AssertUnwindSafe(async move {
+            let outcome = AssertUnwindSafe(async {
                 handler.ready().await?;
                 handler.call(request).await
             })
@@ -516,7 +586,7 @@ impl<T: Send + Sync + 'static> Run<T> {
             let (kind, error) = match outcome {
                 Ok(Ok(())) => {
                     running.done = true;
-                    self.summary_mut().succeeded += 1;
+                    self.succeeded.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 Ok(Err(error)) => (FailureKind::classify(&error), error.to_string()),
@@ -526,8 +596,8 @@ impl<T: Send + Sync + 'static> Run<T> {
                 ),
             };
             if kind.is_retryable() && attempt < attempts {
-                self.summary_mut().retries += 1;
-                metrics::counter!("switchyard_stream_retries_total", "pipeline" => self.name().to_owned()).increment(1);
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                self.pipeline.metrics.retries.increment(1);
                 tracing::debug!(target: "switchyard_stream", pipeline = self.name(), seq = message.seq, attempt, %error, "retrying a message");
                 if !retry.backoff.is_zero() {
                     tokio::time::sleep(retry.backoff).await;
@@ -558,13 +628,10 @@ impl<T: Send + Sync + 'static> Run<T> {
         ran: bool,
     ) {
         let outcome = if ran { "failed" } else { "rejected" };
-        metrics::counter!(
-            "switchyard_stream_messages_failed_total",
-            "pipeline" => self.name().to_owned(),
-            "outcome" => outcome,
-            "kind" => kind.as_str(),
-        )
-        .increment(1);
+        let kinds = FailureKind::ALL.iter();
+        if let Some(index) = kinds.clone().position(|k| *k == kind) {
+            self.pipeline.metrics.failed[usize::from(ran)][index].increment(1);
+        }
         tracing::debug!(target: "switchyard_stream", pipeline = self.name(), seq, key, kind = kind.as_str(), outcome, %error, "message not completed");
         self.summary_mut().record(
             MessageFailure {
@@ -600,6 +667,19 @@ impl<T: Send + Sync + 'static> Run<T> {
         }
     }
 
+    /// Notes a worker that ended: one that panicked is a bug of the pipeline's, reported as
+    /// the stream's end (handlers' panics are caught before this).
+    fn reaped(&self, joined: Result<(), tokio::task::JoinError>) {
+        if let Err(error) = joined
+            && error.is_panic()
+        {
+            self.end(
+                FailureKind::Internal,
+                format!("a pipeline task panicked: {error}"),
+            );
+        }
+    }
+
     /// Records how the stream ended (the first terminal failure wins).
     fn end(&self, kind: FailureKind, error: String) {
         let mut summary = self.summary_mut();
@@ -611,6 +691,10 @@ impl<T: Send + Sync + 'static> Run<T> {
 
     fn finish(&self) -> Summary {
         let mut summary = std::mem::take(&mut *self.summary_mut());
+        summary.received = self.received.load(Ordering::Relaxed);
+        summary.succeeded = self.succeeded.load(Ordering::Relaxed);
+        summary.retries = self.retries.load(Ordering::Relaxed);
+        summary.over_capacity = self.over_capacity.load(Ordering::Relaxed);
         if summary.end == FailureKind::None
             && summary
                 .failures

@@ -1,0 +1,123 @@
+//! Keyed-FIFO throughput against a bare `tokio::sync::mpsc` pipeline doing the same work (a
+//! channel and a task per key, the hand-rolled way), and the cost of each backpressure
+//! policy. Each iteration runs one stream of 10,000 messages over 100 keys to its end on a
+//! current-thread runtime; the work per message is one `yield_now` and a counter bump (so
+//! keys interleave, as they do when a handler awaits anything).
+//!
+//! `cargo bench -p switchyard-stream --bench stream`; figures in docs/benchmarks.md.
+
+#![allow(clippy::disallowed_methods)] // a bench measures wall-clock time; nothing here decides on it
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use switchyard_stream::{Message, Options, Pipeline};
+use tokio::sync::mpsc;
+use tower::{BoxError, service_fn};
+
+const MESSAGES: u64 = 10_000;
+const KEYS: u64 = 100;
+
+type Item = (u64, u64);
+
+fn items() -> Vec<Result<Item, tonic::Status>> {
+    (0..MESSAGES).map(|i| Ok(((i * 7919) % KEYS, i))).collect()
+}
+
+async fn work(done: &AtomicU64) {
+    tokio::task::yield_now().await;
+    done.fetch_add(1, Ordering::Relaxed);
+}
+
+fn pipeline(options: &str, done: &Arc<AtomicU64>) -> Pipeline<Item> {
+    let done = Arc::clone(done);
+    let handler = service_fn(move |_: Message<Item>| {
+        let done = Arc::clone(&done);
+        async move {
+            work(&done).await;
+            Ok::<_, BoxError>(())
+        }
+    });
+    let options = Options::from_json(options).expect("options");
+    Pipeline::keyed("bench", options, handler, |m: &Item| m.0.to_string()).expect("pipeline")
+}
+
+/// The hand-rolled equivalent: a dispatcher that sends each message to its key's channel,
+/// starting a task per key that handles its messages in order.
+async fn bare_mpsc(done: &Arc<AtomicU64>) {
+    let mut lanes: HashMap<u64, mpsc::UnboundedSender<u64>> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for item in items() {
+        let (key, n) = item.expect("ok");
+        let lane = lanes.entry(key).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
+            let done = Arc::clone(done);
+            tasks.spawn(async move {
+                while let Some(n) = rx.recv().await {
+                    std::hint::black_box(n);
+                    work(&done).await;
+                }
+            });
+            tx
+        });
+        lane.send(n).expect("lane open");
+    }
+    drop(lanes);
+    while tasks.join_next().await.is_some() {}
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("stream/10k-messages-100-keys");
+    group.throughput(Throughput::Elements(MESSAGES));
+    group.sample_size(20);
+    let done = Arc::new(AtomicU64::new(0));
+
+    group.bench_function("bare mpsc (channel + task per key)", |b| {
+        b.to_async(&rt).iter(|| bare_mpsc(&done));
+    });
+    let cases = [
+        (
+            "keyed-fifo, unlimited",
+            r#"{ "ordering": { "mode": "keyed_fifo" } }"#,
+        ),
+        (
+            "keyed-fifo, queue (16)",
+            r#"{ "ordering": { "mode": "keyed_fifo" }, "backpressure": { "policy": "queue", "capacity": 16 } }"#,
+        ),
+        (
+            "keyed-fifo, hard_reject (16)",
+            r#"{ "ordering": { "mode": "keyed_fifo" }, "backpressure": { "policy": "hard_reject", "capacity": 16 } }"#,
+        ),
+        (
+            "keyed-fifo, soft_allow (16)",
+            r#"{ "ordering": { "mode": "keyed_fifo" }, "backpressure": { "policy": "soft_allow", "capacity": 16 } }"#,
+        ),
+        (
+            "keyed-fifo, soft_allow_with_signal (16)",
+            r#"{ "ordering": { "mode": "keyed_fifo" }, "backpressure": { "policy": "soft_allow_with_signal", "capacity": 16 } }"#,
+        ),
+    ];
+    for (name, options) in cases {
+        let pipeline = pipeline(options, &done);
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let pipeline = pipeline.clone();
+                async move {
+                    let summary = pipeline.run(futures::stream::iter(items())).await;
+                    assert_eq!(summary.received, MESSAGES);
+                    std::hint::black_box(summary);
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(stream, benches);
+criterion_main!(stream);
