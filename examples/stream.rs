@@ -79,7 +79,7 @@ fn pipeline(books: &Books) -> Result<Pipeline<Entry>, BoxError> {
              "shutdown": { "grace_period": "5s", "drain_on_close": true } }"#,
     )?;
     Ok(Pipeline::keyed("ledger", options, handler, |e: &Entry| {
-        e.account.clone()
+        e.account.as_str()
     })?)
 }
 

@@ -20,10 +20,13 @@ use tower::{BoxError, service_fn};
 const MESSAGES: u64 = 10_000;
 const KEYS: u64 = 100;
 
-type Item = (u64, u64);
+/// A message: its key (a string field, as an account name is) and a payload.
+type Item = (String, u64);
 
 fn items() -> Vec<Result<Item, tonic::Status>> {
-    (0..MESSAGES).map(|i| Ok(((i * 7919) % KEYS, i))).collect()
+    (0..MESSAGES)
+        .map(|i| Ok((format!("account-{}", (i * 7919) % KEYS), i)))
+        .collect()
 }
 
 async fn work(done: &AtomicU64) {
@@ -41,28 +44,30 @@ fn pipeline(options: &str, done: &Arc<AtomicU64>) -> Pipeline<Item> {
         }
     });
     let options = Options::from_json(options).expect("options");
-    Pipeline::keyed("bench", options, handler, |m: &Item| m.0.to_string()).expect("pipeline")
+    Pipeline::keyed("bench", options, handler, |m: &Item| m.0.as_str()).expect("pipeline")
 }
 
 /// The hand-rolled equivalent: a dispatcher that sends each message to its key's channel,
 /// starting a task per key that handles its messages in order.
 async fn bare_mpsc(done: &Arc<AtomicU64>) {
-    let mut lanes: HashMap<u64, mpsc::UnboundedSender<u64>> = HashMap::new();
+    let mut lanes: HashMap<String, mpsc::UnboundedSender<Item>> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     for item in items() {
-        let (key, n) = item.expect("ok");
-        let lane = lanes.entry(key).or_insert_with(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
-            let done = Arc::clone(done);
-            tasks.spawn(async move {
-                while let Some(n) = rx.recv().await {
-                    std::hint::black_box(n);
-                    work(&done).await;
-                }
-            });
-            tx
+        let item = item.expect("ok");
+        if let Some(lane) = lanes.get(&item.0) {
+            lane.send(item).expect("lane open");
+            continue;
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<Item>();
+        let done = Arc::clone(done);
+        tasks.spawn(async move {
+            while let Some(item) = rx.recv().await {
+                std::hint::black_box(&item);
+                work(&done).await;
+            }
         });
-        lane.send(n).expect("lane open");
+        lanes.insert(item.0.clone(), tx.clone());
+        tx.send(item).expect("lane open");
     }
     drop(lanes);
     while tasks.join_next().await.is_some() {}

@@ -25,7 +25,7 @@
 //!     }
 //! });
 //! let options = Options::from_json(r#"{ "ordering": { "mode": "keyed_fifo" } }"#)?;
-//! let pipeline = Pipeline::keyed("ledger", options, handler, |m: &(String, u32)| m.0.clone())?;
+//! let pipeline = Pipeline::keyed("ledger", options, handler, |m: &(String, u32)| m.0.as_str())?;
 //!
 //! // In a tonic service: `pipeline.run(request.into_inner()).await`.
 //! let messages = [("alice", 1), ("bob", 1), ("alice", 2)]

@@ -71,7 +71,12 @@ impl Metrics {
         }
     }
 }
-type KeyFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
+/// A key function: one that borrows the key from the message (no copy; a known key's lane
+/// is found by it and its name shared), or one that computes it.
+enum KeyFn<T> {
+    Borrowed(Arc<dyn for<'a> Fn(&'a T) -> &'a str + Send + Sync>),
+    Computed(Arc<dyn Fn(&T) -> Arc<str> + Send + Sync>),
+}
 
 struct Inner<T> {
     name: Arc<str>,
@@ -160,9 +165,11 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
         Self::build(name.into(), options, boxed(handler), None)
     }
 
-    /// A pipeline whose messages have keys (`key`): FIFO per key under
+    /// A pipeline whose messages have keys, borrowed from each message by `key` (a field:
+    /// `|e: &Entry| e.account.as_str()`), so no key is copied per message: FIFO per key under
     /// [`OrderingMode::KeyedFifo`], global FIFO (keys only reported) under
-    /// [`OrderingMode::Fifo`].
+    /// [`OrderingMode::Fifo`]. For keys that must be computed, see
+    /// [`keyed_by`](Self::keyed_by).
     ///
     /// # Errors
     ///
@@ -177,9 +184,38 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
         H: Service<Message<T>> + Clone + Send + Sync + 'static,
         H::Error: Into<BoxError> + 'static,
         H::Future: Send + 'static,
-        K: Fn(&T) -> String + Send + Sync + 'static,
+        K: for<'a> Fn(&'a T) -> &'a str + Send + Sync + 'static,
     {
-        Self::build(name.into(), options, boxed(handler), Some(Arc::new(key)))
+        Self::build(
+            name.into(),
+            options,
+            boxed(handler),
+            Some(KeyFn::Borrowed(Arc::new(key))),
+        )
+    }
+
+    /// As [`keyed`](Self::keyed), with keys computed from each message (`|m: &Order|
+    /// m.customer_id.to_string()`): a `String`, an `Arc<str>` or anything else that becomes
+    /// one.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first bad option.
+    pub fn keyed_by<H, K, R>(
+        name: impl Into<Arc<str>>,
+        options: Options,
+        handler: H,
+        key: K,
+    ) -> Result<Self, ConfigError>
+    where
+        H: Service<Message<T>> + Clone + Send + Sync + 'static,
+        H::Error: Into<BoxError> + 'static,
+        H::Future: Send + 'static,
+        K: Fn(&T) -> R + Send + Sync + 'static,
+        R: Into<Arc<str>>,
+    {
+        let key = KeyFn::Computed(Arc::new(move |item: &T| key(item).into()));
+        Self::build(name.into(), options, boxed(handler), Some(key))
     }
 
     fn build(
@@ -244,6 +280,8 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                     .expect("validated when the pipeline was built")
             }),
             queues: Mutex::default(),
+            keyed: self.inner.options.ordering.mode == OrderingMode::KeyedFifo,
+            empty: Arc::from(""),
             waiting: AtomicUsize::new(0),
             summary: Mutex::default(),
             received: AtomicU64::new(0),
@@ -397,6 +435,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// One ordering lane: its name, and the messages waiting in it.
+struct Lane<T> {
+    key: Arc<str>,
+    queue: VecDeque<Queued<T>>,
+}
+
 struct Queued<T> {
     seq: u64,
     key: Arc<str>,
@@ -411,7 +455,11 @@ struct Run<T> {
     pipeline: Arc<Inner<T>>,
     admission: Option<AdmissionController>,
     /// Each active ordering key's waiting messages; a key is present while a worker runs it.
-    queues: Mutex<HashMap<Arc<str>, VecDeque<Queued<T>>, foldhash::fast::RandomState>>,
+    queues: Mutex<HashMap<Arc<str>, Lane<T>, foldhash::fast::RandomState>>,
+    /// Whether lanes are keys (`keyed_fifo`) rather than the whole stream.
+    keyed: bool,
+    /// The empty key, shared.
+    empty: Arc<str>,
     /// Messages waiting for their turn, over all keys.
     waiting: AtomicUsize,
     summary: Mutex<Summary>,
@@ -434,22 +482,43 @@ impl<T: Send + Sync + 'static> Run<T> {
     /// behind its key's earlier messages (starting a worker for a key with none running).
     fn receive(self: &Arc<Self>, seq: u64, item: T, tasks: &mut JoinSet<()>) {
         self.received.fetch_add(1, Ordering::Relaxed);
-        let key: Arc<str> = match &self.pipeline.key {
-            None => Arc::from(""),
-            Some(key_fn) => match catch_unwind(AssertUnwindSafe(|| key_fn(&item))) {
-                Ok(key) => key.into(),
-                Err(panic) => {
-                    self.reject(
-                        seq,
-                        Arc::from(""),
-                        FailureKind::Internal,
-                        format!("the key function panicked: {}", panic_message(&*panic)),
-                    );
-                    return;
-                }
-            },
+        let item = Arc::new(item);
+        // Borrowed from the message where the key function allows: a known lane's name is
+        // then shared, not copied.
+        let borrowed = Arc::clone(&item);
+        let found = match &self.pipeline.key {
+            None => Ok((&*self.empty, None)),
+            Some(KeyFn::Borrowed(key_fn)) => {
+                catch_unwind(AssertUnwindSafe(|| key_fn(&borrowed))).map(|key| (key, None))
+            }
+            Some(KeyFn::Computed(key_fn)) => {
+                catch_unwind(AssertUnwindSafe(|| key_fn(&borrowed))).map(|key| ("", Some(key)))
+            }
+        };
+        let (key, computed) = match found {
+            Ok(found) => found,
+            Err(panic) => {
+                self.reject(
+                    seq,
+                    Arc::clone(&self.empty),
+                    FailureKind::Internal,
+                    format!("the key function panicked: {}", panic_message(&*panic)),
+                );
+                return;
+            }
+        };
+        let key: &str = computed.as_deref().unwrap_or(key);
+        // The message's own key, as an `Arc<str>` (copied only when no lane shares it).
+        let own = |lane: Option<&Lane<T>>| -> Arc<str> {
+            match (lane, &computed) {
+                (Some(lane), _) if self.keyed => Arc::clone(&lane.key),
+                (_, Some(computed)) => Arc::clone(computed),
+                _ if key.is_empty() => Arc::clone(&self.empty),
+                _ => Arc::from(key),
+            }
         };
         if self.closing.load(Ordering::Acquire) {
+            let key = own(None);
             self.reject(
                 seq,
                 key,
@@ -458,41 +527,56 @@ impl<T: Send + Sync + 'static> Run<T> {
             );
             return;
         }
-        let lane: Arc<str> = match self.pipeline.options.ordering.mode {
-            OrderingMode::Fifo => Arc::from(""),
-            OrderingMode::KeyedFifo => Arc::clone(&key),
-        };
+        let lane_name: &str = if self.keyed { key } else { "" };
         let capacity = self.pipeline.options.ordering.capacity;
-        let mut queued = Queued {
-            seq,
-            key,
-            item: Arc::new(item),
-            behind: true,
-        };
         let mut queues = lock(&self.queues);
-        if let Some(queue) = queues.get_mut(&lane) {
+        if let Some(lane) = queues.get_mut(lane_name) {
+            let key = own(Some(lane));
             if capacity > 0 && self.waiting.load(Ordering::Acquire) >= capacity {
                 drop(queues);
                 self.reject(
-                    queued.seq,
-                    queued.key,
+                    seq,
+                    key,
                     FailureKind::Ordering,
                     format!("the ordering queue is full ({capacity} messages wait)"),
                 );
                 return;
             }
-            queue.push_back(queued);
+            lane.queue.push_back(Queued {
+                seq,
+                key,
+                item,
+                behind: true,
+            });
             self.pipeline
                 .metrics
                 .key_queue_depth
-                .record(queue.len() as f64);
+                .record(lane.queue.len() as f64);
         } else {
-            queued.behind = false;
-            queues.insert(Arc::clone(&lane), VecDeque::from([queued]));
+            let key = own(None);
+            let lane_key = if self.keyed {
+                Arc::clone(&key)
+            } else {
+                Arc::clone(&self.empty)
+            };
+            let queued = Queued {
+                seq,
+                key,
+                item,
+                behind: false,
+            };
+            queues.insert(
+                Arc::clone(&lane_key),
+                Lane {
+                    key: Arc::clone(&lane_key),
+                    queue: VecDeque::from([queued]),
+                },
+            );
             let run = Arc::clone(self);
-            tasks.spawn(async move { run.work(lane).await });
+            tasks.spawn(async move { run.work(lane_key).await });
             return;
         }
+        drop(queues);
         let waiting = self.waiting.fetch_add(1, Ordering::AcqRel) + 1;
         self.pipeline.metrics.queued.set(waiting as f64);
     }
@@ -507,7 +591,7 @@ impl<T: Send + Sync + 'static> Run<T> {
                 let Some(queue) = queues.get_mut(&lane) else {
                     return;
                 };
-                match queue.pop_front() {
+                match queue.queue.pop_front() {
                     Some(next) => next,
                     None => {
                         queues.remove(&lane);
@@ -658,7 +742,10 @@ impl<T: Send + Sync + 'static> Run<T> {
     fn reject_queued(&self, kind: FailureKind, why: &str) {
         let waiting: Vec<Queued<T>> = {
             let mut queues = lock(&self.queues);
-            queues.values_mut().flat_map(|q| q.drain(..)).collect()
+            queues
+                .values_mut()
+                .flat_map(|l| l.queue.drain(..))
+                .collect()
         };
         let behind = waiting.iter().filter(|m| m.behind).count();
         self.waiting.fetch_sub(behind, Ordering::AcqRel);

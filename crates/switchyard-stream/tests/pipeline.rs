@@ -127,7 +127,7 @@ fn items(list: &[(&str, u32)]) -> Vec<Result<Item, tonic::Status>> {
 }
 
 fn keyed(options: Options, recorder: &Recorder) -> Pipeline<Item> {
-    Pipeline::keyed("test", options, recorder.handler(), |m: &Item| m.0.clone()).unwrap()
+    Pipeline::keyed("test", options, recorder.handler(), |m: &Item| m.0.as_str()).unwrap()
 }
 
 async fn run_all(pipeline: &Pipeline<Item>, list: &[(&str, u32)]) -> Summary {
@@ -334,19 +334,21 @@ async fn a_panicking_handler_fails_its_message_and_the_key_goes_on() {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_key_function_rejects_only_its_message() {
     let recorder = Recorder::new(Duration::ZERO);
-    let pipeline = Pipeline::keyed(
+    // A computed key (`keyed_by`), under keyed FIFO.
+    let pipeline = Pipeline::keyed_by(
         "test",
-        Options::default(),
+        options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#),
         recorder.handler(),
         |m: &Item| {
             assert!(m.0 != "bad", "no key for you");
-            m.0.clone()
+            format!("key-{}", m.0)
         },
     )
     .unwrap();
     let summary = run_all(&pipeline, &[("a", 0), ("bad", 0), ("a", 0)]).await;
     assert_eq!(kinds(&summary), [(2, FailureKind::Internal)]);
     assert_eq!(summary.succeeded, 2);
+    assert_eq!(recorder.seqs_of("key-a"), [1, 3]);
 }
 
 /// A stream the test feeds by hand, left open until the sender is dropped.

@@ -84,7 +84,7 @@ fn books(accounts: &Accounts) -> Pipeline<Entry> {
              "retry": { "max_attempts": 2, "backoff": "1ms" } }"#,
     )
     .unwrap();
-    Pipeline::keyed("ledger", options, handler, |e: &Entry| e.account.clone()).unwrap()
+    Pipeline::keyed("ledger", options, handler, |e: &Entry| e.account.as_str()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
