@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::{FutureExt, Stream, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
 use switchyard_bulkhead::{AdmissionController, BulkheadConfig};
 use switchyard_core::ConfigError;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceExt};
 
 use crate::failure::{FailureKind, MessageFailure, Summary};
@@ -34,7 +35,11 @@ pub struct Message<T> {
     pub item: Arc<T>,
 }
 
-type Handler<T> = BoxCloneSyncService<Message<T>, (), BoxError>;
+/// Starts one lane's worker, with its own clone of the handler. Built where the handler's
+/// type is known, so each message is a direct call of the handler (no boxed future per
+/// message); the pipeline itself stays free of the handler's type.
+type SpawnLane<T> =
+    Arc<dyn Fn(Arc<Run<T>>, Arc<str>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// The pipeline's metric handles, registered once (a lookup per message would cost more than
 /// the gate itself). Install the metrics recorder before building pipelines.
@@ -83,7 +88,7 @@ struct Inner<T> {
     metrics: Metrics,
     options: Options,
     bulkhead: Option<BulkheadConfig>,
-    handler: Handler<T>,
+    spawn_lane: SpawnLane<T>,
     key: Option<KeyFn<T>>,
     /// Set when shutdown starts.
     closing: watch::Sender<bool>,
@@ -129,14 +134,14 @@ impl<T> fmt::Debug for Pipeline<T> {
     }
 }
 
-fn boxed<T, H>(handler: H) -> Handler<T>
+fn lanes<T, H>(handler: H) -> SpawnLane<T>
 where
     H: Service<Message<T>> + Clone + Send + Sync + 'static,
     H::Error: Into<BoxError> + 'static,
     H::Future: Send + 'static,
-    T: 'static,
+    T: Send + Sync + 'static,
 {
-    BoxCloneSyncService::new(handler.map_response(drop).map_err(Into::into))
+    Arc::new(move |run: Arc<Run<T>>, lane| Box::pin(run.work(lane, handler.clone())))
 }
 
 impl<T: Send + Sync + 'static> Pipeline<T> {
@@ -162,7 +167,7 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                 "keyed_fifo needs a key function: build the pipeline with Pipeline::keyed",
             ));
         }
-        Self::build(name.into(), options, boxed(handler), None)
+        Self::build(name.into(), options, lanes(handler), None)
     }
 
     /// A pipeline whose messages have keys, borrowed from each message by `key` (a field:
@@ -189,7 +194,7 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
         Self::build(
             name.into(),
             options,
-            boxed(handler),
+            lanes(handler),
             Some(KeyFn::Borrowed(Arc::new(key))),
         )
     }
@@ -215,13 +220,13 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
         R: Into<Arc<str>>,
     {
         let key = KeyFn::Computed(Arc::new(move |item: &T| key(item).into()));
-        Self::build(name.into(), options, boxed(handler), Some(key))
+        Self::build(name.into(), options, lanes(handler), Some(key))
     }
 
     fn build(
         name: Arc<str>,
         options: Options,
-        handler: Handler<T>,
+        spawn_lane: SpawnLane<T>,
         key: Option<KeyFn<T>>,
     ) -> Result<Self, ConfigError> {
         options.validate()?;
@@ -232,7 +237,7 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                 name,
                 options,
                 bulkhead,
-                handler,
+                spawn_lane,
                 key,
                 closing: watch::Sender::new(false),
                 active: watch::Sender::new(0),
@@ -572,8 +577,7 @@ impl<T: Send + Sync + 'static> Run<T> {
                     queue: VecDeque::from([queued]),
                 },
             );
-            let run = Arc::clone(self);
-            tasks.spawn(async move { run.work(lane_key).await });
+            tasks.spawn((self.pipeline.spawn_lane)(Arc::clone(self), lane_key));
             return;
         }
         drop(queues);
@@ -582,9 +586,12 @@ impl<T: Send + Sync + 'static> Run<T> {
     }
 
     /// One ordering lane's worker: its messages, one at a time, in sequence order.
-    async fn work(self: Arc<Self>, lane: Arc<str>) {
-        // One clone of the handler per lane, for all its messages.
-        let mut handler = self.pipeline.handler.clone();
+    async fn work<H>(self: Arc<Self>, lane: Arc<str>, mut handler: H)
+    where
+        H: Service<Message<T>> + Send,
+        H::Error: Into<BoxError>,
+        H::Future: Send,
+    {
         loop {
             let next = {
                 let mut queues = lock(&self.queues);
@@ -607,7 +614,12 @@ impl<T: Send + Sync + 'static> Run<T> {
     }
 
     /// The Gate's backpressure step, then the Engine.
-    async fn process(&self, handler: &mut Handler<T>, message: Queued<T>) {
+    async fn process<H>(&self, handler: &mut H, message: Queued<T>)
+    where
+        H: Service<Message<T>> + Send,
+        H::Error: Into<BoxError>,
+        H::Future: Send,
+    {
         let permit = match &self.admission {
             None => None,
             Some(admission) => match admission.acquire().await {
@@ -645,12 +657,12 @@ impl<T: Send + Sync + 'static> Run<T> {
     }
 
     /// The Engine: attempts with backoff, panics caught.
-    async fn execute(
-        &self,
-        handler: &mut Handler<T>,
-        message: &Queued<T>,
-        running: &mut Running<'_, T>,
-    ) {
+    async fn execute<H>(&self, handler: &mut H, message: &Queued<T>, running: &mut Running<'_, T>)
+    where
+        H: Service<Message<T>> + Send,
+        H::Error: Into<BoxError>,
+        H::Future: Send,
+    {
         let retry = &self.pipeline.options.retry;
         let attempts = retry.max_attempts.max(1);
         for attempt in 1..=attempts {
@@ -662,8 +674,8 @@ impl<T: Send + Sync + 'static> Run<T> {
                 item: Arc::clone(&message.item),
             };
             let outcome = AssertUnwindSafe(async {
-                handler.ready().await?;
-                handler.call(request).await
+                handler.ready().await.map_err(Into::into)?;
+                handler.call(request).await.map(drop).map_err(Into::into)
             })
             .catch_unwind()
             .await;
