@@ -289,7 +289,6 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
             empty: Arc::from(""),
             waiting: AtomicUsize::new(0),
             summary: Mutex::default(),
-            received: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             over_capacity: AtomicU64::new(0),
@@ -312,7 +311,7 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                 FailureKind::Shutdown,
                 "the pipeline is shutting down: no message was read".to_owned(),
             );
-            return run.finish();
+            return run.finish(seq);
         }
 
         // Receive until the stream ends, fails, or the grace period after shutdown is over.
@@ -386,7 +385,7 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
             *lock(&run.cut) = FailureKind::ContextCancelled;
             tasks.shutdown().await;
             run.reject_queued(FailureKind::ContextCancelled, "the stream was cancelled");
-            return run.finish();
+            return run.finish(seq);
         }
         // Let admitted messages finish, within the grace period once shutdown starts.
         loop {
@@ -412,7 +411,7 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                 }
             }
         }
-        run.finish()
+        run.finish(seq)
     }
 }
 
@@ -468,7 +467,6 @@ struct Run<T> {
     /// Messages waiting for their turn, over all keys.
     waiting: AtomicUsize,
     summary: Mutex<Summary>,
-    received: AtomicU64,
     succeeded: AtomicU64,
     retries: AtomicU64,
     over_capacity: AtomicU64,
@@ -486,7 +484,6 @@ impl<T: Send + Sync + 'static> Run<T> {
     /// The Receiver and the Gate's ordering step: numbers a message, finds its key, queues it
     /// behind its key's earlier messages (starting a worker for a key with none running).
     fn receive(self: &Arc<Self>, seq: u64, item: T, tasks: &mut JoinSet<()>) {
-        self.received.fetch_add(1, Ordering::Relaxed);
         let item = Arc::new(item);
         // Borrowed from the message where the key function allows: a known lane's name is
         // then shared, not copied.
@@ -647,7 +644,7 @@ impl<T: Send + Sync + 'static> Run<T> {
         let mut running = Running {
             run: self,
             seq: message.seq,
-            key: Arc::clone(&message.key),
+            key: &message.key,
             attempts: 0,
             done: false,
         };
@@ -788,9 +785,10 @@ impl<T: Send + Sync + 'static> Run<T> {
         }
     }
 
-    fn finish(&self) -> Summary {
+    /// The summary, `received` being the number of messages read.
+    fn finish(&self, received: u64) -> Summary {
         let mut summary = std::mem::take(&mut *self.summary_mut());
-        summary.received = self.received.load(Ordering::Relaxed);
+        summary.received = received;
         summary.succeeded = self.succeeded.load(Ordering::Relaxed);
         summary.retries = self.retries.load(Ordering::Relaxed);
         summary.over_capacity = self.over_capacity.load(Ordering::Relaxed);
@@ -813,7 +811,7 @@ impl<T: Send + Sync + 'static> Run<T> {
 struct Running<'a, T: Send + Sync + 'static> {
     run: &'a Run<T>,
     seq: u64,
-    key: Arc<str>,
+    key: &'a str,
     attempts: u32,
     done: bool,
 }
