@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use switchyard::stream::demo::ledger_client::LedgerClient;
 use switchyard::stream::demo::ledger_server::{Ledger, LedgerServer};
@@ -59,7 +61,7 @@ fn pipeline(books: &Books) -> Result<Pipeline<Entry>, BoxError> {
         let books = Arc::clone(&books);
         async move {
             tokio::time::sleep(Duration::from_micros(50)).await;
-            if m.seq % 500 == 0 && m.attempt == 1 {
+            if m.seq.is_multiple_of(500) && m.attempt == 1 {
                 return Err::<(), BoxError>("ledger store busy".into());
             }
             let mut books = books.lock().unwrap();
@@ -135,15 +137,14 @@ async fn main() -> Result<(), BoxError> {
             failure.seq, failure.account, failure.kind, failure.error
         );
     }
-    let books = books.lock().unwrap();
-    let in_order = books
-        .iter()
-        .all(|(account, (last, _))| *last == numbers[account]);
-    println!(
-        "{} accounts, every account's entries applied in order: {in_order}",
-        books.len()
-    );
-    drop(books);
+    let (accounts, in_order) = {
+        let books = books.lock().unwrap();
+        let in_order = books
+            .iter()
+            .all(|(account, (last, _))| *last == numbers[account]);
+        (books.len(), in_order)
+    };
+    println!("{accounts} accounts, every account's entries applied in order: {in_order}");
 
     pipeline.shutdown().await;
     println!("pipeline shut down");

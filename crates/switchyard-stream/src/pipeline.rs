@@ -79,9 +79,12 @@ impl Metrics {
 /// A key function: one that borrows the key from the message (no copy; a known key's lane
 /// is found by it and its name shared), or one that computes it.
 enum KeyFn<T> {
-    Borrowed(Arc<dyn for<'a> Fn(&'a T) -> &'a str + Send + Sync>),
-    Computed(Arc<dyn Fn(&T) -> Arc<str> + Send + Sync>),
+    Borrowed(BorrowedKey<T>),
+    Computed(ComputedKey<T>),
 }
+
+type BorrowedKey<T> = Arc<dyn for<'a> Fn(&'a T) -> &'a str + Send + Sync>;
+type ComputedKey<T> = Arc<dyn Fn(&T) -> Arc<str> + Send + Sync>;
 
 struct Inner<T> {
     name: Arc<str>,
@@ -502,7 +505,7 @@ impl<T: Send + Sync + 'static> Run<T> {
             Err(panic) => {
                 self.reject(
                     seq,
-                    Arc::clone(&self.empty),
+                    "",
                     FailureKind::Internal,
                     format!("the key function panicked: {}", panic_message(&*panic)),
                 );
@@ -520,7 +523,6 @@ impl<T: Send + Sync + 'static> Run<T> {
             }
         };
         if self.closing.load(Ordering::Acquire) {
-            let key = own(None);
             self.reject(
                 seq,
                 key,
@@ -538,7 +540,7 @@ impl<T: Send + Sync + 'static> Run<T> {
                 drop(queues);
                 self.reject(
                     seq,
-                    key,
+                    &key,
                     FailureKind::Ordering,
                     format!("the ordering queue is full ({capacity} messages wait)"),
                 );
@@ -624,7 +626,7 @@ impl<T: Send + Sync + 'static> Run<T> {
                 Err(full) => {
                     self.reject(
                         message.seq,
-                        message.key,
+                        &message.key,
                         FailureKind::Backpressure,
                         full.to_string(),
                     );
@@ -707,8 +709,8 @@ impl<T: Send + Sync + 'static> Run<T> {
         lock(&self.summary)
     }
 
-    fn reject(&self, seq: u64, key: Arc<str>, kind: FailureKind, error: String) {
-        self.fail(seq, &key, kind, 0, error, false);
+    fn reject(&self, seq: u64, key: &str, kind: FailureKind, error: String) {
+        self.fail(seq, key, kind, 0, error, false);
     }
 
     fn fail(
@@ -759,7 +761,7 @@ impl<T: Send + Sync + 'static> Run<T> {
         let behind = waiting.iter().filter(|m| m.behind).count();
         self.waiting.fetch_sub(behind, Ordering::AcqRel);
         for message in waiting {
-            self.reject(message.seq, message.key, kind, why.to_owned());
+            self.reject(message.seq, &message.key, kind, why.to_owned());
         }
     }
 
@@ -822,7 +824,7 @@ impl<T: Send + Sync + 'static> Drop for Running<'_, T> {
             let kind = *lock(&self.run.cut);
             self.run.fail(
                 self.seq,
-                &self.key,
+                self.key,
                 kind,
                 self.attempts,
                 "cancelled while running".to_owned(),

@@ -20,9 +20,12 @@ const PANIC: u32 = u32::MAX - 1;
 
 /// What the handler saw: each attempt's (key, seq, attempt, start, end), and the highest
 /// concurrency overall and per key.
+/// One attempt: key, seq, attempt, start, end.
+type Attempt = (String, u64, u32, Duration, Duration);
+
 #[derive(Default)]
 struct Trace {
-    attempts: Vec<(String, u64, u32, Duration, Duration)>,
+    attempts: Vec<Attempt>,
     running: HashMap<String, usize>,
     now_running: usize,
     max_running: usize,
@@ -637,7 +640,7 @@ proptest! {
                 assert!(trace.max_running <= 1, "global FIFO ran two messages at once");
             }
             // Per lane, attempts never overlap and messages start in sequence order.
-            let mut lanes: HashMap<String, Vec<&(String, u64, u32, Duration, Duration)>> = HashMap::new();
+            let mut lanes: HashMap<String, Vec<&Attempt>> = HashMap::new();
             for attempt in &trace.attempts {
                 let lane = if keyed_mode { attempt.0.clone() } else { String::new() };
                 lanes.entry(lane).or_default().push(attempt);
