@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use switchyard::stream::demo::ledger_client::LedgerClient;
 use switchyard::stream::demo::ledger_server::{Ledger, LedgerServer};
-use switchyard::stream::demo::{Entry, Failure, Posted};
+use switchyard::stream::demo::{Entry, Posted};
 use switchyard::stream::{Message, Options, Pipeline};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
@@ -32,24 +32,7 @@ impl Ledger for LedgerService {
         // The whole integration: hand the stream to the pipeline, answer its summary.
         let summary = self.pipeline.run(request.into_inner()).await;
         summary.status()?;
-        Ok(Response::new(Posted {
-            received: summary.received,
-            succeeded: summary.succeeded,
-            failed: summary.failed,
-            rejected: summary.rejected,
-            retries: summary.retries,
-            ordering_broken: summary.ordering_broken,
-            failures: summary
-                .failures
-                .iter()
-                .map(|f| Failure {
-                    seq: f.seq,
-                    account: f.key.clone(),
-                    kind: f.kind.to_string(),
-                    error: f.error.clone(),
-                })
-                .collect(),
-        }))
+        Ok(Response::new(Posted::from(&summary)))
     }
 }
 

@@ -515,6 +515,13 @@ fn one_at_a_time(
     (service, polls, token)
 }
 
+/// Takes `busy`'s only slot with a call from outside the balancer, held until the gate opens.
+async fn occupy(busy: &OneAtATime) -> tokio::task::JoinHandle<Result<String, BoxError>> {
+    let mut occupant = busy.clone();
+    occupant.ready().await.unwrap();
+    tokio::spawn(occupant.call((None, 0)))
+}
+
 fn prefer(name: &str) -> Req {
     (Some(name.to_owned()), 0)
 }
@@ -635,10 +642,7 @@ async fn removing_a_not_ready_endpoint_stops_driving_it() {
     let (_open_tx, open) = tokio::sync::watch::channel(false);
     let (busy, _, token) = one_at_a_time("busy", open);
     // A call from outside the balancer holds the only slot, for good.
-    let mut occupant = busy.clone();
-    occupant.ready().await.unwrap();
-    let _stuck = tokio::spawn(occupant.call((None, 0)));
-    drop(occupant);
+    let _stuck = occupy(&busy).await;
 
     let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin);
     balance
@@ -662,9 +666,7 @@ async fn an_endpoint_not_ready_when_added_is_not_picked() {
     let (_open_tx, open) = tokio::sync::watch::channel(false);
     let (busy, _, _) = one_at_a_time("busy", open);
     // Its only slot is taken before it joins the balancer.
-    let mut occupant = busy.clone();
-    occupant.ready().await.unwrap();
-    let _running = tokio::spawn(occupant.call((None, 0)));
+    let _running = occupy(&busy).await;
     settle().await;
 
     let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin);
@@ -918,9 +920,7 @@ async fn a_call_waiting_on_an_endpoint_that_is_removed_picks_again() {
     let (_open_tx, open) = tokio::sync::watch::channel(false);
     let (busy, _, _) = one_at_a_time("busy", open);
     // A call from outside holds busy's only slot, for good.
-    let mut occupant = busy.clone();
-    occupant.ready().await.unwrap();
-    let _stuck = tokio::spawn(occupant.call((None, 0)));
+    let _stuck = occupy(&busy).await;
 
     let balance: Balance<Req, String> =
         Balance::new("test", Strategy::RoundRobin).with_hint(|req: &Req| {
@@ -953,9 +953,7 @@ async fn a_call_waiting_on_an_endpoint_that_is_removed_picks_again() {
 async fn a_call_waiting_on_a_removed_endpoint_with_nothing_left_fails_with_a_503() {
     let (_open_tx, open) = tokio::sync::watch::channel(false);
     let (busy, _, _) = one_at_a_time("busy", open);
-    let mut occupant = busy.clone();
-    occupant.ready().await.unwrap();
-    let _stuck = tokio::spawn(occupant.call((None, 0)));
+    let _stuck = occupy(&busy).await;
     let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin);
     balance
         .add("busy", busy, &EndpointConfig::default())
@@ -980,9 +978,7 @@ fn an_endpoint_is_not_left_out_when_its_readiness_task_dies_with_its_runtime() {
         .build()
         .unwrap();
     startup.block_on(async {
-        let mut occupant = busy.clone();
-        occupant.ready().await.unwrap();
-        let _stuck = tokio::spawn(occupant.call((None, 0)));
+        let _stuck = occupy(&busy).await;
         balance
             .add("busy", busy, &EndpointConfig::default())
             .unwrap();

@@ -300,15 +300,17 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
         });
         self.inner.active.send_modify(|n| *n += 1);
         let _active = Active(&self.inner.active);
-        let mut closing = self.inner.closing.subscribe();
-        let mut deadline: Option<Instant> = None;
-        let grace = self.inner.options.shutdown.grace_period;
+        let mut shutdown = ShutdownWatch {
+            closing: self.inner.closing.subscribe(),
+            listening: true,
+            deadline: None,
+            grace: self.inner.options.shutdown.grace_period,
+        };
         let drain = self.inner.options.shutdown.drain_on_close;
         let mut tasks = JoinSet::new();
         let mut stream = std::pin::pin!(stream);
         let mut seq = 0;
-        let mut listening = true;
-        if *closing.borrow_and_update() {
+        if *shutdown.closing.borrow_and_update() {
             // Shut down already: read nothing, so the client can send it all elsewhere.
             run.end(
                 FailureKind::Shutdown,
@@ -325,13 +327,11 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
             while let Some(joined) = tasks.try_join_next() {
                 run.reaped(joined);
             }
+            let deadline = shutdown.deadline;
             tokio::select! {
                 biased;
-                changed = closing.changed(), if listening && deadline.is_none() => {
-                    if changed.is_err() {
-                        listening = false;
-                    } else if *closing.borrow_and_update() {
-                        deadline = Some(Instant::now() + grace);
+                started = shutdown.started(), if shutdown.armed() => {
+                    if started {
                         run.begin_shutdown(drain);
                     }
                 }
@@ -392,13 +392,11 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
         }
         // Let admitted messages finish, within the grace period once shutdown starts.
         loop {
+            let deadline = shutdown.deadline;
             tokio::select! {
                 biased;
-                changed = closing.changed(), if listening && deadline.is_none() => {
-                    if changed.is_err() {
-                        listening = false;
-                    } else if *closing.borrow_and_update() {
-                        deadline = Some(Instant::now() + grace);
+                started = shutdown.started(), if shutdown.armed() => {
+                    if started {
                         run.begin_shutdown(drain);
                     }
                 }
@@ -415,6 +413,36 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
             }
         }
         run.finish(seq)
+    }
+}
+
+/// One stream's view of the pipeline's shutdown.
+struct ShutdownWatch {
+    closing: watch::Receiver<bool>,
+    /// False once the pipeline is gone (nothing can start a shutdown any more).
+    listening: bool,
+    /// Set when shutdown starts: the end of the grace period.
+    deadline: Option<Instant>,
+    grace: std::time::Duration,
+}
+
+impl ShutdownWatch {
+    /// Whether a shutdown may still start.
+    fn armed(&self) -> bool {
+        self.listening && self.deadline.is_none()
+    }
+
+    /// Waits for the next change; answers whether shutdown started (setting the deadline).
+    async fn started(&mut self) -> bool {
+        if self.closing.changed().await.is_err() {
+            self.listening = false;
+            return false;
+        }
+        if *self.closing.borrow_and_update() {
+            self.deadline = Some(Instant::now() + self.grace);
+            return true;
+        }
+        false
     }
 }
 

@@ -354,6 +354,15 @@ async fn a_panicking_key_function_rejects_only_its_message() {
     assert_eq!(recorder.seqs_of("key-a"), [1, 3]);
 }
 
+/// Runs `stream` through `pipeline` in a task of its own.
+fn spawn_run(
+    pipeline: &Pipeline<Item>,
+    stream: impl futures::Stream<Item = Result<Item, tonic::Status>> + Send + 'static,
+) -> tokio::task::JoinHandle<Summary> {
+    let pipeline = pipeline.clone();
+    tokio::spawn(async move { pipeline.run(stream).await })
+}
+
 /// A stream the test feeds by hand, left open until the sender is dropped.
 fn channel() -> (
     mpsc::UnboundedSender<Result<Item, tonic::Status>>,
@@ -382,10 +391,7 @@ async fn shutdown_rejects_waiting_and_new_messages_and_lets_running_ones_finish(
     for _ in 0..5 {
         tx.send(Ok((String::new(), 0))).unwrap();
     }
-    let run = tokio::spawn({
-        let pipeline = pipeline.clone();
-        async move { pipeline.run(stream).await }
-    });
+    let run = spawn_run(&pipeline, stream);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let shutdown = tokio::spawn({
@@ -427,10 +433,7 @@ async fn drain_on_close_runs_the_waiting_messages_within_the_grace_period() {
     for _ in 0..5 {
         tx.send(Ok((String::new(), 0))).unwrap();
     }
-    let run = tokio::spawn({
-        let pipeline = pipeline.clone();
-        async move { pipeline.run(stream).await }
-    });
+    let run = spawn_run(&pipeline, stream);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     pipeline.shutdown().await;
@@ -462,10 +465,7 @@ async fn a_cancelled_stream_cancels_its_running_messages() {
     tx.send(Ok(("a".into(), 0))).unwrap();
     tx.send(Ok(("b".into(), 0))).unwrap();
     tx.send(Ok(("a".into(), 0))).unwrap();
-    let run = tokio::spawn({
-        let pipeline = pipeline.clone();
-        async move { pipeline.run(stream).await }
-    });
+    let run = spawn_run(&pipeline, stream);
     tokio::time::sleep(Duration::from_secs(1)).await;
     tx.send(Err(tonic::Status::cancelled("client went away")))
         .unwrap();
@@ -493,10 +493,7 @@ async fn dropping_the_run_cancels_everything() {
     let (tx, stream) = channel();
     tx.send(Ok(("a".into(), 0))).unwrap();
     tx.send(Ok(("b".into(), 0))).unwrap();
-    let run = tokio::spawn({
-        let pipeline = pipeline.clone();
-        async move { pipeline.run(stream).await }
-    });
+    let run = spawn_run(&pipeline, stream);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(recorder.trace.lock().unwrap().now_running, 2);
     run.abort();
@@ -623,10 +620,7 @@ proptest! {
                     }
                 }
             });
-            let run = tokio::spawn({
-                let pipeline = pipeline.clone();
-                async move { pipeline.run(stream).await }
-            });
+            let run = spawn_run(&pipeline, stream);
             if let Ending::Shutdown { after_ms } = ending {
                 tokio::time::sleep(Duration::from_millis(after_ms)).await;
                 pipeline.shutdown().await;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use switchyard_stream::demo::ledger_client::LedgerClient;
 use switchyard_stream::demo::ledger_server::{Ledger, LedgerServer};
-use switchyard_stream::demo::{Entry, Failure, Posted};
-use switchyard_stream::{Message, Options, Pipeline, Summary};
+use switchyard_stream::demo::{Entry, Posted};
+use switchyard_stream::{Message, Options, Pipeline};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tower::{BoxError, service_fn};
@@ -26,33 +26,12 @@ struct Books {
     pipeline: Pipeline<Entry>,
 }
 
-fn posted(summary: &Summary) -> Posted {
-    Posted {
-        received: summary.received,
-        succeeded: summary.succeeded,
-        failed: summary.failed,
-        rejected: summary.rejected,
-        retries: summary.retries,
-        ordering_broken: summary.ordering_broken,
-        failures: summary
-            .failures
-            .iter()
-            .map(|f| Failure {
-                seq: f.seq,
-                account: f.key.clone(),
-                kind: f.kind.to_string(),
-                error: f.error.clone(),
-            })
-            .collect(),
-    }
-}
-
 #[tonic::async_trait]
 impl Ledger for Books {
     async fn post(&self, request: Request<Streaming<Entry>>) -> Result<Response<Posted>, Status> {
         let summary = self.pipeline.run(request.into_inner()).await;
         summary.status()?;
-        Ok(Response::new(posted(&summary)))
+        Ok(Response::new(Posted::from(&summary)))
     }
 }
 
@@ -87,25 +66,32 @@ fn books(accounts: &Accounts) -> Pipeline<Entry> {
     Pipeline::keyed("ledger", options, handler, |e: &Entry| e.account.as_str()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_keyed_entries_are_applied_in_per_account_order() {
-    let accounts = Accounts::default();
+/// Serves the ledger with `pipeline` on 127.0.0.1 and connects a client to it.
+async fn serve(
+    pipeline: Pipeline<Entry>,
+) -> (
+    LedgerClient<tonic::transport::Channel>,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(LedgerServer::new(Books {
-                pipeline: books(&accounts),
-            }))
+            .add_service(LedgerServer::new(Books { pipeline }))
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
-
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut client = LedgerClient::new(channel);
+    (LedgerClient::new(channel), server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_keyed_entries_are_applied_in_per_account_order() {
+    let accounts = Accounts::default();
+    let (mut client, server) = serve(books(&accounts)).await;
     let mut numbers: HashMap<String, u64> = HashMap::new();
     let entries: Vec<Entry> = (0..10_000u64)
         .map(|i| {
@@ -149,24 +135,13 @@ async fn a_shut_down_pipeline_answers_unavailable() {
     let accounts = Accounts::default();
     let pipeline = books(&accounts);
     pipeline.shutdown().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(LedgerServer::new(Books { pipeline }))
-            .serve_with_incoming(TcpIncoming::from(listener)),
-    );
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (mut client, server) = serve(pipeline).await;
     let entry = Entry {
         account: "a".into(),
         amount: 1,
         number: 1,
     };
-    let status = LedgerClient::new(channel)
+    let status = client
         .post(futures::stream::iter(vec![entry]))
         .await
         .unwrap_err();
