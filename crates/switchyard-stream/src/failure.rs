@@ -100,9 +100,9 @@ impl FailureKind {
     }
 
     /// Classifies a handler's error: core rejections by their kind (a bulkhead or rate limit
-    /// inside the handler is `Backpressure`, a caught panic `Internal`, shutdown `Shutdown`),
-    /// a cancelled or deadline-exceeded `tonic::Status` as `ContextCancelled`, anything else
-    /// `HandlerError`.
+    /// inside the handler is `Backpressure`, shutdown `Shutdown`, the terminal ones — a caught
+    /// panic, a missing service or route — `Internal`, never retried), a cancelled or
+    /// deadline-exceeded `tonic::Status` as `ContextCancelled`, anything else `HandlerError`.
     pub fn classify(error: &BoxError) -> Self {
         if let Some(rejection) = find_rejection(&**error) {
             return match rejection.kind() {
@@ -110,12 +110,15 @@ impl FailureKind {
                 | RejectionKind::RateLimited
                 | RejectionKind::Overloaded => Self::Backpressure,
                 RejectionKind::Shutdown => Self::Shutdown,
-                RejectionKind::Panic => Self::Internal,
+                kind if kind.is_terminal() => Self::Internal,
                 _ => Self::HandlerError,
             };
         }
         if let Some(status) = error.downcast_ref::<tonic::Status>()
-            && status.code() == tonic::Code::Cancelled
+            && matches!(
+                status.code(),
+                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+            )
         {
             return Self::ContextCancelled;
         }
@@ -160,20 +163,23 @@ pub struct Summary {
     pub retries: u64,
     /// Messages run beyond the backpressure capacity (soft-allow policies).
     pub over_capacity: u64,
-    /// The failed and rejected messages, in the order they failed (at most
+    /// The failed and rejected messages, in sequence order (at most
     /// [`MAX_REPORTED_FAILURES`]; `failures_not_reported` counts the rest).
     pub failures: Vec<MessageFailure>,
     /// Failures beyond the ones listed.
     pub failures_not_reported: u64,
-    /// Whether some key's order was broken: a message was skipped (failed or rejected with a
-    /// kind that [`breaks_ordering`](FailureKind::breaks_ordering)) while later messages of
-    /// its key ran.
+    /// Whether some key's order may be broken: a message failed or was rejected with a kind
+    /// that [`breaks_ordering`](FailureKind::breaks_ordering), so later messages of its key
+    /// (if any came) ran without it.
     pub ordering_broken: bool,
     /// How the stream ended: `None` when it ended normally, else the terminal kind
     /// (`ContextCancelled`, `Shutdown`, or `Internal` for a transport error).
     pub end: FailureKind,
     /// The terminal error, as text.
     pub end_error: Option<String>,
+    /// The gRPC code the stream itself failed with, when it broke (a transport or decoding
+    /// error): [`status`](Self::status) answers with it.
+    pub end_code: Option<i32>,
 }
 
 /// The most failures a [`Summary`] lists.
@@ -191,7 +197,7 @@ impl Summary {
             return Ok(());
         }
         Err(tonic::Status::new(
-            self.end.code(),
+            self.end_code.map_or(self.end.code(), tonic::Code::from_i32),
             self.end_error
                 .clone()
                 .unwrap_or_else(|| self.end.as_str().to_owned()),

@@ -92,8 +92,11 @@ pub enum BackpressurePolicy {
     Queue,
     /// Run anyway, counting it.
     SoftAllow,
-    /// Run anyway, counting it and signalling the pressure (the summary's `over_capacity`,
-    /// a metric, a tracing event).
+    /// Run anyway, counting it and signalling the pressure: [`Pipeline::pressure`] is `true`
+    /// while any stream runs beyond capacity, with the `switchyard_stream_over_capacity`
+    /// gauge and an event on each change.
+    ///
+    /// [`Pipeline::pressure`]: crate::Pipeline::pressure
     SoftAllowWithSignal,
 }
 

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tower::{BoxError, Service, ServiceExt};
 
 use crate::failure::{FailureKind, MessageFailure, Summary};
-use crate::options::{Options, OrderingMode};
+use crate::options::{BackpressurePolicy, Options, OrderingMode};
 
 /// One admitted message, as the handler gets it.
 #[derive(Debug)]
@@ -49,6 +49,7 @@ struct Metrics {
     in_flight: metrics::Gauge,
     queued: metrics::Gauge,
     key_queue_depth: metrics::Histogram,
+    over_capacity: metrics::Gauge,
     /// `messages_failed_total` by (ran, kind).
     failed: [[metrics::Counter; FailureKind::ALL.len()]; 2],
 }
@@ -72,6 +73,7 @@ impl Metrics {
             in_flight: metrics::gauge!("switchyard_stream_in_flight", &[label()]),
             queued: metrics::gauge!("switchyard_stream_queued", &[label()]),
             key_queue_depth: metrics::histogram!("switchyard_stream_key_queue_depth", &[label()]),
+            over_capacity: metrics::gauge!("switchyard_stream_over_capacity", &[label()]),
             failed: [failed("rejected"), failed("failed")],
         }
     }
@@ -97,6 +99,28 @@ struct Inner<T> {
     closing: watch::Sender<bool>,
     /// Streams running now.
     active: watch::Sender<usize>,
+    /// Messages running beyond capacity under soft-allow-with-signal, over all streams.
+    over_now: AtomicUsize,
+    /// The pressure signal: true while `over_now` is above 0.
+    pressure: watch::Sender<bool>,
+}
+
+impl<T> Inner<T> {
+    fn pressure_up(&self, name: &str) {
+        if self.over_now.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.pressure.send_replace(true);
+            tracing::info!(target: "switchyard_stream", pipeline = name, "over capacity: pressure signalled");
+        }
+        self.metrics.over_capacity.increment(1.0);
+    }
+
+    fn pressure_down(&self, name: &str) {
+        if self.over_now.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.pressure.send_replace(false);
+            tracing::info!(target: "switchyard_stream", pipeline = name, "back within capacity");
+        }
+        self.metrics.over_capacity.decrement(1.0);
+    }
 }
 
 /// The ordered client-stream pipeline for one RPC method: a handler (any tower
@@ -244,6 +268,8 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                 key,
                 closing: watch::Sender::new(false),
                 active: watch::Sender::new(0),
+                over_now: AtomicUsize::new(0),
+                pressure: watch::Sender::new(false),
             }),
         })
     }
@@ -267,6 +293,13 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
         self.inner.closing.send_replace(true);
         let mut active = self.inner.active.subscribe();
         let _ = active.wait_for(|n| *n == 0).await;
+    }
+
+    /// The pressure signal of [`BackpressurePolicy::SoftAllowWithSignal`]: `true` while any
+    /// stream runs messages beyond the backpressure capacity, `false` once all are back
+    /// within it — for a caller upstream to slow down (or a client to be told to).
+    pub fn pressure(&self) -> watch::Receiver<bool> {
+        self.inner.pressure.subscribe()
     }
 
     /// Whether shutdown has started.
@@ -297,6 +330,7 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
             over_capacity: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             cut: Mutex::new(FailureKind::Shutdown),
+            terminated: tokio::sync::Notify::new(),
         });
         self.inner.active.send_modify(|n| *n += 1);
         let _active = Active(&self.inner.active);
@@ -338,6 +372,9 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                 () = sleep_until(deadline), if deadline.is_some() => {
                     reading = false;
                 }
+                () = run.terminated.notified() => {
+                    return run.stop(tasks, seq).await;
+                }
                 // Once shutdown has started and no worker is left, the stream is done with:
                 // it stops being read.
                 joined = tasks.join_next(), if deadline.is_some() => match joined {
@@ -363,7 +400,9 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                                 seq += 1;
                                 run.receive(seq, item, &mut tasks);
                                 taken += 1;
-                                if taken < BATCH {
+                                // Not past a shutdown: the next message waits for the loop
+                                // above to see it.
+                                if taken < BATCH && !shutdown.signalled() {
                                     next = stream.next().now_or_never();
                                 }
                             }
@@ -377,18 +416,22 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
             }
         }
         if let Some(status) = cancelled {
-            // The caller cancelled, or the transport failed: nothing more will arrive, and
-            // no answer can be delivered: stop everything.
-            let kind = if status.code() == tonic::Code::Cancelled {
-                FailureKind::ContextCancelled
-            } else {
-                FailureKind::Internal
-            };
-            run.end(kind, status.message().to_owned());
-            *lock(&run.cut) = FailureKind::ContextCancelled;
-            tasks.shutdown().await;
-            run.reject_queued(FailureKind::ContextCancelled, "the stream was cancelled");
-            return run.finish(seq);
+            if matches!(
+                status.code(),
+                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+            ) {
+                // The caller cancelled (or its deadline passed): no answer can be delivered,
+                // so everything admitted is cancelled.
+                run.terminate(FailureKind::ContextCancelled, status.message().to_owned());
+                return run.stop(tasks, seq).await;
+            }
+            // The stream broke (a transport or decoding error): nothing more arrives, and the
+            // messages already admitted finish; the answer carries the stream's own status.
+            run.end(
+                FailureKind::Internal,
+                format!("the stream failed: {}", status.message()),
+            );
+            run.summary_mut().end_code = Some(status.code() as i32);
         }
         // Let admitted messages finish, within the grace period once shutdown starts.
         loop {
@@ -405,6 +448,9 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                     run.reject_queued(FailureKind::Shutdown, "the grace period ended");
                     run.end(FailureKind::Shutdown, "the pipeline shut down before every message ran".to_owned());
                     break;
+                }
+                () = run.terminated.notified() => {
+                    return run.stop(tasks, seq).await;
                 }
                 joined = tasks.join_next() => match joined {
                     None => break,
@@ -427,6 +473,11 @@ struct ShutdownWatch {
 }
 
 impl ShutdownWatch {
+    /// Whether the pipeline's shutdown flag changed since this stream last looked.
+    fn signalled(&self) -> bool {
+        self.armed() && self.closing.has_changed().unwrap_or(false)
+    }
+
     /// Whether a shutdown may still start.
     fn armed(&self) -> bool {
         self.listening && self.deadline.is_none()
@@ -505,6 +556,8 @@ struct Run<T> {
     closing: AtomicBool,
     /// What a message cut off mid-run is reported as.
     cut: Mutex<FailureKind>,
+    /// Woken when a handler's terminal failure ends the stream.
+    terminated: tokio::sync::Notify,
 }
 
 impl<T: Send + Sync + 'static> Run<T> {
@@ -607,9 +660,10 @@ impl<T: Send + Sync + 'static> Run<T> {
             tasks.spawn((self.pipeline.spawn_lane)(Arc::clone(self), lane_key));
             return;
         }
+        // Counted under the lock that queued it, so the worker's count never runs ahead.
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.pipeline.metrics.queued.increment(1.0);
         drop(queues);
-        let waiting = self.waiting.fetch_add(1, Ordering::AcqRel) + 1;
-        self.pipeline.metrics.queued.set(waiting as f64);
     }
 
     /// One ordering lane's worker: its messages, one at a time, in sequence order.
@@ -619,23 +673,33 @@ impl<T: Send + Sync + 'static> Run<T> {
         H::Error: Into<BoxError>,
         H::Future: Send,
     {
+        let mut guard = LaneGuard {
+            run: &self,
+            lane: &lane,
+            finished: false,
+        };
         loop {
             let next = {
                 let mut queues = lock(&self.queues);
                 let Some(queue) = queues.get_mut(&lane) else {
+                    guard.finished = true;
                     return;
                 };
                 match queue.queue.pop_front() {
-                    Some(next) => next,
+                    Some(next) => {
+                        if next.behind {
+                            self.waiting.fetch_sub(1, Ordering::AcqRel);
+                            self.pipeline.metrics.queued.decrement(1.0);
+                        }
+                        next
+                    }
                     None => {
                         queues.remove(&lane);
+                        guard.finished = true;
                         return;
                     }
                 }
             };
-            if next.behind {
-                self.waiting.fetch_sub(1, Ordering::AcqRel);
-            }
             self.process(&mut handler, next).await;
         }
     }
@@ -647,11 +711,23 @@ impl<T: Send + Sync + 'static> Run<T> {
         H::Error: Into<BoxError>,
         H::Future: Send,
     {
+        // From here on the message is reported however it ends: waiting for a slot, running,
+        // or cut by the end of the grace period or a cancellation.
+        let mut running = Running {
+            run: self,
+            seq: message.seq,
+            key: &message.key,
+            attempts: 0,
+            done: false,
+            in_flight: false,
+            over: false,
+        };
         let permit = match &self.admission {
             None => None,
             Some(admission) => match admission.acquire().await {
                 Ok(permit) => Some(permit),
                 Err(full) => {
+                    running.done = true;
                     self.reject(
                         message.seq,
                         &message.key,
@@ -667,19 +743,18 @@ impl<T: Send + Sync + 'static> Run<T> {
             .is_some_and(switchyard_bulkhead::Permit::is_over_capacity)
         {
             self.over_capacity.fetch_add(1, Ordering::Relaxed);
+            if self.pipeline.options.backpressure.policy == BackpressurePolicy::SoftAllowWithSignal
+            {
+                running.over = true;
+                self.pipeline.pressure_up(self.name());
+            }
         }
         let metrics = &self.pipeline.metrics;
         metrics.admitted.increment(1);
         metrics.in_flight.increment(1.0);
-        let mut running = Running {
-            run: self,
-            seq: message.seq,
-            key: &message.key,
-            attempts: 0,
-            done: false,
-        };
+        running.in_flight = true;
         self.execute(handler, &message, &mut running).await;
-        metrics.in_flight.decrement(1.0);
+        drop(running);
         drop(permit);
     }
 
@@ -700,9 +775,15 @@ impl<T: Send + Sync + 'static> Run<T> {
                 attempt,
                 item: Arc::clone(&message.item),
             };
+            // The error is read inside the caught block too: a `Display` that panics is the
+            // handler's panic, not the worker's.
             let outcome = AssertUnwindSafe(async {
-                handler.ready().await.map_err(Into::into)?;
-                handler.call(request).await.map(drop).map_err(Into::into)
+                let failed = |error: H::Error| {
+                    let error: BoxError = error.into();
+                    (FailureKind::classify(&error), error.to_string())
+                };
+                handler.ready().await.map_err(failed)?;
+                handler.call(request).await.map(drop).map_err(failed)
             })
             .catch_unwind()
             .await;
@@ -712,22 +793,30 @@ impl<T: Send + Sync + 'static> Run<T> {
                     self.succeeded.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                Ok(Err(error)) => (FailureKind::classify(&error), error.to_string()),
+                Ok(Err(failure)) => failure,
                 Err(panic) => (
                     FailureKind::Internal,
                     format!("the handler panicked: {}", panic_message(&*panic)),
                 ),
             };
             if kind.is_retryable() && attempt < attempts {
-                self.retries.fetch_add(1, Ordering::Relaxed);
-                self.pipeline.metrics.retries.increment(1);
                 tracing::debug!(target: "switchyard_stream", pipeline = self.name(), seq = message.seq, attempt, %error, "retrying a message");
                 if !retry.backoff.is_zero() {
                     tokio::time::sleep(retry.backoff).await;
                 }
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                self.pipeline.metrics.retries.increment(1);
                 continue;
             }
             running.done = true;
+            if kind.is_terminal() {
+                // The handler says the stream is over (its caller left, or it is shutting
+                // down): the stream ends here, whatever else was admitted.
+                self.terminate(
+                    kind,
+                    format!("message {} ended the stream: {error}", message.seq),
+                );
+            }
             self.fail(message.seq, &message.key, kind, attempt, error, true);
             return;
         }
@@ -756,6 +845,10 @@ impl<T: Send + Sync + 'static> Run<T> {
             self.pipeline.metrics.failed[usize::from(ran)][index].increment(1);
         }
         tracing::debug!(target: "switchyard_stream", pipeline = self.name(), seq, key, kind = kind.as_str(), outcome, %error, "message not completed");
+        if kind.is_terminal() {
+            // Refused or cut by shutdown or cancellation: that is how the stream ends.
+            self.end(kind, format!("message {seq}: {error}"));
+        }
         self.summary_mut().record(
             MessageFailure {
                 seq,
@@ -781,16 +874,32 @@ impl<T: Send + Sync + 'static> Run<T> {
     fn reject_queued(&self, kind: FailureKind, why: &str) {
         let waiting: Vec<Queued<T>> = {
             let mut queues = lock(&self.queues);
-            queues
+            let waiting: Vec<Queued<T>> = queues
                 .values_mut()
                 .flat_map(|l| l.queue.drain(..))
-                .collect()
+                .collect();
+            self.uncount(&waiting);
+            waiting
         };
-        let behind = waiting.iter().filter(|m| m.behind).count();
-        self.waiting.fetch_sub(behind, Ordering::AcqRel);
         for message in waiting {
             self.reject(message.seq, &message.key, kind, why.to_owned());
         }
+    }
+
+    /// Takes messages out of the waiting count (the caller holds the lane table's lock).
+    fn uncount(&self, messages: &[Queued<T>]) {
+        let behind = messages.iter().filter(|m| m.behind).count();
+        self.waiting.fetch_sub(behind, Ordering::AcqRel);
+        self.pipeline.metrics.queued.decrement(behind as f64);
+    }
+
+    /// Ends the stream now: cancels what runs and rejects what waits, with the kind that
+    /// ended it.
+    async fn stop(&self, mut tasks: JoinSet<()>, received: u64) -> Summary {
+        tasks.shutdown().await;
+        let kind = *lock(&self.cut);
+        self.reject_queued(kind, "the stream ended before it ran");
+        self.finish(received)
     }
 
     /// Notes a worker that ended: one that panicked is a bug of the pipeline's, reported as
@@ -804,6 +913,14 @@ impl<T: Send + Sync + 'static> Run<T> {
                 format!("a pipeline task panicked: {error}"),
             );
         }
+    }
+
+    /// A terminal failure inside the pipeline: the stream ends (the run loop cancels what is
+    /// running and rejects what waits, with this kind).
+    fn terminate(&self, kind: FailureKind, error: String) {
+        self.end(kind, error);
+        *lock(&self.cut) = kind;
+        self.terminated.notify_one();
     }
 
     /// Records how the stream ended (the first terminal failure wins).
@@ -822,17 +939,43 @@ impl<T: Send + Sync + 'static> Run<T> {
         summary.succeeded = self.succeeded.load(Ordering::Relaxed);
         summary.retries = self.retries.load(Ordering::Relaxed);
         summary.over_capacity = self.over_capacity.load(Ordering::Relaxed);
-        if summary.end == FailureKind::None
-            && summary
-                .failures
-                .iter()
-                .any(|f| f.kind == FailureKind::Shutdown)
-        {
-            summary.end = FailureKind::Shutdown;
-            summary.end_error = Some("the pipeline is shutting down".to_owned());
-        }
         summary.failures.sort_by_key(|f| f.seq);
         summary
+    }
+}
+
+/// A lane's worker, for the lane's sake: if the worker panics (a bug of the pipeline's:
+/// handlers' panics are caught), its lane is taken out and its waiting messages rejected
+/// (`Internal`), so the key is not left stuck behind a dead worker.
+struct LaneGuard<'a, T: Send + Sync + 'static> {
+    run: &'a Run<T>,
+    lane: &'a Arc<str>,
+    finished: bool,
+}
+
+impl<T: Send + Sync + 'static> Drop for LaneGuard<'_, T> {
+    fn drop(&mut self) {
+        if self.finished || !std::thread::panicking() {
+            // Done, or aborted (the run rejects what is left in the lanes itself).
+            return;
+        }
+        let waiting = {
+            let mut queues = lock(&self.run.queues);
+            let waiting: Vec<Queued<T>> = queues
+                .remove(self.lane)
+                .map(|lane| lane.queue.into_iter().collect())
+                .unwrap_or_default();
+            self.run.uncount(&waiting);
+            waiting
+        };
+        for message in waiting {
+            self.run.reject(
+                message.seq,
+                &message.key,
+                FailureKind::Internal,
+                "the lane's worker failed".to_owned(),
+            );
+        }
     }
 }
 
@@ -844,19 +987,35 @@ struct Running<'a, T: Send + Sync + 'static> {
     key: &'a str,
     attempts: u32,
     done: bool,
+    /// Counted in the in-flight gauge.
+    in_flight: bool,
+    /// Running over capacity under soft-allow-with-signal (part of the pressure signal).
+    over: bool,
 }
 
 impl<T: Send + Sync + 'static> Drop for Running<'_, T> {
     fn drop(&mut self) {
+        if self.in_flight {
+            self.run.pipeline.metrics.in_flight.decrement(1.0);
+        }
+        if self.over {
+            self.run.pipeline.pressure_down(self.run.name());
+        }
         if !self.done {
+            // Cut while waiting for a slot (never ran: rejected) or while running (failed).
             let kind = *lock(&self.run.cut);
+            let (ran, what) = if self.attempts > 0 {
+                (true, "cancelled while running")
+            } else {
+                (false, "cancelled while waiting for a slot")
+            };
             self.run.fail(
                 self.seq,
                 self.key,
                 kind,
                 self.attempts,
-                "cancelled while running".to_owned(),
-                true,
+                what.to_owned(),
+                ran,
             );
         }
     }
