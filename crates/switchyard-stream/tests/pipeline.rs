@@ -262,13 +262,23 @@ async fn soft_allow_policies_run_beyond_capacity_and_count_it() {
             )),
             &recorder,
         );
-        let summary = run_all(&pipeline, &[("a", 0), ("b", 0), ("c", 0)]).await;
+        let mut pressure = pipeline.pressure();
+        let run = spawn_run(
+            &pipeline,
+            futures::stream::iter(items(&[("a", 0), ("b", 0), ("c", 0)])),
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let signalled = *pressure.borrow_and_update();
+        let summary = run.await.unwrap();
         assert_eq!(
             (summary.succeeded, summary.over_capacity),
             (3, 2),
             "{policy}"
         );
         assert_eq!(recorder.trace.lock().unwrap().max_running, 3, "{policy}");
+        // Only the signalling policy raises the pressure signal, and lowers it after.
+        assert_eq!(signalled, policy == "soft_allow_with_signal", "{policy}");
+        assert!(!*pressure.borrow(), "{policy}: back within capacity");
     }
 }
 
@@ -560,7 +570,17 @@ enum Ending {
     Shutdown { after_ms: u64 },
 }
 
-fn case() -> impl Strategy<Value = (Vec<(u8, u32, u64)>, u32, Ending, bool)> {
+/// A random case: messages, attempts, how it ends, keyed or not, and the policy and ordering
+/// capacity.
+type Case = (
+    Vec<(u8, u32, u64)>,
+    u32,
+    Ending,
+    bool,
+    (&'static str, usize),
+);
+
+fn case() -> impl Strategy<Value = Case> {
     (
         // (key, failing attempts, arrival gap in ms)
         prop::collection::vec(
@@ -577,6 +597,10 @@ fn case() -> impl Strategy<Value = (Vec<(u8, u32, u64)>, u32, Ending, bool)> {
             (0u64..60).prop_map(|after_ms| Ending::Shutdown { after_ms })
         ],
         any::<bool>(),
+        (
+            prop_oneof![Just("queue"), Just("hard_reject"), Just("soft_allow")],
+            prop_oneof![Just(0usize), 1usize..4],
+        ),
     )
 }
 
@@ -589,7 +613,7 @@ proptest! {
     /// admitted message.
     #[test]
     fn per_key_order_holds_and_nothing_is_lost(
-        (messages, max_attempts, ending, keyed_mode) in case()
+        (messages, max_attempts, ending, keyed_mode, (policy, ordering_capacity)) in case()
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -601,8 +625,8 @@ proptest! {
             let mode = if keyed_mode { "keyed_fifo" } else { "fifo" };
             let pipeline = keyed(
                 options(&format!(
-                    r#"{{ "ordering": {{ "mode": "{mode}" }},
-                         "backpressure": {{ "policy": "queue", "capacity": 2 }},
+                    r#"{{ "ordering": {{ "mode": "{mode}", "capacity": {ordering_capacity} }},
+                         "backpressure": {{ "policy": "{policy}", "capacity": 2 }},
                          "retry": {{ "max_attempts": {max_attempts}, "backoff": "1ms" }},
                          "shutdown": {{ "grace_period": "1h", "drain_on_close": true }} }}"#
                 )),
@@ -648,14 +672,23 @@ proptest! {
             // Every message is accounted for, once.
             assert_eq!(summary.received, summary.succeeded + summary.failed + summary.rejected);
             assert_eq!(summary.failures.len() as u64, summary.failed + summary.rejected);
-            // A message that did not complete, while later messages of its key did, is
-            // reported with a kind that breaks ordering.
+            // A message that did not complete while a later message of its lane ran is
+            // reported with a kind that breaks ordering, and the summary says so.
+            let lane_of = |key: &str| if keyed_mode { key.to_owned() } else { String::new() };
             for failure in &summary.failures {
-                if !failure.kind.is_terminal() {
-                    assert!(failure.kind.breaks_ordering(), "{failure:?}");
-                    assert!(summary.ordering_broken);
+                let later_ran = trace
+                    .attempts
+                    .iter()
+                    .any(|a| lane_of(&a.0) == lane_of(&failure.key) && a.1 > failure.seq);
+                if later_ran {
+                    assert!(failure.kind.breaks_ordering(), "{failure:?} skipped, its lane went on");
+                    assert!(summary.ordering_broken, "{failure:?} broke the order unreported");
                 }
             }
+            // Every message that did not succeed is listed, once.
+            let mut listed: Vec<u64> = summary.failures.iter().map(|f| f.seq).collect();
+            listed.dedup();
+            assert_eq!(listed.len(), summary.failures.len(), "a message listed twice");
             // Draining with a long grace period loses nothing admitted: the only shutdown
             // failures are messages that arrived after shutdown began (never admitted).
             for failure in summary.failures.iter().filter(|f| f.kind == FailureKind::Shutdown) {
@@ -691,4 +724,94 @@ async fn many_streams_share_a_pipeline() {
         run.await.unwrap();
     }
     assert_eq!(done.load(Ordering::SeqCst), 12);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_waiting_for_a_slot_when_the_grace_period_ends_is_reported() {
+    let recorder = Recorder::new(Duration::from_secs(10));
+    let pipeline = keyed(
+        options(
+            r#"{ "ordering": { "mode": "keyed_fifo" },
+                 "backpressure": { "policy": "queue", "capacity": 1 },
+                 "shutdown": { "grace_period": "1s" } }"#,
+        ),
+        &recorder,
+    );
+    let (tx, stream) = channel();
+    tx.send(Ok(("a".into(), 0))).unwrap();
+    tx.send(Ok(("b".into(), 0))).unwrap();
+    let run = spawn_run(&pipeline, stream);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pipeline.shutdown().await;
+    let summary = run.await.unwrap();
+    // a was cut while running; b never got its slot: both are accounted for.
+    assert_eq!(
+        summary.received,
+        summary.succeeded + summary.failed + summary.rejected
+    );
+    assert_eq!(
+        kinds(&summary),
+        [(1, FailureKind::Shutdown), (2, FailureKind::Shutdown)]
+    );
+    assert_eq!((summary.failed, summary.rejected), (1, 1));
+    assert_eq!(summary.failures[1].attempts, 0);
+    assert_eq!(summary.end, FailureKind::Shutdown);
+    drop(tx);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terminal_failure_from_the_handler_ends_the_stream() {
+    let handler = service_fn(move |m: Message<Item>| async move {
+        if m.seq == 2 {
+            return Err::<(), BoxError>(Box::new(tonic::Status::cancelled("client gone")));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(())
+    });
+    let pipeline = Pipeline::keyed(
+        "test",
+        options(r#"{ "ordering": { "mode": "keyed_fifo" }, "retry": { "max_attempts": 3 } }"#),
+        handler,
+        |m: &Item| m.0.as_str(),
+    )
+    .unwrap();
+    let (tx, stream) = channel();
+    for key in ["a", "b", "a", "c"] {
+        tx.send(Ok((key.to_owned(), 0))).unwrap();
+    }
+    let summary = spawn_run(&pipeline, stream).await.unwrap();
+    assert_eq!(summary.end, FailureKind::ContextCancelled);
+    assert_eq!(summary.status().unwrap_err().code(), tonic::Code::Cancelled);
+    let second = &summary.failures[1];
+    assert_eq!(
+        (second.seq, second.kind, second.attempts),
+        (2, FailureKind::ContextCancelled, 1),
+        "ended the stream, not retried"
+    );
+    assert_eq!(summary.succeeded, 0, "the others were cut");
+    assert_eq!(
+        summary.received,
+        summary.succeeded + summary.failed + summary.rejected
+    );
+    drop(tx);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_stream_lets_admitted_messages_finish_and_keeps_its_code() {
+    let recorder = Recorder::new(Duration::from_millis(10));
+    let pipeline = keyed(
+        options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#),
+        &recorder,
+    );
+    let (tx, stream) = channel();
+    tx.send(Ok(("a".into(), 0))).unwrap();
+    tx.send(Ok(("b".into(), 0))).unwrap();
+    tx.send(Err(tonic::Status::out_of_range("message too large")))
+        .unwrap();
+    let summary = spawn_run(&pipeline, stream).await.unwrap();
+    assert_eq!((summary.received, summary.succeeded), (2, 2));
+    assert_eq!(summary.end, FailureKind::Internal);
+    let status = summary.status().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+    assert!(status.message().contains("message too large"), "{status:?}");
 }
