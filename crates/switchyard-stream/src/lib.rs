@@ -47,7 +47,8 @@
 //! `switchyard_stream_in_flight{pipeline}` and `switchyard_stream_queued{pipeline}`, and the
 //! histogram `switchyard_stream_key_queue_depth{pipeline}` (a key's queue length when a
 //! message joins it: per-key depth without a per-key label, so label cardinality stays
-//! bounded). Events under target `switchyard_stream`.
+//! bounded), and the gauge `switchyard_stream_over_capacity{pipeline}`. Events under target
+//! `switchyard_stream`.
 
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -288,7 +288,9 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
     /// stream rejects new messages ([`FailureKind::Shutdown`]); messages waiting in ordering
     /// queues are rejected too, or run if `drain_on_close` is set; messages running (and,
     /// when draining, waiting) get the grace period, after which they are cancelled and
-    /// reported.
+    /// reported. A stream stops being read once its admitted messages are done (its summary
+    /// says how many were read, so the client knows what to send again), and a stream that
+    /// starts after shutdown reads nothing and answers `UNAVAILABLE`.
     pub async fn shutdown(&self) {
         self.inner.closing.send_replace(true);
         let mut active = self.inner.active.subscribe();
