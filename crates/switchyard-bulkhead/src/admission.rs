@@ -197,7 +197,12 @@ impl AdmissionController {
             return Err(self.refusal(FullReason::QueueFull));
         }
         let start = Instant::now();
-        let waited = tokio::time::timeout(max_wait, inner.semaphore.acquire()).await;
+        let waited = if max_wait == crate::config::NO_DEADLINE {
+            // No timer to arm: a wait with no deadline costs only the semaphore's queue.
+            Ok(inner.semaphore.acquire().await)
+        } else {
+            tokio::time::timeout(max_wait, inner.semaphore.acquire()).await
+        };
         inner.metrics.wait.record(start.elapsed().as_secs_f64());
         match waited {
             // No await point between getting the slot and owning it as a `Permit`.

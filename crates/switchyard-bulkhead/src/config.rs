@@ -104,6 +104,11 @@ impl BulkheadConfig {
 /// counters in 32 bits).
 pub const MAX_CONCURRENT_CALLS: u32 = 1 << 24;
 
+/// A queue's `max_wait` meaning "no deadline": a caller waits until a slot frees, and no timer
+/// is armed for the wait (for programs that build a [`Policy::Queue`] themselves; a config
+/// file gives a duration).
+pub const NO_DEADLINE: Duration = Duration::MAX;
+
 /// What a full bulkhead does with the next call: the four policies of switchyard's seed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

@@ -94,7 +94,7 @@ mod service;
 mod signal;
 
 pub use admission::{AdmissionController, BulkheadStats, Permit};
-pub use config::{AdaptiveConfig, BulkheadConfig, MAX_CONCURRENT_CALLS, Policy};
+pub use config::{AdaptiveConfig, BulkheadConfig, MAX_CONCURRENT_CALLS, NO_DEADLINE, Policy};
 pub use error::{BulkheadFull, FullReason};
 pub use future::ResponseFuture;
 pub use keyed::{KeyedBulkhead, KeyedBulkheadHandle, KeyedBulkheadLayer};

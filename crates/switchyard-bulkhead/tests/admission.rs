@@ -168,6 +168,28 @@ async fn queue_acquire_waits_for_a_released_slot() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_queue_with_no_deadline_waits_as_long_as_it_takes() {
+    let controller = controller(
+        1,
+        Policy::Queue {
+            capacity: 1,
+            max_wait: switchyard_bulkhead::NO_DEADLINE,
+        },
+    );
+    let held = controller.try_acquire().unwrap();
+    let mut waiter = Box::pin(controller.acquire());
+    assert!(poll_once(&mut waiter).is_pending());
+    // A year passes: no deadline expires.
+    advance(Duration::from_secs(365 * 24 * 3600)).await;
+    assert!(poll_once(&mut waiter).is_pending());
+    drop(held);
+    let Poll::Ready(Ok(_permit)) = poll_once(&mut waiter) else {
+        panic!("the released slot went to the waiter");
+    };
+    assert_eq!(controller.stats().rejected, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn queue_try_acquire_cannot_overtake_a_waiter() {
     let controller = controller(1, queue(1, 100));
     let held = controller.try_acquire().unwrap();

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchyard_bulkhead::{BulkheadConfig, MAX_CONCURRENT_CALLS, Policy};
+use switchyard_bulkhead::{BulkheadConfig, MAX_CONCURRENT_CALLS, NO_DEADLINE, Policy};
 use switchyard_core::ConfigError;
 
 /// How one client stream is processed. Fixed once the stream starts.
@@ -135,9 +135,6 @@ impl Default for ShutdownOptions {
     }
 }
 
-/// An unset `max_wait`: long enough to be "no limit", short enough for tokio's timer.
-const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
 impl Options {
     /// Reads and validates a JSON document.
     ///
@@ -197,7 +194,7 @@ impl Options {
                 } else {
                     b.queue_capacity
                 },
-                max_wait: b.max_wait.unwrap_or(FOREVER),
+                max_wait: b.max_wait.unwrap_or(NO_DEADLINE),
             },
             BackpressurePolicy::SoftAllow => Policy::SoftAllow,
             BackpressurePolicy::SoftAllowWithSignal => Policy::SoftAllowWithSignal,
