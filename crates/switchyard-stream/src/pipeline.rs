@@ -38,8 +38,9 @@ pub struct Message<T> {
 /// Starts one lane's worker, with its own clone of the handler. Built where the handler's
 /// type is known, so each message is a direct call of the handler (no boxed future per
 /// message); the pipeline itself stays free of the handler's type.
-type SpawnLane<T> =
-    Arc<dyn Fn(Arc<Run<T>>, Arc<str>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+type SpawnLane<T> = Arc<
+    dyn Fn(Arc<Run<T>>, Arc<Lane<T>>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
+>;
 
 /// The pipeline's metric handles, registered once (a lookup per message would cost more than
 /// the gate itself). Install the metrics recorder before building pipelines.
@@ -523,10 +524,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One ordering lane: its name, and the messages waiting in it.
+/// One ordering lane: its name, and the messages waiting in it. Its worker holds it, so
+/// taking the next message needs no lookup in the lane table.
 struct Lane<T> {
     key: Arc<str>,
-    queue: VecDeque<Queued<T>>,
+    queue: Mutex<VecDeque<Queued<T>>>,
 }
 
 struct Queued<T> {
@@ -543,7 +545,7 @@ struct Run<T> {
     pipeline: Arc<Inner<T>>,
     admission: Option<AdmissionController>,
     /// Each active ordering key's waiting messages; a key is present while a worker runs it.
-    queues: Mutex<HashMap<Arc<str>, Lane<T>, foldhash::fast::RandomState>>,
+    queues: Mutex<HashMap<Arc<str>, Arc<Lane<T>>, foldhash::fast::RandomState>>,
     /// Whether lanes are keys (`keyed_fifo`) rather than the whole stream.
     keyed: bool,
     /// The empty key, shared.
@@ -616,8 +618,8 @@ impl<T: Send + Sync + 'static> Run<T> {
         }
         let lane_name: &str = if self.keyed { key } else { "" };
         let capacity = self.pipeline.options.ordering.capacity;
-        let mut queues = lock(&self.queues);
-        if let Some(lane) = queues.get_mut(lane_name) {
+        let queues = lock(&self.queues);
+        if let Some(lane) = queues.get(lane_name) {
             let key = own(Some(lane));
             if capacity > 0 && self.waiting.load(Ordering::Acquire) >= capacity {
                 drop(queues);
@@ -629,17 +631,24 @@ impl<T: Send + Sync + 'static> Run<T> {
                 );
                 return;
             }
-            lane.queue.push_back(Queued {
+            let mut queue = lock(&lane.queue);
+            queue.push_back(Queued {
                 seq,
                 key,
                 item,
                 behind: true,
             });
+            // Counted before the lane's lock is let go, so its worker never counts it first.
+            self.waiting.fetch_add(1, Ordering::AcqRel);
+            self.pipeline.metrics.queued.increment(1.0);
             self.pipeline
                 .metrics
                 .key_queue_depth
-                .record(lane.queue.len() as f64);
-        } else {
+                .record(queue.len() as f64);
+            return;
+        }
+        let mut queues = queues;
+        {
             let key = own(None);
             let lane_key = if self.keyed {
                 Arc::clone(&key)
@@ -652,24 +661,17 @@ impl<T: Send + Sync + 'static> Run<T> {
                 item,
                 behind: false,
             };
-            queues.insert(
-                Arc::clone(&lane_key),
-                Lane {
-                    key: Arc::clone(&lane_key),
-                    queue: VecDeque::from([queued]),
-                },
-            );
-            tasks.spawn((self.pipeline.spawn_lane)(Arc::clone(self), lane_key));
-            return;
+            let lane = Arc::new(Lane {
+                key: Arc::clone(&lane_key),
+                queue: Mutex::new(VecDeque::from([queued])),
+            });
+            queues.insert(lane_key, Arc::clone(&lane));
+            tasks.spawn((self.pipeline.spawn_lane)(Arc::clone(self), lane));
         }
-        // Counted under the lock that queued it, so the worker's count never runs ahead.
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        self.pipeline.metrics.queued.increment(1.0);
-        drop(queues);
     }
 
     /// One ordering lane's worker: its messages, one at a time, in sequence order.
-    async fn work<H>(self: Arc<Self>, lane: Arc<str>, mut handler: H)
+    async fn work<H>(self: Arc<Self>, lane: Arc<Lane<T>>, mut handler: H)
     where
         H: Service<Message<T>> + Send,
         H::Error: Into<BoxError>,
@@ -681,27 +683,28 @@ impl<T: Send + Sync + 'static> Run<T> {
             finished: false,
         };
         loop {
-            let next = {
-                let mut queues = lock(&self.queues);
-                let Some(queue) = queues.get_mut(&lane) else {
-                    guard.finished = true;
-                    return;
-                };
-                match queue.queue.pop_front() {
-                    Some(next) => {
-                        if next.behind {
-                            self.waiting.fetch_sub(1, Ordering::AcqRel);
-                            self.pipeline.metrics.queued.decrement(1.0);
+            let next = lock(&lane.queue).pop_front();
+            let next = match next {
+                Some(next) => next,
+                None => {
+                    // Empty: the lane leaves the table, unless a message came in meanwhile
+                    // (the receiver queues under the table's lock).
+                    let mut queues = lock(&self.queues);
+                    let next = lock(&lane.queue).pop_front();
+                    match next {
+                        Some(next) => next,
+                        None => {
+                            queues.remove(&lane.key);
+                            guard.finished = true;
+                            return;
                         }
-                        next
-                    }
-                    None => {
-                        queues.remove(&lane);
-                        guard.finished = true;
-                        return;
                     }
                 }
             };
+            if next.behind {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                self.pipeline.metrics.queued.decrement(1.0);
+            }
             self.process(&mut handler, next).await;
         }
     }
@@ -875,10 +878,10 @@ impl<T: Send + Sync + 'static> Run<T> {
     /// Rejects every message still waiting for its turn (their workers then stop).
     fn reject_queued(&self, kind: FailureKind, why: &str) {
         let waiting: Vec<Queued<T>> = {
-            let mut queues = lock(&self.queues);
+            let queues = lock(&self.queues);
             let waiting: Vec<Queued<T>> = queues
-                .values_mut()
-                .flat_map(|l| l.queue.drain(..))
+                .values()
+                .flat_map(|l| lock(&l.queue).drain(..).collect::<Vec<_>>())
                 .collect();
             self.uncount(&waiting);
             waiting
@@ -951,7 +954,7 @@ impl<T: Send + Sync + 'static> Run<T> {
 /// (`Internal`), so the key is not left stuck behind a dead worker.
 struct LaneGuard<'a, T: Send + Sync + 'static> {
     run: &'a Run<T>,
-    lane: &'a Arc<str>,
+    lane: &'a Arc<Lane<T>>,
     finished: bool,
 }
 
@@ -963,10 +966,8 @@ impl<T: Send + Sync + 'static> Drop for LaneGuard<'_, T> {
         }
         let waiting = {
             let mut queues = lock(&self.run.queues);
-            let waiting: Vec<Queued<T>> = queues
-                .remove(self.lane)
-                .map(|lane| lane.queue.into_iter().collect())
-                .unwrap_or_default();
+            queues.remove(&self.lane.key);
+            let waiting: Vec<Queued<T>> = lock(&self.lane.queue).drain(..).collect();
             self.run.uncount(&waiting);
             waiting
         };
