@@ -815,3 +815,78 @@ async fn a_broken_stream_lets_admitted_messages_finish_and_keeps_its_code() {
     assert_eq!(status.code(), tonic::Code::OutOfRange);
     assert!(status.message().contains("message too large"), "{status:?}");
 }
+
+/// On a multi-threaded runtime (real time; no timing is asserted, only invariants): four
+/// streams of 2,000 messages over 20 keys each, with a bounded ordering queue and a queue
+/// policy, keep every key in order with no overlap and account for every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_many_threads_keys_stay_in_order_and_every_message_is_counted() {
+    #[derive(Default)]
+    struct Seen {
+        running: HashMap<String, bool>,
+        last: HashMap<String, u64>,
+        violations: Vec<String>,
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let handler = service_fn({
+        let seen = Arc::clone(&seen);
+        move |m: Message<Item>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let key = m.key.to_string();
+                {
+                    let mut s = seen.lock().unwrap();
+                    if s.running.insert(key.clone(), true) == Some(true) {
+                        s.violations.push(format!("{key} overlapped at {}", m.seq));
+                    }
+                    let last = s.last.insert(key.clone(), m.seq).unwrap_or(0);
+                    if last >= m.seq {
+                        s.violations.push(format!("{key}: {} after {last}", m.seq));
+                    }
+                }
+                tokio::task::yield_now().await;
+                seen.lock().unwrap().running.insert(key, false);
+                Ok::<_, BoxError>(())
+            }
+        }
+    });
+    let pipeline = Pipeline::keyed(
+        "threads",
+        options(
+            r#"{ "ordering": { "mode": "keyed_fifo", "capacity": 1000 },
+                 "backpressure": { "policy": "queue", "capacity": 4 } }"#,
+        ),
+        handler,
+        |m: &Item| m.0.as_str(),
+    )
+    .unwrap();
+    let runs: Vec<_> = (0..4)
+        .map(|run| {
+            let list: Vec<Result<Item, tonic::Status>> = (0..2000u32)
+                .map(|i| Ok((format!("r{run}-k{}", (i * 7) % 20), 0)))
+                .collect();
+            spawn_run(&pipeline, futures::stream::iter(list))
+        })
+        .collect();
+    let mut processed = 0;
+    for run in runs {
+        let summary = run.await.unwrap();
+        assert_eq!(summary.received, 2000);
+        assert_eq!(
+            summary.received,
+            summary.succeeded + summary.failed + summary.rejected,
+            "{summary:?}"
+        );
+        assert_eq!(summary.failed, 0);
+        assert!(
+            summary
+                .failures
+                .iter()
+                .all(|f| f.kind == FailureKind::Ordering)
+        );
+        processed += summary.succeeded;
+    }
+    assert!(processed >= 4 * 1000, "most messages ran: {processed}");
+    let seen = seen.lock().unwrap();
+    assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+}
