@@ -716,8 +716,10 @@ impl<Req, Res, C> Balance<Req, Res, C> {
         self.update(name, |v| v.enabled.swap(false, Ordering::AcqRel))
     }
 
-    /// Sets an endpoint's health (from a health checker, or by hand). `Unhealthy` and
-    /// `Offline` endpoints are not picked.
+    /// Sets an endpoint's health by hand. `Unhealthy` and `Offline` endpoints are not
+    /// picked. `Offline` set here is an operator's decision and sticks: a running health
+    /// checker does not bring the endpoint back (its results are ignored) until
+    /// `set_health` sets another state.
     ///
     /// # Errors
     ///
@@ -728,6 +730,10 @@ impl<Req, Res, C> Balance<Req, Res, C> {
             .iter()
             .find(|m| m.view.name() == name)
             .ok_or_else(|| EndpointError::NotFound(name.to_owned()))?;
+        member
+            .view
+            .held_offline
+            .store(health == Health::Offline, Ordering::Release);
         self.shared.apply_health(&members, &member.view, health);
         Ok(())
     }
@@ -1068,7 +1074,10 @@ where
         if !members.iter().any(|m| Arc::ptr_eq(&m.view, &self.view)) {
             return false;
         }
-        self.shared.apply_health(&members, &self.view, health);
+        // An endpoint taken offline by hand stays offline whatever its checks say.
+        if !self.view.held_offline.load(Ordering::Acquire) {
+            self.shared.apply_health(&members, &self.view, health);
+        }
         true
     }
 }

@@ -143,6 +143,9 @@ pub struct EndpointView {
     /// Counts replacements of its service (by discovery), so a call can tell it waits on an
     /// old one.
     pub(crate) generation: AtomicU32,
+    /// Set while an operator holds it `Offline` (`Balance::set_health`): checks do not
+    /// change its health.
+    pub(crate) held_offline: AtomicBool,
 }
 
 impl EndpointView {
@@ -174,6 +177,7 @@ impl EndpointView {
             probing: AtomicBool::new(false),
             gone: Arc::new(tokio::sync::Notify::new()),
             generation: AtomicU32::new(0),
+            held_offline: AtomicBool::new(false),
         }
     }
 

@@ -744,6 +744,41 @@ async fn active_health_checks_drive_eligibility_in_the_background() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_endpoint_taken_offline_by_hand_stays_offline_while_checks_pass() {
+    let balance = balance(Strategy::RoundRobin, &["a", "b"]);
+    let config = HealthCheckConfig {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+        failure_threshold: 1,
+        success_threshold: 1,
+    };
+    let _checker = balance
+        .check(
+            "a",
+            check_service(Arc::new(AtomicBool::new(true)), Duration::ZERO),
+            &config,
+        )
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(balance.stats()[0].health, Health::Healthy);
+
+    balance.set_health("a", Health::Offline).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        balance.stats()[0].health,
+        Health::Offline,
+        "passing checks did not bring it back"
+    );
+    assert_eq!(balance.eligible(), ["b"]);
+
+    // Another state set by hand releases it to its checks again.
+    balance.set_health("a", Health::Unknown).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(balance.stats()[0].health, Health::Healthy);
+    assert_eq!(balance.eligible(), ["a", "b"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_check_that_outlasts_its_timeout_fails() {
     let balance = balance(Strategy::RoundRobin, &["a", "b"]);
     let config = HealthCheckConfig {

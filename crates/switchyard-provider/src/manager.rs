@@ -520,7 +520,9 @@ impl<Req, Res> Manager<Req, Res> {
             .collect()
     }
 
-    /// Sets a provider's health by hand (`Unhealthy` and `Offline` providers are not picked).
+    /// Sets a provider's health by hand (`Unhealthy` and `Offline` providers are not picked;
+    /// `Offline` set by hand sticks against passing health checks until another state is
+    /// set).
     ///
     /// # Errors
     ///
