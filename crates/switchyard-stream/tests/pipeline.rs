@@ -161,10 +161,7 @@ async fn fifo_runs_one_message_at_a_time_in_stream_order() {
 #[tokio::test(start_paused = true)]
 async fn keyed_fifo_runs_keys_concurrently_and_each_key_in_order() {
     let recorder = Recorder::new(Duration::from_millis(10));
-    let pipeline = keyed(
-        options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#),
-        &recorder,
-    );
+    let pipeline = keyed(options(KEYED), &recorder);
     let started = Instant::now();
     let list = [("a", 0), ("b", 0), ("a", 0), ("c", 0), ("b", 0), ("a", 0)];
     let summary = run_all(&pipeline, &list).await;
@@ -348,15 +345,10 @@ async fn a_panicking_handler_fails_its_message_and_the_key_goes_on() {
 async fn a_panicking_key_function_rejects_only_its_message() {
     let recorder = Recorder::new(Duration::ZERO);
     // A computed key (`keyed_by`), under keyed FIFO.
-    let pipeline = Pipeline::keyed_by(
-        "test",
-        options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#),
-        recorder.handler(),
-        |m: &Item| {
-            assert!(m.0 != "bad", "no key for you");
-            format!("key-{}", m.0)
-        },
-    )
+    let pipeline = Pipeline::keyed_by("test", options(KEYED), recorder.handler(), |m: &Item| {
+        assert!(m.0 != "bad", "no key for you");
+        format!("key-{}", m.0)
+    })
     .unwrap();
     let summary = run_all(&pipeline, &[("a", 0), ("bad", 0), ("a", 0)]).await;
     assert_eq!(kinds(&summary), [(2, FailureKind::Internal)]);
@@ -371,6 +363,31 @@ fn spawn_run(
 ) -> tokio::task::JoinHandle<Summary> {
     let pipeline = pipeline.clone();
     tokio::spawn(async move { pipeline.run(stream).await })
+}
+
+const KEYED: &str = r#"{ "ordering": { "mode": "keyed_fifo" } }"#;
+
+/// Every message read is accounted for, once: succeeded, failed or rejected.
+fn assert_accounted(summary: &Summary) {
+    assert_eq!(
+        summary.received,
+        summary.succeeded + summary.failed + summary.rejected,
+        "{summary:?}"
+    );
+}
+
+/// A stream already holding one message (that succeeds) per key in `keys`, left open.
+fn feed(
+    keys: &[&str],
+) -> (
+    mpsc::UnboundedSender<Result<Item, tonic::Status>>,
+    impl futures::Stream<Item = Result<Item, tonic::Status>> + Send,
+) {
+    let (tx, stream) = channel();
+    for key in keys {
+        tx.send(Ok(((*key).to_owned(), 0))).unwrap();
+    }
+    (tx, stream)
 }
 
 /// A stream the test feeds by hand, left open until the sender is dropped.
@@ -467,14 +484,8 @@ async fn drain_on_close_runs_the_waiting_messages_within_the_grace_period() {
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_stream_cancels_its_running_messages() {
     let recorder = Recorder::new(Duration::from_secs(60));
-    let pipeline = keyed(
-        options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#),
-        &recorder,
-    );
-    let (tx, stream) = channel();
-    tx.send(Ok(("a".into(), 0))).unwrap();
-    tx.send(Ok(("b".into(), 0))).unwrap();
-    tx.send(Ok(("a".into(), 0))).unwrap();
+    let pipeline = keyed(options(KEYED), &recorder);
+    let (tx, stream) = feed(&["a", "b", "a"]);
     let run = spawn_run(&pipeline, stream);
     tokio::time::sleep(Duration::from_secs(1)).await;
     tx.send(Err(tonic::Status::cancelled("client went away")))
@@ -496,13 +507,8 @@ async fn a_cancelled_stream_cancels_its_running_messages() {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_run_cancels_everything() {
     let recorder = Recorder::new(Duration::from_secs(60));
-    let pipeline = keyed(
-        options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#),
-        &recorder,
-    );
-    let (tx, stream) = channel();
-    tx.send(Ok(("a".into(), 0))).unwrap();
-    tx.send(Ok(("b".into(), 0))).unwrap();
+    let pipeline = keyed(options(KEYED), &recorder);
+    let (tx, stream) = feed(&["a", "b"]);
     let run = spawn_run(&pipeline, stream);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(recorder.trace.lock().unwrap().now_running, 2);
@@ -515,12 +521,7 @@ async fn dropping_the_run_cancels_everything() {
 #[test]
 fn bad_options_name_their_field() {
     let recorder = Recorder::new(Duration::ZERO);
-    let err = Pipeline::new(
-        "test",
-        options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#),
-        recorder.handler(),
-    )
-    .unwrap_err();
+    let err = Pipeline::new("test", options(KEYED), recorder.handler()).unwrap_err();
     assert_eq!(err.field(), "ordering.mode");
     for (json, field) in [
         (
@@ -670,7 +671,7 @@ proptest! {
                 }
             }
             // Every message is accounted for, once.
-            assert_eq!(summary.received, summary.succeeded + summary.failed + summary.rejected);
+            assert_accounted(&summary);
             assert_eq!(summary.failures.len() as u64, summary.failed + summary.rejected);
             // A message that did not complete while a later message of its lane ran is
             // reported with a kind that breaks ordering, and the summary says so.
@@ -705,10 +706,7 @@ proptest! {
 #[tokio::test(start_paused = true)]
 async fn many_streams_share_a_pipeline() {
     let recorder = Recorder::new(Duration::from_millis(1));
-    let pipeline = keyed(
-        options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#),
-        &recorder,
-    );
+    let pipeline = keyed(options(KEYED), &recorder);
     let done = Arc::new(AtomicUsize::new(0));
     let runs: Vec<_> = (0..4)
         .map(|_| {
@@ -737,18 +735,13 @@ async fn a_message_waiting_for_a_slot_when_the_grace_period_ends_is_reported() {
         ),
         &recorder,
     );
-    let (tx, stream) = channel();
-    tx.send(Ok(("a".into(), 0))).unwrap();
-    tx.send(Ok(("b".into(), 0))).unwrap();
+    let (tx, stream) = feed(&["a", "b"]);
     let run = spawn_run(&pipeline, stream);
     tokio::time::sleep(Duration::from_millis(100)).await;
     pipeline.shutdown().await;
     let summary = run.await.unwrap();
     // a was cut while running; b never got its slot: both are accounted for.
-    assert_eq!(
-        summary.received,
-        summary.succeeded + summary.failed + summary.rejected
-    );
+    assert_accounted(&summary);
     assert_eq!(
         kinds(&summary),
         [(1, FailureKind::Shutdown), (2, FailureKind::Shutdown)]
@@ -789,23 +782,15 @@ async fn a_terminal_failure_from_the_handler_ends_the_stream() {
         "ended the stream, not retried"
     );
     assert_eq!(summary.succeeded, 0, "the others were cut");
-    assert_eq!(
-        summary.received,
-        summary.succeeded + summary.failed + summary.rejected
-    );
+    assert_accounted(&summary);
     drop(tx);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_broken_stream_lets_admitted_messages_finish_and_keeps_its_code() {
     let recorder = Recorder::new(Duration::from_millis(10));
-    let pipeline = keyed(
-        options(r#"{ "ordering": { "mode": "keyed_fifo" } }"#),
-        &recorder,
-    );
-    let (tx, stream) = channel();
-    tx.send(Ok(("a".into(), 0))).unwrap();
-    tx.send(Ok(("b".into(), 0))).unwrap();
+    let pipeline = keyed(options(KEYED), &recorder);
+    let (tx, stream) = feed(&["a", "b"]);
     tx.send(Err(tonic::Status::out_of_range("message too large")))
         .unwrap();
     let summary = spawn_run(&pipeline, stream).await.unwrap();
