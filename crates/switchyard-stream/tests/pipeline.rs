@@ -508,7 +508,7 @@ async fn a_cancelled_stream_cancels_its_running_messages() {
 async fn dropping_the_run_cancels_everything() {
     let recorder = Recorder::new(Duration::from_secs(60));
     let pipeline = keyed(options(KEYED), &recorder);
-    let (tx, stream) = feed(&["a", "b"]);
+    let (_tx, stream) = feed(&["a", "b"]);
     let run = spawn_run(&pipeline, stream);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(recorder.trace.lock().unwrap().now_running, 2);
