@@ -522,6 +522,28 @@ async fn occupy(busy: &OneAtATime) -> tokio::task::JoinHandle<Result<String, Box
     tokio::spawn(occupant.call((None, 0)))
 }
 
+/// Keeps an endpoint's only slot taken: the gate it waits on, and the call holding the slot.
+struct Stuck {
+    _gate: tokio::sync::watch::Sender<bool>,
+    _occupant: tokio::task::JoinHandle<Result<String, BoxError>>,
+}
+
+/// A one-slot endpoint whose slot a call from outside the balancer holds for good, with the
+/// token its clones share.
+async fn stuck() -> (OneAtATime, Arc<()>, Stuck) {
+    let (gate, open) = tokio::sync::watch::channel(false);
+    let (busy, _, token) = one_at_a_time("busy", open);
+    let occupant = occupy(&busy).await;
+    (
+        busy,
+        token,
+        Stuck {
+            _gate: gate,
+            _occupant: occupant,
+        },
+    )
+}
+
 fn prefer(name: &str) -> Req {
     (Some(name.to_owned()), 0)
 }
@@ -639,10 +661,8 @@ async fn poll_ready_waits_while_no_endpoint_is_ready_and_is_woken_without_pollin
 
 #[tokio::test(start_paused = true)]
 async fn removing_a_not_ready_endpoint_stops_driving_it() {
-    let (_open_tx, open) = tokio::sync::watch::channel(false);
-    let (busy, _, token) = one_at_a_time("busy", open);
     // A call from outside the balancer holds the only slot, for good.
-    let _stuck = occupy(&busy).await;
+    let (busy, token, _stuck) = stuck().await;
 
     let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin);
     balance
@@ -663,10 +683,8 @@ async fn removing_a_not_ready_endpoint_stops_driving_it() {
 
 #[tokio::test(start_paused = true)]
 async fn an_endpoint_not_ready_when_added_is_not_picked() {
-    let (_open_tx, open) = tokio::sync::watch::channel(false);
-    let (busy, _, _) = one_at_a_time("busy", open);
     // Its only slot is taken before it joins the balancer.
-    let _running = occupy(&busy).await;
+    let (busy, _, _stuck) = stuck().await;
     settle().await;
 
     let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin);
@@ -952,10 +970,8 @@ async fn a_latency_spike_is_forgotten_and_the_endpoint_gets_calls_again() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_waiting_on_an_endpoint_that_is_removed_picks_again() {
-    let (_open_tx, open) = tokio::sync::watch::channel(false);
-    let (busy, _, _) = one_at_a_time("busy", open);
     // A call from outside holds busy's only slot, for good.
-    let _stuck = occupy(&busy).await;
+    let (busy, _, _stuck) = stuck().await;
 
     let balance: Balance<Req, String> =
         Balance::new("test", Strategy::RoundRobin).with_hint(|req: &Req| {
@@ -986,9 +1002,7 @@ async fn a_call_waiting_on_an_endpoint_that_is_removed_picks_again() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_waiting_on_a_removed_endpoint_with_nothing_left_fails_with_a_503() {
-    let (_open_tx, open) = tokio::sync::watch::channel(false);
-    let (busy, _, _) = one_at_a_time("busy", open);
-    let _stuck = occupy(&busy).await;
+    let (busy, _, _stuck) = stuck().await;
     let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin);
     balance
         .add("busy", busy, &EndpointConfig::default())
