@@ -108,19 +108,33 @@ struct Inner<T> {
 
 impl<T> Inner<T> {
     fn pressure_up(&self, name: &str) {
-        if self.over_now.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.pressure.send_replace(true);
-            tracing::info!(target: "switchyard_stream", pipeline = name, "over capacity: pressure signalled");
-        }
+        self.over_now.fetch_add(1, Ordering::AcqRel);
         self.metrics.over_capacity.increment(1.0);
+        self.signal_pressure(name);
     }
 
     fn pressure_down(&self, name: &str) {
-        if self.over_now.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.pressure.send_replace(false);
-            tracing::info!(target: "switchyard_stream", pipeline = name, "back within capacity");
-        }
+        self.over_now.fetch_sub(1, Ordering::AcqRel);
         self.metrics.over_capacity.decrement(1.0);
+        self.signal_pressure(name);
+    }
+
+    /// Sets the signal from the count, under the watch's own lock, so racing changes cannot
+    /// leave it stale.
+    fn signal_pressure(&self, name: &str) {
+        self.pressure.send_if_modified(|signalled| {
+            let over = self.over_now.load(Ordering::Acquire) > 0;
+            if *signalled == over {
+                return false;
+            }
+            *signalled = over;
+            if over {
+                tracing::info!(target: "switchyard_stream", pipeline = name, "over capacity: pressure signalled");
+            } else {
+                tracing::info!(target: "switchyard_stream", pipeline = name, "back within capacity");
+            }
+            true
+        });
     }
 }
 
@@ -334,6 +348,7 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
             closing: AtomicBool::new(false),
             cut: Mutex::new(FailureKind::Shutdown),
             terminated: tokio::sync::Notify::new(),
+            stopped: AtomicBool::new(false),
         });
         self.inner.active.send_modify(|n| *n += 1);
         let _active = Active(&self.inner.active);
@@ -345,6 +360,7 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
         };
         let drain = self.inner.options.shutdown.drain_on_close;
         let mut tasks = JoinSet::new();
+        let _cancel = CancelOnDrop(&run);
         let mut stream = std::pin::pin!(stream);
         let mut seq = 0;
         if *shutdown.closing.borrow_and_update() {
@@ -430,11 +446,13 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
             }
             // The stream broke (a transport or decoding error): nothing more arrives, and the
             // messages already admitted finish; the answer carries the stream's own status.
-            run.end(
-                FailureKind::Internal,
-                format!("the stream failed: {}", status.message()),
-            );
-            run.summary_mut().end_code = Some(status.code() as i32);
+            let mut summary = run.summary_mut();
+            if summary.end == FailureKind::None {
+                summary.end = FailureKind::Internal;
+                summary.end_error = Some(format!("the stream failed: {}", status.message()));
+                summary.end_code = Some(status.code() as i32);
+            }
+            drop(summary);
         }
         // Let admitted messages finish, within the grace period once shutdown starts.
         loop {
@@ -524,6 +542,33 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl<T> Drop for Run<T> {
+    /// The messages still waiting when a stream's state goes (its `run` future dropped) leave
+    /// the pipeline-wide queue gauge.
+    fn drop(&mut self) {
+        let queues = self
+            .queues
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let behind: usize = queues
+            .values()
+            .map(|lane| lock(&lane.queue).iter().filter(|m| m.behind).count())
+            .sum();
+        self.pipeline.metrics.queued.decrement(behind as f64);
+    }
+}
+
+/// Marks what a dropped `run` future cuts as the caller's cancellation. Dropped before the
+/// workers are (it is declared after them); on a normal return it changes nothing that is
+/// still read.
+struct CancelOnDrop<'a, T>(&'a Run<T>);
+
+impl<T> Drop for CancelOnDrop<'_, T> {
+    fn drop(&mut self) {
+        *lock(&self.0.cut) = FailureKind::ContextCancelled;
+    }
+}
+
 /// One ordering lane: its name, and the messages waiting in it. Its worker holds it, so
 /// taking the next message needs no lookup in the lane table.
 struct Lane<T> {
@@ -562,6 +607,8 @@ struct Run<T> {
     cut: Mutex<FailureKind>,
     /// Woken when a handler's terminal failure ends the stream.
     terminated: tokio::sync::Notify,
+    /// Set when the stream ended early: no further message is started.
+    stopped: AtomicBool,
 }
 
 impl<T: Send + Sync + 'static> Run<T> {
@@ -607,6 +654,11 @@ impl<T: Send + Sync + 'static> Run<T> {
                 _ => Arc::from(key),
             }
         };
+        if self.stopped.load(Ordering::Acquire) {
+            let kind = *lock(&self.cut);
+            self.reject(seq, key, kind, "the stream already ended".to_owned());
+            return;
+        }
         if self.closing.load(Ordering::Acquire) {
             self.reject(
                 seq,
@@ -683,6 +735,11 @@ impl<T: Send + Sync + 'static> Run<T> {
             finished: false,
         };
         loop {
+            if self.stopped.load(Ordering::Acquire) {
+                // The stream is over: what waits is rejected by the run, not started here.
+                guard.finished = true;
+                return;
+            }
             let next = lock(&lane.queue).pop_front();
             let next = match next {
                 Some(next) => next,
@@ -924,7 +981,9 @@ impl<T: Send + Sync + 'static> Run<T> {
     /// running and rejects what waits, with this kind).
     fn terminate(&self, kind: FailureKind, error: String) {
         self.end(kind, error);
-        *lock(&self.cut) = kind;
+        if !self.stopped.swap(true, Ordering::AcqRel) {
+            *lock(&self.cut) = kind;
+        }
         self.terminated.notify_one();
     }
 
@@ -1005,8 +1064,13 @@ impl<T: Send + Sync + 'static> Drop for Running<'_, T> {
             self.run.pipeline.pressure_down(self.run.name());
         }
         if !self.done {
-            // Cut while waiting for a slot (never ran: rejected) or while running (failed).
-            let kind = *lock(&self.run.cut);
+            // Cut while waiting for a slot (never ran: rejected) or while running (failed);
+            // unwinding from a panic of the pipeline's own is `Internal`, not a shutdown.
+            let kind = if std::thread::panicking() {
+                FailureKind::Internal
+            } else {
+                *lock(&self.run.cut)
+            };
             let (ran, what) = if self.attempts > 0 {
                 (true, "cancelled while running")
             } else {
