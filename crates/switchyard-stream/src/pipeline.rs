@@ -21,7 +21,9 @@ use tower::{BoxError, Service, ServiceExt};
 use crate::failure::{FailureKind, MessageFailure, Summary};
 use crate::options::{BackpressurePolicy, Options, OrderingMode};
 
-/// One admitted message, as the handler gets it.
+/// One admitted message, as the handler gets it. Cloning it is cheap (its key and item are
+/// shared), so a handler stack that retries (which needs `Clone` requests) works without
+/// `T: Clone`.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Message<T> {
@@ -33,6 +35,17 @@ pub struct Message<T> {
     pub attempt: u32,
     /// The message itself, shared between attempts (never copied).
     pub item: Arc<T>,
+}
+
+impl<T> Clone for Message<T> {
+    fn clone(&self) -> Self {
+        Self {
+            seq: self.seq,
+            key: Arc::clone(&self.key),
+            attempt: self.attempt,
+            item: Arc::clone(&self.item),
+        }
+    }
 }
 
 /// Starts one lane's worker, with its own clone of the handler. Built where the handler's
