@@ -102,7 +102,6 @@ async fn a_stream_rides_over_a_provider_failover_in_order() {
     // The primary is taken offline by hand mid-stream.
     manager.set_health("primary", Health::Offline).unwrap();
     send(300);
-    drop(send);
     drop(tx);
     let summary = run.await.unwrap();
 
