@@ -6,8 +6,7 @@
 
 #![cfg(all(feature = "stream", feature = "provider"))]
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,11 +23,12 @@ type Applied = Arc<Mutex<HashMap<String, Vec<(u64, &'static str)>>>>;
 
 fn provider(name: &'static str, applied: &Applied, flaky: bool) -> Provider<Message<Entry>, ()> {
     let applied = Arc::clone(applied);
-    let attempts = Arc::new(AtomicUsize::new(0));
+    let failed_once = Arc::new(Mutex::new(HashSet::new()));
     Provider::new(service_fn(move |m: Message<Entry>| {
         let applied = Arc::clone(&applied);
-        // The flaky one fails every third attempt: its retry stack absorbs that.
-        let failing = flaky && attempts.fetch_add(1, Ordering::SeqCst) % 3 == 2;
+        // The flaky one fails the first try of every fifth message: its retry stack absorbs
+        // that.
+        let failing = flaky && m.seq % 5 == 0 && failed_once.lock().unwrap().insert(m.seq);
         async move {
             tokio::time::sleep(Duration::from_millis(1)).await;
             if failing {
