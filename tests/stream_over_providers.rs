@@ -28,7 +28,7 @@ fn provider(name: &'static str, applied: &Applied, flaky: bool) -> Provider<Mess
         let applied = Arc::clone(&applied);
         // The flaky one fails the first try of every fifth message: its retry stack absorbs
         // that.
-        let failing = flaky && m.seq % 5 == 0 && failed_once.lock().unwrap().insert(m.seq);
+        let failing = flaky && m.seq.is_multiple_of(5) && failed_once.lock().unwrap().insert(m.seq);
         async move {
             tokio::time::sleep(Duration::from_millis(1)).await;
             if failing {
