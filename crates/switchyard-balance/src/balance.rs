@@ -930,6 +930,13 @@ where
     /// with [`NoAvailableEndpoint`], as `tower::load_shed` would). While every eligible
     /// endpoint is not ready, waits — woken when one becomes ready, never by polling.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The common case costs one snapshot load: no clock read unless every eligible
+        // endpoint is not ready.
+        if !self.shared.snapshot.load().waiting {
+            self.waiting = None;
+            self.until = None;
+            return Poll::Ready(Ok(()));
+        }
         loop {
             let snapshot = self.current_at(self.shared.now());
             if !snapshot.waiting {
