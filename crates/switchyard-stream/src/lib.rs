@@ -42,7 +42,7 @@
 //! # Observability
 //!
 //! `switchyard_stream_admitted_total{pipeline}`,
-//! `switchyard_stream_messages_failed_total{pipeline,outcome,kind}` (`outcome` is `rejected`
+//! `switchyard_stream_messages_failed_total{pipeline,outcome,kind,policy}` (`outcome` is `rejected`
 //! or `failed`), `switchyard_stream_retries_total{pipeline}`, the gauges
 //! `switchyard_stream_in_flight{pipeline}` and `switchyard_stream_queued{pipeline}`, and the
 //! histogram `switchyard_stream_key_queue_depth{pipeline}` (a key's queue length when a

@@ -100,6 +100,18 @@ pub enum BackpressurePolicy {
     SoftAllowWithSignal,
 }
 
+impl BackpressurePolicy {
+    /// A stable snake_case name, for metric labels and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::HardReject => "hard_reject",
+            Self::Queue => "queue",
+            Self::SoftAllow => "soft_allow",
+            Self::SoftAllowWithSignal => "soft_allow_with_signal",
+        }
+    }
+}
+
 /// Retries of each message.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

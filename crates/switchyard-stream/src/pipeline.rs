@@ -69,7 +69,9 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn new(name: &str) -> Self {
+    /// Handles for pipeline `name`; `policy` labels failures ("unlimited" without a
+    /// backpressure capacity).
+    fn new(name: &str, policy: &'static str) -> Self {
         let label = || ("pipeline", name.to_owned());
         let failed = |outcome: &'static str| {
             FailureKind::ALL.map(|kind| {
@@ -78,6 +80,7 @@ impl Metrics {
                     "pipeline" => name.to_owned(),
                     "outcome" => outcome,
                     "kind" => kind.as_str(),
+                    "policy" => policy,
                 )
             })
         };
@@ -288,7 +291,14 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
         let bulkhead = options.bulkhead()?;
         Ok(Self {
             inner: Arc::new(Inner {
-                metrics: Metrics::new(&name),
+                metrics: Metrics::new(
+                    &name,
+                    if options.backpressure.capacity == 0 {
+                        "unlimited"
+                    } else {
+                        options.backpressure.policy.as_str()
+                    },
+                ),
                 name,
                 options,
                 bulkhead,
