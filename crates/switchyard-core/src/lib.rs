@@ -68,7 +68,7 @@ pub use classify::{
     Classify, ErrorsAsFailures, HttpClassifier, IgnoreRejections, Outcome, TowerHttp, classify_fn,
 };
 pub use config::ConfigError;
-pub use rejection::{Rejection, RejectionKind, find_cause, find_rejection};
+pub use rejection::{Rejection, RejectionKind, find_cause, find_rejection, panic_message};
 
 /// The error type every switchyard layer returns, as in tower: layers require
 /// `S::Error: Into<BoxError>` so stacks compose without nested error enums.

@@ -22,6 +22,16 @@ use std::time::Duration;
 use http::StatusCode;
 use tower_http::classify::GrpcCode;
 
+/// The text of a caught panic's payload (`panic!` with a message gives a `&str` or a
+/// `String`), for the errors that report it: [`RejectionKind::Panic`] and its kin.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_owned())
+}
+
 /// The kinds of refusal a switchyard layer can answer with instead of calling its inner service.
 ///
 /// The kind decides the protocol mapping, so it is the one thing to get right when writing a

@@ -20,7 +20,8 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::error::{CloseErrors, CloseTimedOut, ProviderError};
 use crate::lifecycle::{BoxProvider, Hook};
-use crate::registry::{Registry, panic_message};
+use crate::registry::Registry;
+use switchyard_core::panic_message;
 
 /// How [`Manager::get`] (and the manager as a `Service`) picks a provider. Each is a
 /// switchyard-balance strategy over the initialized providers, so every one skips providers

@@ -115,7 +115,11 @@ impl<Req, Res> Registry<Req, Res> {
         catch_unwind(AssertUnwindSafe(|| factory(name, config))).unwrap_or_else(|panic| {
             Err(ProviderError::Factory {
                 provider: name.to_owned(),
-                source: format!("factory panicked: {}", panic_message(&*panic)).into(),
+                source: format!(
+                    "factory panicked: {}",
+                    switchyard_core::panic_message(&*panic)
+                )
+                .into(),
             })
         })
     }
@@ -162,13 +166,4 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The text of a panic's payload.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string payload".to_owned())
 }

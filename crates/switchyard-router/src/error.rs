@@ -218,11 +218,7 @@ pub struct Panic {
 
 impl Panic {
     pub(crate) fn new(service: Arc<str>, payload: &(dyn std::any::Any + Send)) -> Self {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a non-string panic payload".to_owned());
+        let message = switchyard_core::panic_message(payload);
         Self { service, message }
     }
 

@@ -12,7 +12,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use switchyard_bulkhead::{AdmissionController, BulkheadConfig};
-use switchyard_core::ConfigError;
+use switchyard_core::{ConfigError, panic_message};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -1109,12 +1109,4 @@ impl<T: Send + Sync + 'static> Drop for Running<'_, T> {
             );
         }
     }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string payload".to_owned())
 }
