@@ -544,6 +544,16 @@ async fn stuck() -> (OneAtATime, Arc<()>, Stuck) {
     )
 }
 
+/// A round-robin balancer whose calls name their preferred endpoint (the request's key).
+fn preferring() -> Balance<Req, String> {
+    Balance::new("test", Strategy::RoundRobin).with_hint(|req: &Req| {
+        req.0.clone().map(|name| Hint {
+            key: None,
+            preferred: vec![name],
+        })
+    })
+}
+
 fn prefer(name: &str) -> Req {
     (Some(name.to_owned()), 0)
 }
@@ -559,13 +569,7 @@ async fn settle() {
 async fn a_not_ready_endpoint_is_not_picked_until_it_is_ready_again() {
     let (open_tx, open) = tokio::sync::watch::channel(false);
     let (busy, _, _) = one_at_a_time("busy", open);
-    let balance: Balance<Req, String> =
-        Balance::new("test", Strategy::RoundRobin).with_hint(|req: &Req| {
-            req.0.clone().map(|name| Hint {
-                key: None,
-                preferred: vec![name],
-            })
-        });
+    let balance: Balance<Req, String> = preferring();
     balance
         .add("busy", busy, &EndpointConfig::default())
         .unwrap();
@@ -973,13 +977,7 @@ async fn a_call_waiting_on_an_endpoint_that_is_removed_picks_again() {
     // A call from outside holds busy's only slot, for good.
     let (busy, _, _stuck) = stuck().await;
 
-    let balance: Balance<Req, String> =
-        Balance::new("test", Strategy::RoundRobin).with_hint(|req: &Req| {
-            req.0.clone().map(|name| Hint {
-                key: None,
-                preferred: vec![name],
-            })
-        });
+    let balance: Balance<Req, String> = preferring();
     // It is the only endpoint: the call waits on it, not ready as it is.
     balance
         .add("busy", busy, &EndpointConfig::default())
@@ -1044,19 +1042,12 @@ fn an_endpoint_is_not_left_out_when_its_readiness_task_dies_with_its_runtime() {
 async fn poll_ready_also_wakes_when_an_ejected_endpoint_returns() {
     let (_open_tx, open) = tokio::sync::watch::channel(false);
     let (busy, _, _) = one_at_a_time("busy", open);
-    let balance: Balance<Req, String> = Balance::new("test", Strategy::RoundRobin)
-        .with_hint(|req: &Req| {
-            req.0.clone().map(|name| Hint {
-                key: None,
-                preferred: vec![name],
-            })
-        })
-        .with_outlier(OutlierConfig {
-            consecutive_failures: 1,
-            base_ejection: Duration::from_secs(30),
-            max_ejection_percent: 100,
-            ..OutlierConfig::default()
-        });
+    let balance = preferring().with_outlier(OutlierConfig {
+        consecutive_failures: 1,
+        base_ejection: Duration::from_secs(30),
+        max_ejection_percent: 100,
+        ..OutlierConfig::default()
+    });
     balance
         .add(
             "flaky",
