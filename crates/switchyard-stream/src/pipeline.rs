@@ -21,10 +21,11 @@ use tower::{BoxError, Service, ServiceExt};
 use crate::failure::{FailureKind, MessageFailure, Summary};
 use crate::options::{BackpressurePolicy, Options, OrderingMode};
 
-/// One admitted message, as the handler gets it. Cloning it is cheap (its key and item are
-/// shared), so a handler stack that retries (which needs `Clone` requests) works without
-/// `T: Clone`.
-#[derive(Debug)]
+/// One admitted message, as the handler gets it: the item is the handler's to keep (to
+/// forward, say, without a copy). With retries on, each attempt but the last gets a clone of
+/// the item and the last gets the item itself; a message whose clone is dear can be shared
+/// instead (`Pipeline<Arc<T>>`).
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Message<T> {
     /// Its place in the stream: 1 for the first message.
@@ -33,26 +34,15 @@ pub struct Message<T> {
     pub key: Arc<str>,
     /// Which attempt this is: 1, then 2... on retries.
     pub attempt: u32,
-    /// The message itself, shared between attempts (never copied).
-    pub item: Arc<T>,
-}
-
-impl<T> Clone for Message<T> {
-    fn clone(&self) -> Self {
-        Self {
-            seq: self.seq,
-            key: Arc::clone(&self.key),
-            attempt: self.attempt,
-            item: Arc::clone(&self.item),
-        }
-    }
+    /// The message itself.
+    pub item: T,
 }
 
 /// Starts one lane's worker, with its own clone of the handler. Built where the handler's
 /// type is known, so each message is a direct call of the handler (no boxed future per
 /// message); the pipeline itself stays free of the handler's type.
 type SpawnLane<T> = Arc<
-    dyn Fn(Arc<Run<T>>, Arc<Lane<T>>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
+    dyn Fn(Arc<Run<T>>, LaneId, Arc<str>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
 >;
 
 /// The pipeline's metric handles, registered once (a lookup per message would cost more than
@@ -197,12 +187,12 @@ where
     H: Service<Message<T>> + Clone + Send + Sync + 'static,
     H::Error: Into<BoxError> + 'static,
     H::Future: Send + 'static,
-    T: Send + Sync + 'static,
+    T: Clone + Send + 'static,
 {
-    Arc::new(move |run: Arc<Run<T>>, lane| Box::pin(run.work(lane, handler.clone())))
+    Arc::new(move |run: Arc<Run<T>>, lane, key| Box::pin(run.work(lane, key, handler.clone())))
 }
 
-impl<T: Send + Sync + 'static> Pipeline<T> {
+impl<T: Clone + Send + 'static> Pipeline<T> {
     /// A pipeline named `name` (in metrics and events) without a key function: global FIFO.
     ///
     /// # Errors
@@ -360,10 +350,9 @@ impl<T: Send + Sync + 'static> Pipeline<T> {
                 AdmissionController::new(Arc::clone(&self.inner.name), config)
                     .expect("validated when the pipeline was built")
             }),
-            queues: Mutex::default(),
+            lanes: Mutex::default(),
             keyed: self.inner.options.ordering.mode == OrderingMode::KeyedFifo,
             empty: Arc::from(""),
-            waiting: AtomicUsize::new(0),
             summary: Mutex::default(),
             succeeded: AtomicU64::new(0),
             retries: AtomicU64::new(0),
@@ -569,15 +558,8 @@ impl<T> Drop for Run<T> {
     /// The messages still waiting when a stream's state goes (its `run` future dropped) leave
     /// the pipeline-wide queue gauge.
     fn drop(&mut self) {
-        let queues = self
-            .queues
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        let behind: usize = queues
-            .values()
-            .map(|lane| lock(&lane.queue).iter().filter(|m| m.behind).count())
-            .sum();
-        self.pipeline.metrics.queued.decrement(behind as f64);
+        let lanes = self.lanes.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.pipeline.metrics.queued.decrement(lanes.waiting as f64);
     }
 }
 
@@ -592,34 +574,124 @@ impl<T> Drop for CancelOnDrop<'_, T> {
     }
 }
 
-/// One ordering lane: its name, and the messages waiting in it. Its worker holds it, so
-/// taking the next message needs no lookup in the lane table.
+/// A lane's place in its stream's [`Lanes`].
+type LaneId = usize;
+
+/// One stream's ordering lanes (one per active key under `keyed_fifo`, one for the whole
+/// stream otherwise) under one lock: queueing a message, or taking a lane's next one, is one
+/// lock, with the waiting count kept under it.
+struct Lanes<T> {
+    /// The active lanes by key; a key is present while a worker runs it.
+    index: HashMap<Arc<str>, LaneId, foldhash::fast::RandomState>,
+    /// The lanes, active or free (a free lane keeps its queue's buffer for the next key).
+    slots: Vec<Lane<T>>,
+    free: Vec<LaneId>,
+    /// Messages waiting behind an earlier one, over all lanes: what the ordering capacity
+    /// counts.
+    waiting: usize,
+}
+
+impl<T> Default for Lanes<T> {
+    fn default() -> Self {
+        Self {
+            index: HashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            waiting: 0,
+        }
+    }
+}
+
+/// One ordering lane: its key, and its messages in sequence order.
 struct Lane<T> {
     key: Arc<str>,
-    queue: Mutex<VecDeque<Queued<T>>>,
+    queue: VecDeque<Queued<T>>,
+}
+
+impl<T> Lanes<T> {
+    /// Opens a lane for `key` with its first message, for a new worker to run.
+    fn open(&mut self, key: Arc<str>, first: Queued<T>) -> LaneId {
+        let id = match self.free.pop() {
+            Some(id) => {
+                let lane = &mut self.slots[id];
+                lane.key = Arc::clone(&key);
+                lane.queue.push_back(first);
+                id
+            }
+            None => {
+                self.slots.push(Lane {
+                    key: Arc::clone(&key),
+                    queue: VecDeque::from([first]),
+                });
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(key, id);
+        id
+    }
+
+    /// A lane's next message, out of the waiting count.
+    fn pop(&mut self, id: LaneId) -> Option<Queued<T>> {
+        let next = self.slots[id].queue.pop_front()?;
+        if next.behind {
+            self.waiting -= 1;
+        }
+        Some(next)
+    }
+
+    /// Closes a lane (its worker stops); answers what was still waiting in it (each with its
+    /// key), out of the waiting count.
+    fn close(&mut self, id: LaneId) -> Vec<Queued<T>> {
+        let lane = &mut self.slots[id];
+        self.index.remove(&lane.key);
+        let left: Vec<Queued<T>> = lane.queue.drain(..).map(|m| m.keyed(&lane.key)).collect();
+        self.waiting -= left.iter().filter(|m| m.behind).count();
+        self.free.push(id);
+        left
+    }
+
+    /// Takes every waiting message out of every lane (each with its key); the lanes stay open,
+    /// for their workers to find empty.
+    fn drain(&mut self) -> Vec<Queued<T>> {
+        let left: Vec<Queued<T>> = self
+            .slots
+            .iter_mut()
+            .flat_map(|lane| lane.queue.drain(..).map(|m| m.keyed(&lane.key)))
+            .collect();
+        self.waiting = 0;
+        left
+    }
 }
 
 struct Queued<T> {
     seq: u64,
-    key: Arc<str>,
-    item: Arc<T>,
+    /// Its own key where it differs from its lane's (global FIFO with a key function).
+    key: Option<Arc<str>>,
+    item: T,
     /// Whether it waits behind an earlier message (counted in `waiting`); the first message
     /// of an idle lane does not.
     behind: bool,
+}
+
+impl<T> Queued<T> {
+    /// With its key filled in from its lane's.
+    fn keyed(mut self, lane: &Arc<str>) -> Self {
+        if self.key.is_none() && !lane.is_empty() {
+            self.key = Some(Arc::clone(lane));
+        }
+        self
+    }
 }
 
 /// One stream's state, shared by its receiver and its key workers.
 struct Run<T> {
     pipeline: Arc<Inner<T>>,
     admission: Option<AdmissionController>,
-    /// Each active ordering key's waiting messages; a key is present while a worker runs it.
-    queues: Mutex<HashMap<Arc<str>, Arc<Lane<T>>, foldhash::fast::RandomState>>,
+    lanes: Mutex<Lanes<T>>,
     /// Whether lanes are keys (`keyed_fifo`) rather than the whole stream.
     keyed: bool,
     /// The empty key, shared.
     empty: Arc<str>,
-    /// Messages waiting for their turn, over all keys.
-    waiting: AtomicUsize,
     summary: Mutex<Summary>,
     succeeded: AtomicU64,
     retries: AtomicU64,
@@ -634,25 +706,17 @@ struct Run<T> {
     stopped: AtomicBool,
 }
 
-impl<T: Send + Sync + 'static> Run<T> {
-    fn name(&self) -> &str {
-        &self.pipeline.name
-    }
-
+impl<T: Clone + Send + 'static> Run<T> {
     /// The Receiver and the Gate's ordering step: numbers a message, finds its key, queues it
     /// behind its key's earlier messages (starting a worker for a key with none running).
     fn receive(self: &Arc<Self>, seq: u64, item: T, tasks: &mut JoinSet<()>) {
-        let item = Arc::new(item);
-        // Borrowed from the message where the key function allows: a known lane's name is
-        // then shared, not copied.
-        let borrowed = Arc::clone(&item);
         let found = match &self.pipeline.key {
-            None => Ok((&*self.empty, None)),
+            None => Ok(("", None)),
             Some(KeyFn::Borrowed(key_fn)) => {
-                catch_unwind(AssertUnwindSafe(|| key_fn(&borrowed))).map(|key| (key, None))
+                catch_unwind(AssertUnwindSafe(|| key_fn(&item))).map(|key| (key, None))
             }
             Some(KeyFn::Computed(key_fn)) => {
-                catch_unwind(AssertUnwindSafe(|| key_fn(&borrowed))).map(|key| ("", Some(key)))
+                catch_unwind(AssertUnwindSafe(|| key_fn(&item))).map(|key| ("", Some(key)))
             }
         };
         let (key, computed) = match found {
@@ -668,15 +732,6 @@ impl<T: Send + Sync + 'static> Run<T> {
             }
         };
         let key: &str = computed.as_deref().unwrap_or(key);
-        // The message's own key, as an `Arc<str>` (copied only when no lane shares it).
-        let own = |lane: Option<&Lane<T>>| -> Arc<str> {
-            match (lane, &computed) {
-                (Some(lane), _) if self.keyed => Arc::clone(&lane.key),
-                (_, Some(computed)) => Arc::clone(computed),
-                _ if key.is_empty() => Arc::clone(&self.empty),
-                _ => Arc::from(key),
-            }
-        };
         if self.stopped.load(Ordering::Acquire) {
             let kind = *lock(&self.cut);
             self.reject(seq, key, kind, "the stream already ended".to_owned());
@@ -691,62 +746,60 @@ impl<T: Send + Sync + 'static> Run<T> {
             );
             return;
         }
-        let lane_name: &str = if self.keyed { key } else { "" };
+        // The message's own key, kept only where its lane's differs (global FIFO with a key
+        // function): under `keyed_fifo` every message shares its lane's.
+        let own = || -> Option<Arc<str>> {
+            if self.keyed || key.is_empty() {
+                None
+            } else {
+                Some(computed.clone().unwrap_or_else(|| Arc::from(key)))
+            }
+        };
         let capacity = self.pipeline.options.ordering.capacity;
-        let queues = lock(&self.queues);
-        if let Some(lane) = queues.get(lane_name) {
-            let key = own(Some(lane));
-            if capacity > 0 && self.waiting.load(Ordering::Acquire) >= capacity {
-                drop(queues);
+        let mut lanes = lock(&self.lanes);
+        if let Some(&id) = lanes.index.get(if self.keyed { key } else { "" }) {
+            if capacity > 0 && lanes.waiting >= capacity {
+                drop(lanes);
                 self.reject(
                     seq,
-                    &key,
+                    key,
                     FailureKind::Ordering,
                     format!("the ordering queue is full ({capacity} messages wait)"),
                 );
                 return;
             }
-            let mut queue = lock(&lane.queue);
+            lanes.waiting += 1;
+            let queue = &mut lanes.slots[id].queue;
             queue.push_back(Queued {
                 seq,
-                key,
+                key: own(),
                 item,
                 behind: true,
             });
-            // Counted before the lane's lock is let go, so its worker never counts it first.
-            self.waiting.fetch_add(1, Ordering::AcqRel);
-            self.pipeline.metrics.queued.increment(1.0);
-            self.pipeline
-                .metrics
-                .key_queue_depth
-                .record(queue.len() as f64);
+            // Counted under the lock, so the lane's worker never takes it off first.
+            let metrics = &self.pipeline.metrics;
+            metrics.queued.increment(1.0);
+            metrics.key_queue_depth.record(queue.len() as f64);
             return;
         }
-        let mut queues = queues;
-        {
-            let key = own(None);
-            let lane_key = if self.keyed {
-                Arc::clone(&key)
-            } else {
-                Arc::clone(&self.empty)
-            };
-            let queued = Queued {
-                seq,
-                key,
-                item,
-                behind: false,
-            };
-            let lane = Arc::new(Lane {
-                key: Arc::clone(&lane_key),
-                queue: Mutex::new(VecDeque::from([queued])),
-            });
-            queues.insert(lane_key, Arc::clone(&lane));
-            tasks.spawn((self.pipeline.spawn_lane)(Arc::clone(self), lane));
-        }
+        let lane_key = if self.keyed {
+            computed.clone().unwrap_or_else(|| Arc::from(key))
+        } else {
+            Arc::clone(&self.empty)
+        };
+        let first = Queued {
+            seq,
+            key: own(),
+            item,
+            behind: false,
+        };
+        let id = lanes.open(Arc::clone(&lane_key), first);
+        drop(lanes);
+        tasks.spawn((self.pipeline.spawn_lane)(Arc::clone(self), id, lane_key));
     }
 
     /// One ordering lane's worker: its messages, one at a time, in sequence order.
-    async fn work<H>(self: Arc<Self>, lane: Arc<Lane<T>>, mut handler: H)
+    async fn work<H>(self: Arc<Self>, lane: LaneId, key: Arc<str>, mut handler: H)
     where
         H: Service<Message<T>> + Send,
         H::Error: Into<BoxError>,
@@ -754,8 +807,9 @@ impl<T: Send + Sync + 'static> Run<T> {
     {
         let mut guard = LaneGuard {
             run: &self,
-            lane: &lane,
+            lane,
             finished: false,
+            succeeded: 0,
         };
         loop {
             if self.stopped.load(Ordering::Acquire) {
@@ -763,45 +817,44 @@ impl<T: Send + Sync + 'static> Run<T> {
                 guard.finished = true;
                 return;
             }
-            let next = lock(&lane.queue).pop_front();
-            let next = match next {
-                Some(next) => next,
-                None => {
-                    // Empty: the lane leaves the table, unless a message came in meanwhile
-                    // (the receiver queues under the table's lock).
-                    let mut queues = lock(&self.queues);
-                    let next = lock(&lane.queue).pop_front();
-                    match next {
-                        Some(next) => next,
-                        None => {
-                            queues.remove(&lane.key);
-                            guard.finished = true;
-                            return;
-                        }
+            let next = {
+                let mut lanes = lock(&self.lanes);
+                match lanes.pop(lane) {
+                    Some(next) => next,
+                    None => {
+                        // Empty: the lane closes (under the lock the receiver queues under,
+                        // so no message is left behind).
+                        let left = lanes.close(lane);
+                        debug_assert!(left.is_empty());
+                        guard.finished = true;
+                        return;
                     }
                 }
             };
             if next.behind {
-                self.waiting.fetch_sub(1, Ordering::AcqRel);
                 self.pipeline.metrics.queued.decrement(1.0);
             }
-            self.process(&mut handler, next).await;
+            if self.process(&mut handler, next, &key).await {
+                guard.succeeded += 1;
+            }
         }
     }
 
-    /// The Gate's backpressure step, then the Engine.
-    async fn process<H>(&self, handler: &mut H, message: Queued<T>)
+    /// The Gate's backpressure step, then the Engine; answers whether the message succeeded.
+    async fn process<H>(&self, handler: &mut H, message: Queued<T>, lane_key: &Arc<str>) -> bool
     where
         H: Service<Message<T>> + Send,
         H::Error: Into<BoxError>,
         H::Future: Send,
     {
+        let Queued { seq, key, item, .. } = message;
+        let key = key.as_ref().unwrap_or(lane_key);
         // From here on the message is reported however it ends: waiting for a slot, running,
         // or cut by the end of the grace period or a cancellation.
         let mut running = Running {
             run: self,
-            seq: message.seq,
-            key: &message.key,
+            seq,
+            key,
             attempts: 0,
             done: false,
             in_flight: false,
@@ -813,13 +866,8 @@ impl<T: Send + Sync + 'static> Run<T> {
                 Ok(permit) => Some(permit),
                 Err(full) => {
                     running.done = true;
-                    self.reject(
-                        message.seq,
-                        &message.key,
-                        FailureKind::Backpressure,
-                        full.to_string(),
-                    );
-                    return;
+                    self.reject(seq, key, FailureKind::Backpressure, full.to_string());
+                    return false;
                 }
             },
         };
@@ -838,13 +886,14 @@ impl<T: Send + Sync + 'static> Run<T> {
         metrics.admitted.increment(1);
         metrics.in_flight.increment(1.0);
         running.in_flight = true;
-        self.execute(handler, &message, &mut running).await;
+        let succeeded = self.execute(handler, item, &mut running).await;
         drop(running);
         drop(permit);
+        succeeded
     }
 
-    /// The Engine: attempts with backoff, panics caught.
-    async fn execute<H>(&self, handler: &mut H, message: &Queued<T>, running: &mut Running<'_, T>)
+    /// The Engine: attempts with backoff, panics caught; answers whether one succeeded.
+    async fn execute<H>(&self, handler: &mut H, item: T, running: &mut Running<'_, T>) -> bool
     where
         H: Service<Message<T>> + Send,
         H::Error: Into<BoxError>,
@@ -852,13 +901,24 @@ impl<T: Send + Sync + 'static> Run<T> {
     {
         let retry = &self.pipeline.options.retry;
         let attempts = retry.max_attempts.max(1);
+        let (seq, key) = (running.seq, running.key);
+        let mut item = Some(item);
         for attempt in 1..=attempts {
             running.attempts = attempt;
+            // Each attempt but the last gets a copy; the last gets the item itself.
+            let this = if attempt < attempts {
+                item.clone()
+            } else {
+                item.take()
+            };
+            let Some(this) = this else {
+                break; // unreachable: only the last attempt takes the item
+            };
             let request = Message {
-                seq: message.seq,
-                key: Arc::clone(&message.key),
+                seq,
+                key: Arc::clone(key),
                 attempt,
-                item: Arc::clone(&message.item),
+                item: this,
             };
             // The error is read inside the caught block too: a `Display` that panics is the
             // handler's panic, not the worker's.
@@ -875,8 +935,7 @@ impl<T: Send + Sync + 'static> Run<T> {
             let (kind, error) = match outcome {
                 Ok(Ok(())) => {
                     running.done = true;
-                    self.succeeded.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return true;
                 }
                 Ok(Err(failure)) => failure,
                 Err(panic) => (
@@ -885,7 +944,7 @@ impl<T: Send + Sync + 'static> Run<T> {
                 ),
             };
             if kind.is_retryable() && attempt < attempts {
-                tracing::debug!(target: "switchyard_stream", pipeline = self.name(), seq = message.seq, attempt, %error, "retrying a message");
+                tracing::debug!(target: "switchyard_stream", pipeline = self.name(), seq, attempt, %error, "retrying a message");
                 if !retry.backoff.is_zero() {
                     tokio::time::sleep(retry.backoff).await;
                 }
@@ -897,14 +956,18 @@ impl<T: Send + Sync + 'static> Run<T> {
             if kind.is_terminal() {
                 // The handler says the stream is over (its caller left, or it is shutting
                 // down): the stream ends here, whatever else was admitted.
-                self.terminate(
-                    kind,
-                    format!("message {} ended the stream: {error}", message.seq),
-                );
+                self.terminate(kind, format!("message {seq} ended the stream: {error}"));
             }
-            self.fail(message.seq, &message.key, kind, attempt, error, true);
-            return;
+            self.fail(seq, key, kind, attempt, error, true);
+            return false;
         }
+        false
+    }
+}
+
+impl<T> Run<T> {
+    fn name(&self) -> &str {
+        &self.pipeline.name
     }
 
     fn summary_mut(&self) -> MutexGuard<'_, Summary> {
@@ -957,25 +1020,18 @@ impl<T: Send + Sync + 'static> Run<T> {
 
     /// Rejects every message still waiting for its turn (their workers then stop).
     fn reject_queued(&self, kind: FailureKind, why: &str) {
-        let waiting: Vec<Queued<T>> = {
-            let queues = lock(&self.queues);
-            let waiting: Vec<Queued<T>> = queues
-                .values()
-                .flat_map(|l| lock(&l.queue).drain(..).collect::<Vec<_>>())
-                .collect();
-            self.uncount(&waiting);
-            waiting
-        };
-        for message in waiting {
-            self.reject(message.seq, &message.key, kind, why.to_owned());
-        }
+        let waiting = lock(&self.lanes).drain();
+        self.reject_all(waiting, kind, why);
     }
 
-    /// Takes messages out of the waiting count (the caller holds the lane table's lock).
-    fn uncount(&self, messages: &[Queued<T>]) {
+    /// Rejects messages taken out of their lanes.
+    fn reject_all(&self, messages: Vec<Queued<T>>, kind: FailureKind, why: &str) {
         let behind = messages.iter().filter(|m| m.behind).count();
-        self.waiting.fetch_sub(behind, Ordering::AcqRel);
         self.pipeline.metrics.queued.decrement(behind as f64);
+        for message in messages {
+            let key = message.key.as_deref().unwrap_or("");
+            self.reject(message.seq, key, kind, why.to_owned());
+        }
     }
 
     /// Ends the stream now: cancels what runs and rejects what waits, with the kind that
@@ -1031,45 +1087,39 @@ impl<T: Send + Sync + 'static> Run<T> {
     }
 }
 
-/// A lane's worker, for the lane's sake: if the worker panics (a bug of the pipeline's:
-/// handlers' panics are caught), its lane is taken out and its waiting messages rejected
-/// (`Internal`), so the key is not left stuck behind a dead worker.
-struct LaneGuard<'a, T: Send + Sync + 'static> {
+/// A lane's worker, for the lane's sake. It adds the lane's successes to the stream's count
+/// when the worker ends, however it ends (one shared counter bump per lane, not per message).
+/// If the worker panics (a bug of the pipeline's: handlers' panics are caught), its lane is
+/// closed and its waiting messages rejected (`Internal`), so the key is not left stuck behind
+/// a dead worker.
+struct LaneGuard<'a, T> {
     run: &'a Run<T>,
-    lane: &'a Arc<Lane<T>>,
+    lane: LaneId,
     finished: bool,
+    succeeded: u64,
 }
 
-impl<T: Send + Sync + 'static> Drop for LaneGuard<'_, T> {
+impl<T> Drop for LaneGuard<'_, T> {
     fn drop(&mut self) {
+        self.run
+            .succeeded
+            .fetch_add(self.succeeded, Ordering::Relaxed);
         if self.finished || !std::thread::panicking() {
             // Done, or aborted (the run rejects what is left in the lanes itself).
             return;
         }
-        let waiting = {
-            let mut queues = lock(&self.run.queues);
-            queues.remove(&self.lane.key);
-            let waiting: Vec<Queued<T>> = lock(&self.lane.queue).drain(..).collect();
-            self.run.uncount(&waiting);
-            waiting
-        };
-        for message in waiting {
-            self.run.reject(
-                message.seq,
-                &message.key,
-                FailureKind::Internal,
-                "the lane's worker failed".to_owned(),
-            );
-        }
+        let waiting = lock(&self.run.lanes).close(self.lane);
+        self.run
+            .reject_all(waiting, FailureKind::Internal, "the lane's worker failed");
     }
 }
 
 /// A message running in the Engine. If its task is cancelled (the grace period ended, the
 /// caller cancelled), dropping this reports it.
-struct Running<'a, T: Send + Sync + 'static> {
+struct Running<'a, T> {
     run: &'a Run<T>,
     seq: u64,
-    key: &'a str,
+    key: &'a Arc<str>,
     attempts: u32,
     done: bool,
     /// Counted in the in-flight gauge.
@@ -1078,7 +1128,7 @@ struct Running<'a, T: Send + Sync + 'static> {
     over: bool,
 }
 
-impl<T: Send + Sync + 'static> Drop for Running<'_, T> {
+impl<T> Drop for Running<'_, T> {
     fn drop(&mut self) {
         if self.in_flight {
             self.run.pipeline.metrics.in_flight.decrement(1.0);
