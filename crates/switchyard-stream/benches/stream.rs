@@ -9,7 +9,6 @@
 #![allow(clippy::disallowed_methods)] // a bench measures wall-clock time; nothing here decides on it
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -34,14 +33,13 @@ async fn work(done: &AtomicU64) {
     done.fetch_add(1, Ordering::Relaxed);
 }
 
-fn pipeline(options: &str, done: &Arc<AtomicU64>) -> Pipeline<Item> {
-    let done = Arc::clone(done);
-    let handler = service_fn(move |_: Message<Item>| {
-        let done = Arc::clone(&done);
-        async move {
-            work(&done).await;
-            Ok::<_, BoxError>(())
-        }
+/// What both sides count their work on (a static, so neither pays for sharing it).
+static DONE: AtomicU64 = AtomicU64::new(0);
+
+fn pipeline(options: &str) -> Pipeline<Item> {
+    let handler = service_fn(|_: Message<Item>| async {
+        work(&DONE).await;
+        Ok::<_, BoxError>(())
     });
     let options = Options::from_json(options).expect("options");
     Pipeline::keyed("bench", options, handler, |m: &Item| m.0.as_str()).expect("pipeline")
@@ -49,7 +47,7 @@ fn pipeline(options: &str, done: &Arc<AtomicU64>) -> Pipeline<Item> {
 
 /// The hand-rolled equivalent: a dispatcher that sends each message to its key's channel,
 /// starting a task per key that handles its messages in order.
-async fn bare_mpsc(done: &Arc<AtomicU64>) {
+async fn bare_mpsc() {
     let mut lanes: HashMap<String, mpsc::UnboundedSender<Item>> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     for item in items() {
@@ -59,11 +57,10 @@ async fn bare_mpsc(done: &Arc<AtomicU64>) {
             continue;
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<Item>();
-        let done = Arc::clone(done);
         tasks.spawn(async move {
             while let Some(item) = rx.recv().await {
                 std::hint::black_box(&item);
-                work(&done).await;
+                work(&DONE).await;
             }
         });
         lanes.insert(item.0.clone(), tx.clone());
@@ -81,10 +78,8 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("stream/10k-messages-100-keys");
     group.throughput(Throughput::Elements(MESSAGES));
     group.sample_size(20);
-    let done = Arc::new(AtomicU64::new(0));
-
     group.bench_function("bare mpsc (channel + task per key)", |b| {
-        b.to_async(&rt).iter(|| bare_mpsc(&done));
+        b.to_async(&rt).iter(bare_mpsc);
     });
     let cases = [
         (
@@ -109,7 +104,7 @@ fn benches(c: &mut Criterion) {
         ),
     ];
     for (name, options) in cases {
-        let pipeline = pipeline(options, &done);
+        let pipeline = pipeline(options);
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| {
                 let pipeline = pipeline.clone();

@@ -53,6 +53,7 @@
 #[cfg(feature = "demo")]
 pub mod demo;
 mod failure;
+mod lanes;
 mod options;
 mod pipeline;
 

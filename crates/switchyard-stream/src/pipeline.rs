@@ -1,7 +1,6 @@
 //! The pipeline: Receiver (sequence numbers) → Gate (ordering, backpressure, shutdown) →
 //! Engine (per-message retry, panic recovery), run over one client stream.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::AtomicU64;
@@ -19,6 +18,7 @@ use tokio::time::Instant;
 use tower::{BoxError, Service, ServiceExt};
 
 use crate::failure::{FailureKind, MessageFailure, Summary};
+use crate::lanes::{LaneId, Lanes, Left, Queued};
 use crate::options::{BackpressurePolicy, Options, OrderingMode};
 
 /// One admitted message, as the handler gets it: the item is the handler's to keep (to
@@ -90,6 +90,29 @@ impl Metrics {
 enum KeyFn<T> {
     Borrowed(BorrowedKey<T>),
     Computed(ComputedKey<T>),
+}
+
+/// A message's key: borrowed from it, or computed.
+enum Key<'a> {
+    Borrowed(&'a str),
+    Computed(Arc<str>),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(key) => key,
+            Key::Computed(key) => key,
+        }
+    }
+
+    /// As an `Arc<str>`: a computed key shared, a borrowed one copied.
+    fn to_arc(&self) -> Arc<str> {
+        match self {
+            Key::Borrowed(key) => Arc::from(*key),
+            Key::Computed(key) => Arc::clone(key),
+        }
+    }
 }
 
 type BorrowedKey<T> = Arc<dyn for<'a> Fn(&'a T) -> &'a str + Send + Sync>;
@@ -375,6 +398,7 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
         let _cancel = CancelOnDrop(&run);
         let mut stream = std::pin::pin!(stream);
         let mut seq = 0;
+        let mut batch = Vec::new();
         if *shutdown.closing.borrow_and_update() {
             // Shut down already: read nothing, so the client can send it all elsewhere.
             run.end(
@@ -423,23 +447,21 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
                     // The messages already buffered are taken in one go (up to a batch), so
                     // the wait above is set up once per batch, not once per message.
                     let mut next = Some(next);
-                    let mut taken = 0;
                     while let Some(item) = next.take() {
                         match item {
                             None => reading = false,
                             Some(Ok(item)) => {
-                                seq += 1;
-                                run.receive(seq, item, &mut tasks);
-                                taken += 1;
+                                batch.push(item);
                                 // Not past a shutdown: the next message waits for the loop
                                 // above to see it.
-                                if taken < BATCH && !shutdown.signalled() {
+                                if batch.len() < BATCH && !shutdown.signalled() {
                                     next = stream.next().now_or_never();
                                 }
                             }
                             Some(Err(status)) => cancelled = Some(status),
                         }
                     }
+                    run.receive(&mut seq, &mut batch, &mut tasks);
                     if cancelled.is_some() {
                         reading = false;
                     }
@@ -559,7 +581,10 @@ impl<T> Drop for Run<T> {
     /// the pipeline-wide queue gauge.
     fn drop(&mut self) {
         let lanes = self.lanes.get_mut().unwrap_or_else(PoisonError::into_inner);
-        self.pipeline.metrics.queued.decrement(lanes.waiting as f64);
+        self.pipeline
+            .metrics
+            .queued
+            .decrement(lanes.waiting() as f64);
     }
 }
 
@@ -571,115 +596,6 @@ struct CancelOnDrop<'a, T>(&'a Run<T>);
 impl<T> Drop for CancelOnDrop<'_, T> {
     fn drop(&mut self) {
         *lock(&self.0.cut) = FailureKind::ContextCancelled;
-    }
-}
-
-/// A lane's place in its stream's [`Lanes`].
-type LaneId = usize;
-
-/// One stream's ordering lanes (one per active key under `keyed_fifo`, one for the whole
-/// stream otherwise) under one lock: queueing a message, or taking a lane's next one, is one
-/// lock, with the waiting count kept under it.
-struct Lanes<T> {
-    /// The active lanes by key; a key is present while a worker runs it.
-    index: HashMap<Arc<str>, LaneId, foldhash::fast::RandomState>,
-    /// The lanes, active or free (a free lane keeps its queue's buffer for the next key).
-    slots: Vec<Lane<T>>,
-    free: Vec<LaneId>,
-    /// Messages waiting behind an earlier one, over all lanes: what the ordering capacity
-    /// counts.
-    waiting: usize,
-}
-
-impl<T> Default for Lanes<T> {
-    fn default() -> Self {
-        Self {
-            index: HashMap::default(),
-            slots: Vec::new(),
-            free: Vec::new(),
-            waiting: 0,
-        }
-    }
-}
-
-/// One ordering lane: its key, and its messages in sequence order.
-struct Lane<T> {
-    key: Arc<str>,
-    queue: VecDeque<Queued<T>>,
-}
-
-impl<T> Lanes<T> {
-    /// Opens a lane for `key` with its first message, for a new worker to run.
-    fn open(&mut self, key: Arc<str>, first: Queued<T>) -> LaneId {
-        let id = match self.free.pop() {
-            Some(id) => {
-                let lane = &mut self.slots[id];
-                lane.key = Arc::clone(&key);
-                lane.queue.push_back(first);
-                id
-            }
-            None => {
-                self.slots.push(Lane {
-                    key: Arc::clone(&key),
-                    queue: VecDeque::from([first]),
-                });
-                self.slots.len() - 1
-            }
-        };
-        self.index.insert(key, id);
-        id
-    }
-
-    /// A lane's next message, out of the waiting count.
-    fn pop(&mut self, id: LaneId) -> Option<Queued<T>> {
-        let next = self.slots[id].queue.pop_front()?;
-        if next.behind {
-            self.waiting -= 1;
-        }
-        Some(next)
-    }
-
-    /// Closes a lane (its worker stops); answers what was still waiting in it (each with its
-    /// key), out of the waiting count.
-    fn close(&mut self, id: LaneId) -> Vec<Queued<T>> {
-        let lane = &mut self.slots[id];
-        self.index.remove(&lane.key);
-        let left: Vec<Queued<T>> = lane.queue.drain(..).map(|m| m.keyed(&lane.key)).collect();
-        self.waiting -= left.iter().filter(|m| m.behind).count();
-        self.free.push(id);
-        left
-    }
-
-    /// Takes every waiting message out of every lane (each with its key); the lanes stay open,
-    /// for their workers to find empty.
-    fn drain(&mut self) -> Vec<Queued<T>> {
-        let left: Vec<Queued<T>> = self
-            .slots
-            .iter_mut()
-            .flat_map(|lane| lane.queue.drain(..).map(|m| m.keyed(&lane.key)))
-            .collect();
-        self.waiting = 0;
-        left
-    }
-}
-
-struct Queued<T> {
-    seq: u64,
-    /// Its own key where it differs from its lane's (global FIFO with a key function).
-    key: Option<Arc<str>>,
-    item: T,
-    /// Whether it waits behind an earlier message (counted in `waiting`); the first message
-    /// of an idle lane does not.
-    behind: bool,
-}
-
-impl<T> Queued<T> {
-    /// With its key filled in from its lane's.
-    fn keyed(mut self, lane: &Arc<str>) -> Self {
-        if self.key.is_none() && !lane.is_empty() {
-            self.key = Some(Arc::clone(lane));
-        }
-        self
     }
 }
 
@@ -707,95 +623,99 @@ struct Run<T> {
 }
 
 impl<T: Clone + Send + 'static> Run<T> {
-    /// The Receiver and the Gate's ordering step: numbers a message, finds its key, queues it
-    /// behind its key's earlier messages (starting a worker for a key with none running).
-    fn receive(self: &Arc<Self>, seq: u64, item: T, tasks: &mut JoinSet<()>) {
+    /// The Receiver and the Gate's ordering step, for a batch of messages read together:
+    /// numbers each, finds its key, and queues it behind its key's earlier messages (starting
+    /// a worker for a key with none running). One lock of the lanes for the batch.
+    fn receive(self: &Arc<Self>, seq: &mut u64, batch: &mut Vec<T>, tasks: &mut JoinSet<()>) {
+        let capacity = self.pipeline.options.ordering.capacity;
+        let mut opened = Vec::new();
+        let mut lanes = lock(&self.lanes);
+        for item in batch.drain(..) {
+            *seq += 1;
+            let seq = *seq;
+            let key = match self.key_of(&item) {
+                Ok(key) => key,
+                Err(error) => {
+                    drop(lanes);
+                    self.reject(seq, "", FailureKind::Internal, error);
+                    lanes = lock(&self.lanes);
+                    continue;
+                }
+            };
+            let name = key.as_str();
+            let refused = if self.stopped.load(Ordering::Acquire) {
+                Some((*lock(&self.cut), "the stream already ended".to_owned()))
+            } else if self.closing.load(Ordering::Acquire) {
+                Some((
+                    FailureKind::Shutdown,
+                    "the pipeline is shutting down".to_owned(),
+                ))
+            } else {
+                None
+            };
+            let lane = lanes.find(if self.keyed { name } else { "" });
+            let refused = refused.or_else(|| {
+                (lane.is_some() && capacity > 0 && lanes.waiting() >= capacity).then(|| {
+                    (
+                        FailureKind::Ordering,
+                        format!("the ordering queue is full ({capacity} messages wait)"),
+                    )
+                })
+            });
+            if let Some((kind, error)) = refused {
+                drop(lanes);
+                self.reject(seq, name, kind, error);
+                lanes = lock(&self.lanes);
+                continue;
+            }
+            // The message's own key, kept only where its lane's differs (global FIFO with a
+            // key function): under `keyed_fifo` every message shares its lane's.
+            let own = (!self.keyed && !name.is_empty()).then(|| key.to_arc());
+            if let Some(id) = lane {
+                let depth = lanes.push(
+                    id,
+                    Queued {
+                        seq,
+                        key: own,
+                        item,
+                    },
+                );
+                // Counted under the lock, so the lane's worker never takes it off first.
+                let metrics = &self.pipeline.metrics;
+                metrics.queued.increment(1.0);
+                metrics.key_queue_depth.record(depth as f64);
+                continue;
+            }
+            let lane_key = if self.keyed {
+                key.to_arc()
+            } else {
+                Arc::clone(&self.empty)
+            };
+            let first = Queued {
+                seq,
+                key: own,
+                item,
+            };
+            opened.push((lanes.open(Arc::clone(&lane_key), first), lane_key));
+        }
+        drop(lanes);
+        for (id, key) in opened {
+            tasks.spawn((self.pipeline.spawn_lane)(Arc::clone(self), id, key));
+        }
+    }
+
+    /// A message's key, or why it has none (the key function panicked).
+    fn key_of<'a>(&self, item: &'a T) -> Result<Key<'a>, String> {
         let found = match &self.pipeline.key {
-            None => Ok(("", None)),
+            None => return Ok(Key::Borrowed("")),
             Some(KeyFn::Borrowed(key_fn)) => {
-                catch_unwind(AssertUnwindSafe(|| key_fn(&item))).map(|key| (key, None))
+                catch_unwind(AssertUnwindSafe(|| Key::Borrowed(key_fn(item))))
             }
             Some(KeyFn::Computed(key_fn)) => {
-                catch_unwind(AssertUnwindSafe(|| key_fn(&item))).map(|key| ("", Some(key)))
+                catch_unwind(AssertUnwindSafe(|| Key::Computed(key_fn(item))))
             }
         };
-        let (key, computed) = match found {
-            Ok(found) => found,
-            Err(panic) => {
-                self.reject(
-                    seq,
-                    "",
-                    FailureKind::Internal,
-                    format!("the key function panicked: {}", panic_message(&*panic)),
-                );
-                return;
-            }
-        };
-        let key: &str = computed.as_deref().unwrap_or(key);
-        if self.stopped.load(Ordering::Acquire) {
-            let kind = *lock(&self.cut);
-            self.reject(seq, key, kind, "the stream already ended".to_owned());
-            return;
-        }
-        if self.closing.load(Ordering::Acquire) {
-            self.reject(
-                seq,
-                key,
-                FailureKind::Shutdown,
-                "the pipeline is shutting down".to_owned(),
-            );
-            return;
-        }
-        // The message's own key, kept only where its lane's differs (global FIFO with a key
-        // function): under `keyed_fifo` every message shares its lane's.
-        let own = || -> Option<Arc<str>> {
-            if self.keyed || key.is_empty() {
-                None
-            } else {
-                Some(computed.clone().unwrap_or_else(|| Arc::from(key)))
-            }
-        };
-        let capacity = self.pipeline.options.ordering.capacity;
-        let mut lanes = lock(&self.lanes);
-        if let Some(&id) = lanes.index.get(if self.keyed { key } else { "" }) {
-            if capacity > 0 && lanes.waiting >= capacity {
-                drop(lanes);
-                self.reject(
-                    seq,
-                    key,
-                    FailureKind::Ordering,
-                    format!("the ordering queue is full ({capacity} messages wait)"),
-                );
-                return;
-            }
-            lanes.waiting += 1;
-            let queue = &mut lanes.slots[id].queue;
-            queue.push_back(Queued {
-                seq,
-                key: own(),
-                item,
-                behind: true,
-            });
-            // Counted under the lock, so the lane's worker never takes it off first.
-            let metrics = &self.pipeline.metrics;
-            metrics.queued.increment(1.0);
-            metrics.key_queue_depth.record(queue.len() as f64);
-            return;
-        }
-        let lane_key = if self.keyed {
-            computed.clone().unwrap_or_else(|| Arc::from(key))
-        } else {
-            Arc::clone(&self.empty)
-        };
-        let first = Queued {
-            seq,
-            key: own(),
-            item,
-            behind: false,
-        };
-        let id = lanes.open(Arc::clone(&lane_key), first);
-        drop(lanes);
-        tasks.spawn((self.pipeline.spawn_lane)(Arc::clone(self), id, lane_key));
+        found.map_err(|panic| format!("the key function panicked: {}", panic_message(&*panic)))
     }
 
     /// One ordering lane's worker: its messages, one at a time, in sequence order.
@@ -825,13 +745,14 @@ impl<T: Clone + Send + 'static> Run<T> {
                         // Empty: the lane closes (under the lock the receiver queues under,
                         // so no message is left behind).
                         let left = lanes.close(lane);
-                        debug_assert!(left.is_empty());
+                        debug_assert!(left.messages.is_empty());
                         guard.finished = true;
                         return;
                     }
                 }
             };
-            if next.behind {
+            let (next, behind) = next;
+            if behind {
                 self.pipeline.metrics.queued.decrement(1.0);
             }
             if self.process(&mut handler, next, &key).await {
@@ -840,14 +761,16 @@ impl<T: Clone + Send + 'static> Run<T> {
         }
     }
 
-    /// The Gate's backpressure step, then the Engine; answers whether the message succeeded.
+    /// The Gate's backpressure step, then the Engine (attempts with backoff, panics caught);
+    /// answers whether the message succeeded. One function, not two nested ones: each
+    /// `async fn` layer costs every poll of every message a little.
     async fn process<H>(&self, handler: &mut H, message: Queued<T>, lane_key: &Arc<str>) -> bool
     where
         H: Service<Message<T>> + Send,
         H::Error: Into<BoxError>,
         H::Future: Send,
     {
-        let Queued { seq, key, item, .. } = message;
+        let Queued { seq, key, item } = message;
         let key = key.as_ref().unwrap_or(lane_key);
         // From here on the message is reported however it ends: waiting for a slot, running,
         // or cut by the end of the grace period or a cancellation.
@@ -860,50 +783,39 @@ impl<T: Clone + Send + 'static> Run<T> {
             in_flight: false,
             over: false,
         };
-        let permit = match &self.admission {
-            None => None,
-            Some(admission) => match admission.acquire().await {
-                Ok(permit) => Some(permit),
+        let mut permit = None;
+        if let Some(admission) = &self.admission {
+            match admission.acquire().await {
+                Ok(granted) => {
+                    if granted.is_over_capacity() {
+                        self.over_capacity.fetch_add(1, Ordering::Relaxed);
+                        if self.pipeline.options.backpressure.policy
+                            == BackpressurePolicy::SoftAllowWithSignal
+                        {
+                            running.over = true;
+                            self.pipeline.pressure_up(self.name());
+                        }
+                    }
+                    permit = Some(granted);
+                }
                 Err(full) => {
                     running.done = true;
                     self.reject(seq, key, FailureKind::Backpressure, full.to_string());
                     return false;
                 }
-            },
-        };
-        if permit
-            .as_ref()
-            .is_some_and(switchyard_bulkhead::Permit::is_over_capacity)
-        {
-            self.over_capacity.fetch_add(1, Ordering::Relaxed);
-            if self.pipeline.options.backpressure.policy == BackpressurePolicy::SoftAllowWithSignal
-            {
-                running.over = true;
-                self.pipeline.pressure_up(self.name());
             }
         }
         let metrics = &self.pipeline.metrics;
         metrics.admitted.increment(1);
         metrics.in_flight.increment(1.0);
         running.in_flight = true;
-        let succeeded = self.execute(handler, item, &mut running).await;
-        drop(running);
-        drop(permit);
-        succeeded
-    }
 
-    /// The Engine: attempts with backoff, panics caught; answers whether one succeeded.
-    async fn execute<H>(&self, handler: &mut H, item: T, running: &mut Running<'_, T>) -> bool
-    where
-        H: Service<Message<T>> + Send,
-        H::Error: Into<BoxError>,
-        H::Future: Send,
-    {
         let retry = &self.pipeline.options.retry;
         let attempts = retry.max_attempts.max(1);
-        let (seq, key) = (running.seq, running.key);
         let mut item = Some(item);
-        for attempt in 1..=attempts {
+        let mut attempt = 0;
+        let succeeded = loop {
+            attempt += 1;
             running.attempts = attempt;
             // Each attempt but the last gets a copy; the last gets the item itself.
             let this = if attempt < attempts {
@@ -912,7 +824,7 @@ impl<T: Clone + Send + 'static> Run<T> {
                 item.take()
             };
             let Some(this) = this else {
-                break; // unreachable: only the last attempt takes the item
+                break false; // unreachable: only the last attempt takes the item
             };
             let request = Message {
                 seq,
@@ -933,10 +845,7 @@ impl<T: Clone + Send + 'static> Run<T> {
             .catch_unwind()
             .await;
             let (kind, error) = match outcome {
-                Ok(Ok(())) => {
-                    running.done = true;
-                    return true;
-                }
+                Ok(Ok(())) => break true,
                 Ok(Err(failure)) => failure,
                 Err(panic) => (
                     FailureKind::Internal,
@@ -952,16 +861,18 @@ impl<T: Clone + Send + 'static> Run<T> {
                 self.pipeline.metrics.retries.increment(1);
                 continue;
             }
-            running.done = true;
             if kind.is_terminal() {
                 // The handler says the stream is over (its caller left, or it is shutting
                 // down): the stream ends here, whatever else was admitted.
                 self.terminate(kind, format!("message {seq} ended the stream: {error}"));
             }
             self.fail(seq, key, kind, attempt, error, true);
-            return false;
-        }
-        false
+            break false;
+        };
+        running.done = true;
+        drop(running);
+        drop(permit);
+        succeeded
     }
 }
 
@@ -1025,10 +936,9 @@ impl<T> Run<T> {
     }
 
     /// Rejects messages taken out of their lanes.
-    fn reject_all(&self, messages: Vec<Queued<T>>, kind: FailureKind, why: &str) {
-        let behind = messages.iter().filter(|m| m.behind).count();
-        self.pipeline.metrics.queued.decrement(behind as f64);
-        for message in messages {
+    fn reject_all(&self, left: Left<T>, kind: FailureKind, why: &str) {
+        self.pipeline.metrics.queued.decrement(left.behind as f64);
+        for message in left.messages {
             let key = message.key.as_deref().unwrap_or("");
             self.reject(message.seq, key, kind, why.to_owned());
         }

@@ -1,0 +1,283 @@
+//! One stream's ordering lanes: one per active key under `keyed_fifo`, one for the whole
+//! stream otherwise, each a queue of messages in sequence order that one worker runs.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Messages per chunk of a lane's queue.
+const CHUNK: usize = 32;
+
+/// The most emptied chunks a stream keeps for reuse (beyond them, memory goes back as the
+/// lanes empty).
+const SPARE: usize = 64;
+
+/// A lane's place in its stream's [`Lanes`].
+pub(crate) type LaneId = usize;
+
+/// A message waiting in its lane.
+pub(crate) struct Queued<T> {
+    pub(crate) seq: u64,
+    /// Its own key where it differs from its lane's (global FIFO with a key function).
+    pub(crate) key: Option<Arc<str>>,
+    pub(crate) item: T,
+}
+
+impl<T> Queued<T> {
+    /// With its key filled in from its lane's.
+    fn keyed(mut self, lane: &Arc<str>) -> Self {
+        if self.key.is_none() && !lane.is_empty() {
+            self.key = Some(Arc::clone(lane));
+        }
+        self
+    }
+}
+
+/// Messages taken out of their lanes, to be rejected; each has its key.
+pub(crate) struct Left<T> {
+    pub(crate) messages: Vec<Queued<T>>,
+    /// How many of them were counted as waiting behind another.
+    pub(crate) behind: usize,
+}
+
+impl<T> Default for Left<T> {
+    fn default() -> Self {
+        Self {
+            messages: Vec::new(),
+            behind: 0,
+        }
+    }
+}
+
+/// A stream's lanes, kept under one lock: queueing a message, or taking a lane's next one, is
+/// one lock, with the waiting count kept under it.
+pub(crate) struct Lanes<T> {
+    /// The active lanes by key; a key is present while a worker runs it.
+    index: HashMap<Arc<str>, LaneId, foldhash::fast::RandomState>,
+    /// The lanes, active or free.
+    slots: Vec<Lane<T>>,
+    free: Vec<LaneId>,
+    /// Emptied chunks, for any lane to reuse.
+    spare: Vec<VecDeque<Queued<T>>>,
+    /// Messages waiting behind an earlier one, over all lanes.
+    waiting: usize,
+}
+
+/// One lane: its key and its messages.
+struct Lane<T> {
+    key: Arc<str>,
+    /// Its messages in sequence order, in chunks of [`CHUNK`]: a lane that grows never moves
+    /// what it holds (a doubling buffer copies it all, into memory just faulted in), and the
+    /// chunks it has run are reused as it goes. Only a lane's only chunk is ever empty.
+    chunks: VecDeque<VecDeque<Queued<T>>>,
+    len: usize,
+    /// Whether its worker took its first message. Every later message waits behind an
+    /// earlier one; the first message of an idle lane does not.
+    started: bool,
+}
+
+impl<T> Default for Lanes<T> {
+    fn default() -> Self {
+        Self {
+            index: HashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            spare: Vec::new(),
+            waiting: 0,
+        }
+    }
+}
+
+impl<T> Lanes<T> {
+    /// Messages waiting behind an earlier one, over all lanes: what the ordering capacity
+    /// counts.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// The active lane of `key`.
+    pub(crate) fn find(&self, key: &str) -> Option<LaneId> {
+        self.index.get(key).copied()
+    }
+
+    /// Opens a lane for `key` with its first message, for a new worker to run.
+    pub(crate) fn open(&mut self, key: Arc<str>, first: Queued<T>) -> LaneId {
+        let id = match self.free.pop() {
+            Some(id) => {
+                let lane = &mut self.slots[id];
+                lane.key = Arc::clone(&key);
+                lane.started = false;
+                id
+            }
+            None => {
+                self.slots.push(Lane {
+                    key: Arc::clone(&key),
+                    chunks: VecDeque::new(),
+                    len: 0,
+                    started: false,
+                });
+                self.slots.len() - 1
+            }
+        };
+        self.append(id, first);
+        self.index.insert(key, id);
+        id
+    }
+
+    /// Queues a message behind the lane's earlier ones; answers the lane's length.
+    pub(crate) fn push(&mut self, id: LaneId, message: Queued<T>) -> usize {
+        self.waiting += 1;
+        self.append(id, message)
+    }
+
+    fn append(&mut self, id: LaneId, message: Queued<T>) -> usize {
+        let lane = &mut self.slots[id];
+        match lane.chunks.back_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push_back(message),
+            _ => {
+                let mut chunk = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| VecDeque::with_capacity(CHUNK));
+                chunk.push_back(message);
+                lane.chunks.push_back(chunk);
+            }
+        }
+        lane.len += 1;
+        lane.len
+    }
+
+    /// A lane's next message, out of the waiting count, and whether it was counted there.
+    pub(crate) fn pop(&mut self, id: LaneId) -> Option<(Queued<T>, bool)> {
+        let lane = &mut self.slots[id];
+        let front = lane.chunks.front_mut()?;
+        let next = front.pop_front()?;
+        if front.is_empty()
+            && lane.chunks.len() > 1
+            && let Some(chunk) = lane.chunks.pop_front()
+        {
+            Self::recycle(&mut self.spare, chunk);
+        }
+        lane.len -= 1;
+        let behind = std::mem::replace(&mut lane.started, true);
+        self.waiting -= usize::from(behind);
+        Some((next, behind))
+    }
+
+    fn recycle(spare: &mut Vec<VecDeque<Queued<T>>>, chunk: VecDeque<Queued<T>>) {
+        if spare.len() < SPARE {
+            spare.push(chunk);
+        }
+    }
+
+    /// Closes a lane (its worker stops); answers what was still in it.
+    pub(crate) fn close(&mut self, id: LaneId) -> Left<T> {
+        self.index.remove(&self.slots[id].key);
+        self.free.push(id);
+        let mut left = Left::default();
+        self.take(id, &mut left);
+        left
+    }
+
+    /// Takes every message out of every lane; the lanes stay open, for their workers to find
+    /// empty.
+    pub(crate) fn drain(&mut self) -> Left<T> {
+        let mut left = Left::default();
+        for id in 0..self.slots.len() {
+            self.take(id, &mut left);
+        }
+        left
+    }
+
+    /// Takes a lane's messages into `left`, out of the waiting count.
+    fn take(&mut self, id: LaneId, left: &mut Left<T>) {
+        let lane = &mut self.slots[id];
+        // All wait behind another but an unstarted lane's first; from now on, any later
+        // message of the lane is behind one taken here.
+        let behind = lane.len - usize::from(lane.len > 0 && !lane.started);
+        lane.started = true;
+        self.waiting -= behind;
+        left.behind += behind;
+        lane.len = 0;
+        for mut chunk in lane.chunks.drain(..) {
+            left.messages
+                .extend(chunk.drain(..).map(|m| m.keyed(&lane.key)));
+            Self::recycle(&mut self.spare, chunk);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64) -> Queued<u64> {
+        Queued {
+            seq,
+            key: None,
+            item: seq,
+        }
+    }
+
+    /// A lane hands its messages back in order across chunk boundaries, counts what waits
+    /// behind its first, and reuses its emptied chunks.
+    #[test]
+    fn lanes_keep_order_and_count_across_chunks() {
+        let mut lanes = Lanes::default();
+        let a = lanes.open(Arc::from("a"), message(1));
+        for seq in 2..=100 {
+            assert_eq!(lanes.push(a, message(seq)), seq as usize);
+        }
+        assert_eq!(lanes.waiting(), 99);
+        let mut seen = Vec::new();
+        while let Some((next, behind)) = lanes.pop(a) {
+            assert_eq!(behind, next.seq > 1);
+            seen.push(next.seq);
+        }
+        assert_eq!(seen, (1..=100).collect::<Vec<_>>());
+        assert_eq!(lanes.waiting(), 0);
+        assert_eq!(
+            lanes.spare.len(),
+            3,
+            "three emptied chunks kept, the last one in place"
+        );
+        assert_eq!(lanes.slots[a].chunks.len(), 1);
+        assert!(lanes.close(a).messages.is_empty());
+        assert_eq!(lanes.find("a"), None);
+    }
+
+    /// Draining takes every lane's messages with their keys and the right waiting count;
+    /// a closed lane's slot and chunks serve the next key.
+    #[test]
+    fn drain_and_close_give_back_what_waits() {
+        let mut lanes = Lanes::default();
+        let a = lanes.open(Arc::from("a"), message(1));
+        let b = lanes.open(Arc::from("b"), message(2));
+        lanes.push(a, message(3));
+        assert!(lanes.pop(b).is_some());
+        lanes.push(b, message(4));
+        assert_eq!(lanes.waiting(), 2);
+        let left = lanes.drain();
+        // a's first never started, so it did not wait behind another.
+        assert_eq!(left.behind, 2);
+        let keys: Vec<(u64, &str)> = left
+            .messages
+            .iter()
+            .map(|m| (m.seq, m.key.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(keys, [(1, "a"), (3, "a"), (4, "b")]);
+        assert_eq!(lanes.waiting(), 0);
+        // After a drain, a lane's next message waits behind the ones taken.
+        lanes.push(a, message(5));
+        assert_eq!(lanes.waiting(), 1);
+        let left = lanes.close(a);
+        assert_eq!((left.messages.len(), left.behind), (1, 1));
+        assert_eq!(lanes.waiting(), 0);
+        let c = lanes.open(Arc::from("c"), message(6));
+        assert_eq!(c, a, "the free slot is reused");
+        assert_eq!(lanes.find("c"), Some(c));
+        assert_eq!(
+            lanes.pop(c).map(|(m, behind)| (m.seq, behind)),
+            Some((6, false))
+        );
+    }
+}
