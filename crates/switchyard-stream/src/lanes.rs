@@ -17,8 +17,10 @@ pub(crate) type LaneId = usize;
 /// A message waiting in its lane.
 pub(crate) struct Queued<T> {
     pub(crate) seq: u64,
-    /// Its own key where it differs from its lane's (global FIFO with a key function).
-    pub(crate) key: Option<Arc<str>>,
+    /// Its own key where it differs from its lane's (global FIFO with a key function);
+    /// boxed, so that a message waiting in a lane takes a pointer, not two, for a key that
+    /// only that mode has.
+    pub(crate) key: Option<Box<Arc<str>>>,
     pub(crate) item: T,
 }
 
@@ -26,7 +28,7 @@ impl<T> Queued<T> {
     /// With its key filled in from its lane's.
     fn keyed(mut self, lane: &Arc<str>) -> Self {
         if self.key.is_none() && !lane.is_empty() {
-            self.key = Some(Arc::clone(lane));
+            self.key = Some(Box::new(Arc::clone(lane)));
         }
         self
     }
@@ -262,7 +264,7 @@ mod tests {
         let keys: Vec<(u64, &str)> = left
             .messages
             .iter()
-            .map(|m| (m.seq, m.key.as_deref().unwrap_or("")))
+            .map(|m| (m.seq, m.key.as_deref().map_or("", |key| &**key)))
             .collect();
         assert_eq!(keys, [(1, "a"), (3, "a"), (4, "b")]);
         assert_eq!(lanes.waiting(), 0);
