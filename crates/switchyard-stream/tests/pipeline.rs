@@ -315,6 +315,59 @@ async fn failed_attempts_are_retried_with_backoff_up_to_the_limit() {
     assert_eq!((summary.failed, summary.retries), (1, 0));
 }
 
+/// An item that counts its copies, and fails its first `fail` attempts.
+struct Counted {
+    fail: u32,
+    copies: Arc<AtomicUsize>,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.copies.fetch_add(1, Ordering::Relaxed);
+        Self {
+            fail: self.fail,
+            copies: Arc::clone(&self.copies),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_item_is_copied_only_for_attempts_before_the_last() {
+    let handler = service_fn(|m: Message<Counted>| async move {
+        if m.attempt <= m.item.fail {
+            return Err::<(), BoxError>("not yet".into());
+        }
+        Ok(())
+    });
+    for (max_attempts, fail, copies, succeeded) in [
+        // Without retries the handler gets the item itself.
+        (1, 0, 0, 1),
+        // Three attempts allowed: each attempt before the last gets a copy (it may not be
+        // the last one that runs), the last the item itself.
+        (3, 0, 1, 1),
+        (3, 1, 2, 1),
+        (3, 5, 2, 0),
+    ] {
+        let options = options(&format!(
+            r#"{{ "retry": {{ "max_attempts": {max_attempts} }} }}"#
+        ));
+        let pipeline = Pipeline::new("copies", options, handler).unwrap();
+        let counter = Arc::new(AtomicUsize::new(0));
+        let item = Counted {
+            fail,
+            copies: Arc::clone(&counter),
+        };
+        let summary = pipeline
+            .run(futures::stream::iter([Ok::<_, tonic::Status>(item)]))
+            .await;
+        assert_eq!(
+            (counter.load(Ordering::Relaxed), summary.succeeded),
+            (copies, succeeded),
+            "max_attempts {max_attempts}, failing {fail}"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_panicking_handler_fails_its_message_and_the_key_goes_on() {
     let recorder = Recorder::new(Duration::ZERO);
