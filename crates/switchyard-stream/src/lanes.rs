@@ -53,7 +53,8 @@ impl<T> Default for Left<T> {
 /// A stream's lanes, kept under one lock: queueing a message, or taking a lane's next one, is
 /// one lock, with the waiting count kept under it.
 pub(crate) struct Lanes<T> {
-    /// The active lanes by key; a key is present while a worker runs it.
+    /// The open lanes by key: a lane opens with its first message (its worker is spawned
+    /// next) and closes when its worker finds it empty, or when the worker fails.
     index: HashMap<Arc<str>, LaneId, foldhash::fast::RandomState>,
     /// The lanes, active or free.
     slots: Vec<Lane<T>>,
@@ -136,10 +137,9 @@ impl<T> Lanes<T> {
         match lane.chunks.back_mut() {
             Some(chunk) if chunk.len() < CHUNK => chunk.push_back(message),
             _ => {
-                let mut chunk = self
-                    .spare
-                    .pop()
-                    .unwrap_or_else(|| VecDeque::with_capacity(CHUNK));
+                // A new chunk starts small (most lanes hold a message or two), and grows to
+                // `CHUNK` at most: copies within a chunk are bounded.
+                let mut chunk = self.spare.pop().unwrap_or_default();
                 chunk.push_back(message);
                 lane.chunks.push_back(chunk);
             }
@@ -171,11 +171,15 @@ impl<T> Lanes<T> {
         }
     }
 
-    /// Closes a lane (its worker stops); answers what was still in it.
+    /// Closes a lane (its worker stops); answers what was still in it. Closing a lane that
+    /// is not open (closed already) does nothing.
     pub(crate) fn close(&mut self, id: LaneId) -> Left<T> {
+        let mut left = Left::default();
+        if self.index.get(&self.slots[id].key) != Some(&id) {
+            return left;
+        }
         self.index.remove(&self.slots[id].key);
         self.free.push(id);
-        let mut left = Left::default();
         self.take(id, &mut left);
         left
     }
@@ -245,6 +249,9 @@ mod tests {
         assert_eq!(lanes.slots[a].chunks.len(), 1);
         assert!(lanes.close(a).messages.is_empty());
         assert_eq!(lanes.find("a"), None);
+        // A second close does nothing: the slot is not freed twice.
+        assert!(lanes.close(a).messages.is_empty());
+        assert_eq!(lanes.free, [a]);
     }
 
     /// Draining takes every lane's messages with their keys and the right waiting count;

@@ -23,8 +23,10 @@ use crate::options::{BackpressurePolicy, Options, OrderingMode};
 
 /// One admitted message, as the handler gets it: the item is the handler's to keep (to
 /// forward, say, without a copy). With retries on, each attempt but the last gets a clone of
-/// the item and the last gets the item itself; a message whose clone is dear can be shared
-/// instead (`Pipeline<Arc<T>>`).
+/// the item and the last gets the item itself. Cloning a `Message` clones its item, so a
+/// tower layer in the handler's stack that keeps a copy of each request (a retry, a hedge)
+/// copies the item each call. Where that is dear, share the items: a `Pipeline<Arc<T>>` run
+/// over the stream mapped (`stream.map(|m| m.map(Arc::new))`).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Message<T> {
@@ -215,6 +217,43 @@ where
     Arc::new(move |run: Arc<Run<T>>, lane, key| Box::pin(run.work(lane, key, handler.clone())))
 }
 
+impl<T> Pipeline<T> {
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Its options.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Starts shutdown and waits until every running stream has finished. From now on every
+    /// stream rejects new messages ([`FailureKind::Shutdown`]); messages waiting in ordering
+    /// queues are rejected too, or run if `drain_on_close` is set; messages running (and,
+    /// when draining, waiting) get the grace period, after which they are cancelled and
+    /// reported. A stream stops being read once its admitted messages are done (its summary
+    /// says how many were read, so the client knows what to send again), and a stream that
+    /// starts after shutdown reads nothing and answers `UNAVAILABLE`.
+    pub async fn shutdown(&self) {
+        self.inner.closing.send_replace(true);
+        let mut active = self.inner.active.subscribe();
+        let _ = active.wait_for(|n| *n == 0).await;
+    }
+
+    /// The pressure signal of [`BackpressurePolicy::SoftAllowWithSignal`]: `true` while any
+    /// stream runs messages beyond the backpressure capacity, `false` once all are back
+    /// within it — for a caller upstream to slow down (or a client to be told to).
+    pub fn pressure(&self) -> watch::Receiver<bool> {
+        self.inner.pressure.subscribe()
+    }
+
+    /// Whether shutdown has started.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.closing.borrow()
+    }
+}
+
 impl<T: Clone + Send + 'static> Pipeline<T> {
     /// A pipeline named `name` (in metrics and events) without a key function: global FIFO.
     ///
@@ -272,7 +311,8 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
 
     /// As [`keyed`](Self::keyed), with keys computed from each message (`|m: &Order|
     /// m.customer_id.to_string()`): a `String`, an `Arc<str>` or anything else that becomes
-    /// one.
+    /// one. Like `keyed`'s, the key function runs once per message while the stream's lanes
+    /// are locked (the receiver queues a batch under one lock): keep it cheap.
     ///
     /// # Errors
     ///
@@ -323,41 +363,6 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
                 pressure: watch::Sender::new(false),
             }),
         })
-    }
-
-    /// The pipeline's name.
-    pub fn name(&self) -> &str {
-        &self.inner.name
-    }
-
-    /// Its options.
-    pub fn options(&self) -> &Options {
-        &self.inner.options
-    }
-
-    /// Starts shutdown and waits until every running stream has finished. From now on every
-    /// stream rejects new messages ([`FailureKind::Shutdown`]); messages waiting in ordering
-    /// queues are rejected too, or run if `drain_on_close` is set; messages running (and,
-    /// when draining, waiting) get the grace period, after which they are cancelled and
-    /// reported. A stream stops being read once its admitted messages are done (its summary
-    /// says how many were read, so the client knows what to send again), and a stream that
-    /// starts after shutdown reads nothing and answers `UNAVAILABLE`.
-    pub async fn shutdown(&self) {
-        self.inner.closing.send_replace(true);
-        let mut active = self.inner.active.subscribe();
-        let _ = active.wait_for(|n| *n == 0).await;
-    }
-
-    /// The pressure signal of [`BackpressurePolicy::SoftAllowWithSignal`]: `true` while any
-    /// stream runs messages beyond the backpressure capacity, `false` once all are back
-    /// within it — for a caller upstream to slow down (or a client to be told to).
-    pub fn pressure(&self) -> watch::Receiver<bool> {
-        self.inner.pressure.subscribe()
-    }
-
-    /// Whether shutdown has started.
-    pub fn is_shutting_down(&self) -> bool {
-        *self.inner.closing.borrow()
     }
 
     /// Processes one client stream (a `tonic::Streaming<T>`, or any stream of `Result<T,
@@ -638,6 +643,7 @@ impl<T: Clone + Send + 'static> Run<T> {
                 Err(error) => {
                     drop(lanes);
                     self.reject(seq, "", FailureKind::Internal, error);
+                    drop(item);
                     lanes = lock(&self.lanes);
                     continue;
                 }
@@ -665,6 +671,8 @@ impl<T: Clone + Send + 'static> Run<T> {
             if let Some((kind, error)) = refused {
                 drop(lanes);
                 self.reject(seq, name, kind, error);
+                drop(key);
+                drop(item);
                 lanes = lock(&self.lanes);
                 continue;
             }
@@ -744,9 +752,9 @@ impl<T: Clone + Send + 'static> Run<T> {
                     None => {
                         // Empty: the lane closes (under the lock the receiver queues under,
                         // so no message is left behind).
+                        guard.finished = true;
                         let left = lanes.close(lane);
                         debug_assert!(left.messages.is_empty());
-                        guard.finished = true;
                         return;
                     }
                 }
@@ -817,24 +825,28 @@ impl<T: Clone + Send + 'static> Run<T> {
         let succeeded = loop {
             attempt += 1;
             running.attempts = attempt;
-            // Each attempt but the last gets a copy; the last gets the item itself.
-            let this = if attempt < attempts {
-                item.clone()
-            } else {
-                item.take()
-            };
-            let Some(this) = this else {
-                break false; // unreachable: only the last attempt takes the item
-            };
-            let request = Message {
-                seq,
-                key: Arc::clone(key),
-                attempt,
-                item: this,
-            };
-            // The error is read inside the caught block too: a `Display` that panics is the
-            // handler's panic, not the worker's.
+            // The item's copy and the error's text are made inside the caught block too: a
+            // `Clone` or a `Display` that panics fails this message, not the worker.
             let outcome = AssertUnwindSafe(async {
+                // Each attempt but the last gets a copy; the last gets the item itself.
+                let this = if attempt < attempts {
+                    item.clone()
+                } else {
+                    item.take()
+                };
+                let Some(this) = this else {
+                    // Unreachable: only the last attempt takes the item.
+                    return Err((
+                        FailureKind::Internal,
+                        "the item was sent already".to_owned(),
+                    ));
+                };
+                let request = Message {
+                    seq,
+                    key: Arc::clone(key),
+                    attempt,
+                    item: this,
+                };
                 let failed = |error: H::Error| {
                     let error: BoxError = error.into();
                     (FailureKind::classify(&error), error.to_string())
@@ -970,8 +982,13 @@ impl<T> Run<T> {
     /// running and rejects what waits, with this kind).
     fn terminate(&self, kind: FailureKind, error: String) {
         self.end(kind, error);
-        if !self.stopped.swap(true, Ordering::AcqRel) {
-            *lock(&self.cut) = kind;
+        {
+            // The kind is written before anyone can see the stream stopped (readers take the
+            // lock after they see it).
+            let mut cut = lock(&self.cut);
+            if !self.stopped.swap(true, Ordering::AcqRel) {
+                *cut = kind;
+            }
         }
         self.terminated.notify_one();
     }

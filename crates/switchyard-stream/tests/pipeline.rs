@@ -368,6 +368,34 @@ async fn the_item_is_copied_only_for_attempts_before_the_last() {
     }
 }
 
+/// An item whose copy panics (a user `Clone` with a bug).
+struct BadClone(u32);
+
+impl Clone for BadClone {
+    fn clone(&self) -> Self {
+        assert!(self.0 != 2, "clone bug on item {}", self.0);
+        Self(self.0)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_clone_fails_only_its_message() {
+    let handler = service_fn(|_: Message<BadClone>| async { Ok::<_, BoxError>(()) });
+    let options = options(r#"{ "retry": { "max_attempts": 2 } }"#);
+    let pipeline = Pipeline::new("clone", options, handler).unwrap();
+    let items = (1..=3).map(|n| Ok::<_, tonic::Status>(BadClone(n)));
+    let summary = pipeline.run(futures::stream::iter(items)).await;
+    assert_eq!((summary.succeeded, summary.failed), (2, 1));
+    let failure = &summary.failures[0];
+    assert_eq!((failure.seq, failure.kind), (2, FailureKind::Internal));
+    assert!(
+        failure.error.contains("clone bug on item 2"),
+        "{}",
+        failure.error
+    );
+    assert_eq!(summary.end, FailureKind::None, "the stream went on");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_panicking_handler_fails_its_message_and_the_key_goes_on() {
     let recorder = Recorder::new(Duration::ZERO);
