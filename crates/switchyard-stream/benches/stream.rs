@@ -5,13 +5,18 @@
 //! keys interleave, as they do when a handler awaits anything).
 //!
 //! `cargo bench -p switchyard-stream --bench stream`; figures in docs/benchmarks.md.
+//!
+//! On a noisy machine, `STREAM_INTERLEAVED=400 cargo bench -p switchyard-stream --bench
+//! stream` instead runs the bare pipeline and keyed FIFO alternately, 400 times each, and
+//! prints the fastest and the median of each and their ratios: both sides see the same noise,
+//! and the fastest run is the one the noise touched least.
 
 #![allow(clippy::disallowed_methods)] // a bench measures wall-clock time; nothing here decides on it
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use switchyard_stream::{Message, Options, Pipeline};
 use tokio::sync::mpsc;
 use tower::{BoxError, service_fn};
@@ -119,5 +124,51 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// Bare and keyed FIFO alternately, `rounds` times each: the fastest and median runs.
+fn interleaved(rounds: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let pipeline = pipeline(r#"{ "ordering": { "mode": "keyed_fifo" } }"#);
+    let (mut bare, mut keyed) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let started = std::time::Instant::now();
+        rt.block_on(bare_mpsc());
+        bare.push(started.elapsed());
+        let started = std::time::Instant::now();
+        let summary = rt.block_on(pipeline.run(futures::stream::iter(items())));
+        keyed.push(started.elapsed());
+        assert_eq!(summary.succeeded, MESSAGES);
+    }
+    bare.sort();
+    keyed.sort();
+    let (fastest, median) = (0, rounds / 2);
+    println!(
+        "10k messages, 100 keys, {rounds} rounds: bare mpsc {:?} fastest, {:?} median; \
+         keyed-fifo {:?} fastest, {:?} median; keyed-fifo throughput × bare: {:.2} fastest, \
+         {:.2} median",
+        bare[fastest],
+        bare[median],
+        keyed[fastest],
+        keyed[median],
+        bare[fastest].as_secs_f64() / keyed[fastest].as_secs_f64(),
+        bare[median].as_secs_f64() / keyed[median].as_secs_f64(),
+    );
+}
+
 criterion_group!(stream, benches);
-criterion_main!(stream);
+
+fn main() {
+    match std::env::var("STREAM_INTERLEAVED") {
+        Ok(rounds) => interleaved(
+            rounds
+                .parse()
+                .expect("STREAM_INTERLEAVED: a number of rounds"),
+        ),
+        Err(_) => {
+            stream();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}
