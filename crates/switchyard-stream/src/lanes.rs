@@ -70,8 +70,11 @@ struct Lane<T> {
     key: Arc<str>,
     /// Its messages in sequence order, in chunks of [`CHUNK`]: a lane that grows never moves
     /// what it holds (a doubling buffer copies it all, into memory just faulted in), and the
-    /// chunks it has run are reused as it goes. Only a lane's only chunk is ever empty.
-    chunks: VecDeque<VecDeque<Queued<T>>>,
+    /// chunks it has run are reused as it goes. The first chunk is held here, so taking the
+    /// next message follows one pointer less; it is empty only when the lane is.
+    head: VecDeque<Queued<T>>,
+    /// The chunks after the first.
+    rest: VecDeque<VecDeque<Queued<T>>>,
     len: usize,
     /// Whether its worker took its first message. Every later message waits behind an
     /// earlier one; the first message of an idle lane does not.
@@ -114,7 +117,8 @@ impl<T> Lanes<T> {
             None => {
                 self.slots.push(Lane {
                     key: Arc::clone(&key),
-                    chunks: VecDeque::new(),
+                    head: VecDeque::new(),
+                    rest: VecDeque::new(),
                     len: 0,
                     started: false,
                 });
@@ -134,14 +138,18 @@ impl<T> Lanes<T> {
 
     fn append(&mut self, id: LaneId, message: Queued<T>) -> usize {
         let lane = &mut self.slots[id];
-        match lane.chunks.back_mut() {
-            Some(chunk) if chunk.len() < CHUNK => chunk.push_back(message),
-            _ => {
-                // A new chunk starts small (most lanes hold a message or two), and grows to
-                // `CHUNK` at most: copies within a chunk are bounded.
-                let mut chunk = self.spare.pop().unwrap_or_default();
-                chunk.push_back(message);
-                lane.chunks.push_back(chunk);
+        if lane.rest.is_empty() && lane.head.len() < CHUNK {
+            lane.head.push_back(message);
+        } else {
+            match lane.rest.back_mut() {
+                Some(chunk) if chunk.len() < CHUNK => chunk.push_back(message),
+                _ => {
+                    // A new chunk starts small (most lanes hold a message or two), and grows
+                    // to `CHUNK` at most: copies within a chunk are bounded.
+                    let mut chunk = self.spare.pop().unwrap_or_default();
+                    chunk.push_back(message);
+                    lane.rest.push_back(chunk);
+                }
             }
         }
         lane.len += 1;
@@ -151,13 +159,12 @@ impl<T> Lanes<T> {
     /// A lane's next message, out of the waiting count, and whether it was counted there.
     pub(crate) fn pop(&mut self, id: LaneId) -> Option<(Queued<T>, bool)> {
         let lane = &mut self.slots[id];
-        let front = lane.chunks.front_mut()?;
-        let next = front.pop_front()?;
-        if front.is_empty()
-            && lane.chunks.len() > 1
-            && let Some(chunk) = lane.chunks.pop_front()
+        let next = lane.head.pop_front()?;
+        if lane.head.is_empty()
+            && let Some(chunk) = lane.rest.pop_front()
         {
-            Self::recycle(&mut self.spare, chunk);
+            let emptied = std::mem::replace(&mut lane.head, chunk);
+            Self::recycle(&mut self.spare, emptied);
         }
         lane.len -= 1;
         let behind = std::mem::replace(&mut lane.started, true);
@@ -204,7 +211,9 @@ impl<T> Lanes<T> {
         self.waiting -= behind;
         left.behind += behind;
         lane.len = 0;
-        for mut chunk in lane.chunks.drain(..) {
+        left.messages
+            .extend(lane.head.drain(..).map(|m| m.keyed(&lane.key)));
+        for mut chunk in lane.rest.drain(..) {
             left.messages
                 .extend(chunk.drain(..).map(|m| m.keyed(&lane.key)));
             Self::recycle(&mut self.spare, chunk);
@@ -246,7 +255,7 @@ mod tests {
             3,
             "three emptied chunks kept, the last one in place"
         );
-        assert_eq!(lanes.slots[a].chunks.len(), 1);
+        assert!(lanes.slots[a].rest.is_empty());
         assert!(lanes.close(a).messages.is_empty());
         assert_eq!(lanes.find("a"), None);
         // A second close does nothing: the slot is not freed twice.
