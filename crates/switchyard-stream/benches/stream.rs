@@ -14,7 +14,7 @@
 #![allow(clippy::disallowed_methods)] // a bench measures wall-clock time; nothing here decides on it
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group};
 use switchyard_stream::{Message, Options, Pipeline};
@@ -33,10 +33,22 @@ fn items() -> Vec<Result<Item, tonic::Status>> {
         .collect()
 }
 
+/// Extra work per message in the interleaved mode's second part: hashing this many bytes
+/// (0: none), the same on both sides.
+static HASHED: AtomicUsize = AtomicUsize::new(0);
+
 async fn work(done: &AtomicU64) {
     tokio::task::yield_now().await;
+    let hashed = HASHED.load(Ordering::Relaxed);
+    if hashed > 0 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hasher::write(&mut hasher, &PAYLOAD[..hashed]);
+        std::hint::black_box(std::hash::Hasher::finish(&hasher));
+    }
     done.fetch_add(1, Ordering::Relaxed);
 }
+
+static PAYLOAD: [u8; 1024] = [7; 1024];
 
 /// What both sides count their work on (a static, so neither pays for sharing it).
 static DONE: AtomicU64 = AtomicU64::new(0);
@@ -124,13 +136,21 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-/// Bare and keyed FIFO alternately, `rounds` times each: the fastest and median runs.
+/// Bare and keyed FIFO alternately, `rounds` times each: the fastest and median runs; with
+/// the near-zero work, then with a 1 KiB hash per message (a handler that does something).
 fn interleaved(rounds: usize) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
     let pipeline = pipeline(r#"{ "ordering": { "mode": "keyed_fifo" } }"#);
+    for hashed in [0, PAYLOAD.len()] {
+        HASHED.store(hashed, Ordering::Relaxed);
+        compare(&rt, &pipeline, rounds, hashed);
+    }
+}
+
+fn compare(rt: &tokio::runtime::Runtime, pipeline: &Pipeline<Item>, rounds: usize, hashed: usize) {
     let (mut bare, mut keyed) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let started = std::time::Instant::now();
@@ -145,7 +165,7 @@ fn interleaved(rounds: usize) {
     keyed.sort();
     let (fastest, median) = (0, rounds / 2);
     println!(
-        "10k messages, 100 keys, {rounds} rounds: bare mpsc {:?} fastest, {:?} median; \
+        "10k messages, 100 keys, {hashed} bytes hashed per message, {rounds} rounds: bare mpsc {:?} fastest, {:?} median; \
          keyed-fifo {:?} fastest, {:?} median; keyed-fifo throughput × bare: {:.2} fastest, \
          {:.2} median",
         bare[fastest],
