@@ -452,19 +452,14 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
                     // The messages already buffered are taken in one go (up to a batch), so
                     // the wait above is set up once per batch, not once per message.
                     let mut next = Some(next);
-                    while let Some(item) = next.take() {
-                        match item {
-                            None => reading = false,
-                            Some(Ok(item)) => {
-                                batch.push(item);
-                                // Not past a shutdown: the next message waits for the loop
-                                // above to see it.
-                                if batch.len() < BATCH && !shutdown.signalled() {
-                                    next = stream.next().now_or_never();
-                                }
-                            }
-                            Some(Err(status)) => cancelled = Some(status),
-                        }
+                    if let Some(Some(Ok(item))) = next {
+                        batch.push(item);
+                        next = take_buffered(stream.as_mut(), &mut batch, &shutdown);
+                    }
+                    match next {
+                        Some(None) => reading = false,
+                        Some(Some(Err(status))) => cancelled = Some(status),
+                        Some(Some(Ok(_))) | None => {}
                     }
                     run.receive(&mut seq, &mut batch, &mut tasks);
                     if cancelled.is_some() {
@@ -555,6 +550,29 @@ impl ShutdownWatch {
         }
         false
     }
+}
+
+/// Takes the messages `stream` has ready, up to a batch, into `batch` (one poll with a no-op
+/// waker: the run loop polls the stream again, with its own, before it waits). Stops before
+/// a message past a shutdown, for the run loop to see the shutdown first. Answers the item
+/// that stopped it when that is the stream's end or its error.
+fn take_buffered<S, T>(
+    mut stream: Pin<&mut S>,
+    batch: &mut Vec<T>,
+    shutdown: &ShutdownWatch,
+) -> Option<Option<Result<T, tonic::Status>>>
+where
+    S: Stream<Item = Result<T, tonic::Status>>,
+{
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    while batch.len() < BATCH && !shutdown.signalled() {
+        match stream.as_mut().poll_next(&mut cx) {
+            std::task::Poll::Ready(Some(Ok(item))) => batch.push(item),
+            std::task::Poll::Ready(end) => return Some(end),
+            std::task::Poll::Pending => return None,
+        }
+    }
+    None
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
