@@ -14,24 +14,20 @@ const SPARE: usize = 64;
 /// A lane's place in its stream's [`Lanes`].
 pub(crate) type LaneId = usize;
 
-/// A message waiting in its lane.
+/// A message, as it goes into its lane and comes out.
 pub(crate) struct Queued<T> {
     pub(crate) seq: u64,
-    /// Its own key where it differs from its lane's (global FIFO with a key function);
-    /// boxed, so that a message waiting in a lane takes a pointer, not two, for a key that
-    /// only that mode has.
-    pub(crate) key: Option<Box<Arc<str>>>,
+    /// Its own key where it differs from its lane's: global FIFO with a key function, where
+    /// every message has one. (A lane keeps these apart from its entries, so that the modes
+    /// without them do not carry an empty slot per message.)
+    pub(crate) key: Option<Arc<str>>,
     pub(crate) item: T,
 }
 
-impl<T> Queued<T> {
-    /// With its key filled in from its lane's.
-    fn keyed(mut self, lane: &Arc<str>) -> Self {
-        if self.key.is_none() && !lane.is_empty() {
-            self.key = Some(Box::new(Arc::clone(lane)));
-        }
-        self
-    }
+/// A message waiting in its lane.
+struct Entry<T> {
+    seq: u64,
+    item: T,
 }
 
 /// Messages taken out of their lanes, to be rejected; each has its key.
@@ -60,7 +56,7 @@ pub(crate) struct Lanes<T> {
     slots: Vec<Lane<T>>,
     free: Vec<LaneId>,
     /// Emptied chunks, for any lane to reuse.
-    spare: Vec<VecDeque<Queued<T>>>,
+    spare: Vec<VecDeque<Entry<T>>>,
     /// Messages waiting behind an earlier one, over all lanes.
     waiting: usize,
 }
@@ -72,9 +68,11 @@ struct Lane<T> {
     /// what it holds (a doubling buffer copies it all, into memory just faulted in), and the
     /// chunks it has run are reused as it goes. The first chunk is held here, so taking the
     /// next message follows one pointer less; it is empty only when the lane is.
-    head: VecDeque<Queued<T>>,
+    head: VecDeque<Entry<T>>,
     /// The chunks after the first.
-    rest: VecDeque<VecDeque<Queued<T>>>,
+    rest: VecDeque<VecDeque<Entry<T>>>,
+    /// The messages' own keys, in the same order, where they have them (all or none do).
+    keys: VecDeque<Arc<str>>,
     len: usize,
     /// Whether its worker took its first message. Every later message waits behind an
     /// earlier one; the first message of an idle lane does not.
@@ -119,6 +117,7 @@ impl<T> Lanes<T> {
                     key: Arc::clone(&key),
                     head: VecDeque::new(),
                     rest: VecDeque::new(),
+                    keys: VecDeque::new(),
                     len: 0,
                     started: false,
                 });
@@ -138,6 +137,11 @@ impl<T> Lanes<T> {
 
     fn append(&mut self, id: LaneId, message: Queued<T>) -> usize {
         let lane = &mut self.slots[id];
+        let Queued { seq, key, item } = message;
+        let message = Entry { seq, item };
+        if let Some(key) = key {
+            lane.keys.push_back(key);
+        }
         if lane.rest.is_empty() && lane.head.len() < CHUNK {
             lane.head.push_back(message);
         } else {
@@ -169,10 +173,15 @@ impl<T> Lanes<T> {
         lane.len -= 1;
         let behind = std::mem::replace(&mut lane.started, true);
         self.waiting -= usize::from(behind);
+        let next = Queued {
+            seq: next.seq,
+            key: lane.keys.pop_front(),
+            item: next.item,
+        };
         Some((next, behind))
     }
 
-    fn recycle(spare: &mut Vec<VecDeque<Queued<T>>>, chunk: VecDeque<Queued<T>>) {
+    fn recycle(spare: &mut Vec<VecDeque<Entry<T>>>, chunk: VecDeque<Entry<T>>) {
         if spare.len() < SPARE {
             spare.push(chunk);
         }
@@ -211,11 +220,23 @@ impl<T> Lanes<T> {
         self.waiting -= behind;
         left.behind += behind;
         lane.len = 0;
-        left.messages
-            .extend(lane.head.drain(..).map(|m| m.keyed(&lane.key)));
-        for mut chunk in lane.rest.drain(..) {
+        // Each with its key: its own, or its lane's.
+        let key = |seq, item, keys: &mut VecDeque<Arc<str>>, lane: &Arc<str>| Queued {
+            seq,
+            key: keys
+                .pop_front()
+                .or_else(|| (!lane.is_empty()).then(|| Arc::clone(lane))),
+            item,
+        };
+        for Entry { seq, item } in lane.head.drain(..) {
             left.messages
-                .extend(chunk.drain(..).map(|m| m.keyed(&lane.key)));
+                .push(key(seq, item, &mut lane.keys, &lane.key));
+        }
+        for mut chunk in lane.rest.drain(..) {
+            for Entry { seq, item } in chunk.drain(..) {
+                left.messages
+                    .push(key(seq, item, &mut lane.keys, &lane.key));
+            }
             Self::recycle(&mut self.spare, chunk);
         }
     }
@@ -263,6 +284,33 @@ mod tests {
         assert_eq!(lanes.free, [a]);
     }
 
+    /// Messages with their own keys (one lane for the whole stream) get them back, in
+    /// order, whether taken by the worker or drained.
+    #[test]
+    fn own_keys_travel_with_their_messages() {
+        let own = |seq: u64, key: &str| Queued {
+            seq,
+            key: Some(Arc::from(key)),
+            item: seq,
+        };
+        let mut lanes = Lanes::default();
+        let all = lanes.open(Arc::from(""), own(1, "x"));
+        for (seq, key) in [(2, "y"), (3, "x"), (4, "z")] {
+            lanes.push(all, own(seq, key));
+        }
+        let (first, _) = lanes.pop(all).unwrap();
+        assert_eq!((first.seq, first.key.as_deref()), (1, Some("x")));
+        let (second, _) = lanes.pop(all).unwrap();
+        assert_eq!((second.seq, second.key.as_deref()), (2, Some("y")));
+        let left = lanes.drain();
+        let keys: Vec<(u64, &str)> = left
+            .messages
+            .iter()
+            .map(|m| (m.seq, m.key.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(keys, [(3, "x"), (4, "z")]);
+    }
+
     /// Draining takes every lane's messages with their keys and the right waiting count;
     /// a closed lane's slot and chunks serve the next key.
     #[test]
@@ -280,7 +328,7 @@ mod tests {
         let keys: Vec<(u64, &str)> = left
             .messages
             .iter()
-            .map(|m| (m.seq, m.key.as_deref().map_or("", |key| &**key)))
+            .map(|m| (m.seq, m.key.as_deref().unwrap_or("")))
             .collect();
         assert_eq!(keys, [(1, "a"), (3, "a"), (4, "b")]);
         assert_eq!(lanes.waiting(), 0);

@@ -695,8 +695,15 @@ impl<T: Clone + Send + 'static> Run<T> {
                 continue;
             }
             // The message's own key, kept only where its lane's differs (global FIFO with a
-            // key function): under `keyed_fifo` every message shares its lane's.
-            let own = (!self.keyed && !name.is_empty()).then(|| Box::new(key.to_arc()));
+            // key function, where every message has one): under `keyed_fifo` every message
+            // shares its lane's.
+            let own = (!self.keyed && self.pipeline.key.is_some()).then(|| {
+                if name.is_empty() {
+                    Arc::clone(&self.empty)
+                } else {
+                    key.to_arc()
+                }
+            });
             if let Some(id) = lane {
                 let depth = lanes.push(
                     id,
@@ -797,7 +804,7 @@ impl<T: Clone + Send + 'static> Run<T> {
         H::Future: Send,
     {
         let Queued { seq, key, item } = message;
-        let key = key.as_deref().unwrap_or(lane_key);
+        let key = key.as_ref().unwrap_or(lane_key);
         // From here on the message is reported however it ends: waiting for a slot, running,
         // or cut by the end of the grace period or a cancellation.
         let mut running = Running {
@@ -969,7 +976,7 @@ impl<T> Run<T> {
     fn reject_all(&self, left: Left<T>, kind: FailureKind, why: &str) {
         self.pipeline.metrics.queued.decrement(left.behind as f64);
         for message in left.messages {
-            let key = message.key.as_deref().map_or("", |key| &**key);
+            let key = message.key.as_deref().unwrap_or("");
             self.reject(message.seq, key, kind, why.to_owned());
         }
     }
