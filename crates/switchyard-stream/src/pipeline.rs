@@ -861,10 +861,10 @@ impl<T: Clone + Send + 'static> Run<T> {
                 };
                 let Some(this) = this else {
                     // Unreachable: only the last attempt takes the item.
-                    return Err((
+                    return Err(Box::new((
                         FailureKind::Internal,
                         "the item was sent already".to_owned(),
-                    ));
+                    )));
                 };
                 let request = Message {
                     seq,
@@ -872,9 +872,10 @@ impl<T: Clone + Send + 'static> Run<T> {
                     attempt,
                     item: this,
                 };
+                // Boxed: the outcome stays one word wide on the success path.
                 let failed = |error: H::Error| {
                     let error: BoxError = error.into();
-                    (FailureKind::classify(&error), error.to_string())
+                    Box::new((FailureKind::classify(&error), error.to_string()))
                 };
                 handler.ready().await.map_err(failed)?;
                 handler.call(request).await.map(drop).map_err(failed)
@@ -883,7 +884,7 @@ impl<T: Clone + Send + 'static> Run<T> {
             .await;
             let (kind, error) = match outcome {
                 Ok(Ok(())) => break true,
-                Ok(Err(failure)) => failure,
+                Ok(Err(failure)) => *failure,
                 Err(panic) => (
                     FailureKind::Internal,
                     format!("the handler panicked: {}", panic_message(&*panic)),
