@@ -148,9 +148,13 @@ impl<T> Lanes<T> {
             match lane.rest.back_mut() {
                 Some(chunk) if chunk.len() < CHUNK => chunk.push_back(message),
                 _ => {
-                    // A new chunk starts small (most lanes hold a message or two), and grows
-                    // to `CHUNK` at most: copies within a chunk are bounded.
-                    let mut chunk = self.spare.pop().unwrap_or_default();
+                    // A lane's first chunk starts small (most lanes hold a message or two)
+                    // and grows to `CHUNK`; a lane that needs more is busy, and its later
+                    // chunks are made full size at once.
+                    let mut chunk = self
+                        .spare
+                        .pop()
+                        .unwrap_or_else(|| VecDeque::with_capacity(CHUNK));
                     chunk.push_back(message);
                     lane.rest.push_back(chunk);
                 }
