@@ -7,8 +7,9 @@ use std::sync::Arc;
 /// Messages per chunk of a lane's queue.
 const CHUNK: usize = 32;
 
-/// The most emptied chunks a stream keeps for reuse (beyond them, memory goes back as the
-/// lanes empty).
+/// The most emptied chunks a stream keeps for reuse, beyond lanes' first chunks (beyond
+/// them, memory goes back as the lanes empty). A lane's first chunk stays with its slot for
+/// the next key: a stream holds at most its peak number of lanes' worth.
 const SPARE: usize = 64;
 
 /// A lane's place in its stream's [`Lanes`].
@@ -71,7 +72,9 @@ struct Lane<T> {
     head: VecDeque<Entry<T>>,
     /// The chunks after the first.
     rest: VecDeque<VecDeque<Entry<T>>>,
-    /// The messages' own keys, in the same order, where they have them (all or none do).
+    /// The messages' own keys, in the same order, where they have them (all or none do: only
+    /// global FIFO with a key function). A plain deque: it grows by doubling, as entries
+    /// did before they moved to chunks, but holds pointers, not messages.
     keys: VecDeque<Arc<str>>,
     len: usize,
     /// Whether its worker took its first message. Every later message waits behind an
@@ -108,6 +111,7 @@ impl<T> Lanes<T> {
         let id = match self.free.pop() {
             Some(id) => {
                 let lane = &mut self.slots[id];
+                debug_assert!(lane.len == 0 && lane.keys.is_empty());
                 lane.key = Arc::clone(&key);
                 lane.started = false;
                 id

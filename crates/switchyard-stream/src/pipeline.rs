@@ -449,21 +449,24 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
                     Some(joined) => run.reaped(joined),
                 },
                 next = stream.next() => {
-                    // The messages already buffered are taken in one go (up to a batch), so
+                    // The messages already buffered are taken in one pass (up to a batch), so
                     // the wait above is set up once per batch, not once per message.
-                    let mut next = Some(next);
-                    if let Some(Some(Ok(item))) = next {
-                        batch.push(item);
-                        next = take_buffered(stream.as_mut(), &mut batch, &shutdown);
-                    }
-                    match next {
-                        Some(None) => reading = false,
-                        Some(Some(Err(status))) => cancelled = Some(status),
-                        Some(Some(Ok(_))) | None => {}
-                    }
+                    let taken = match next {
+                        Some(Ok(item)) => {
+                            batch.push(item);
+                            take_buffered(stream.as_mut(), &mut batch, &shutdown)
+                        }
+                        None => Taken::End,
+                        Some(Err(status)) => Taken::Failed(status),
+                    };
                     run.receive(&mut seq, &mut batch, &mut tasks);
-                    if cancelled.is_some() {
-                        reading = false;
+                    match taken {
+                        Taken::More => {}
+                        Taken::End => reading = false,
+                        Taken::Failed(status) => {
+                            cancelled = Some(status);
+                            reading = false;
+                        }
                     }
                 }
             }
@@ -552,15 +555,24 @@ impl ShutdownWatch {
     }
 }
 
-/// Takes the messages `stream` has ready, up to a batch, into `batch` (one poll with a no-op
-/// waker: the run loop polls the stream again, with its own, before it waits). Stops before
-/// a message past a shutdown, for the run loop to see the shutdown first. Answers the item
-/// that stopped it when that is the stream's end or its error.
+/// What stopped [`take_buffered`].
+enum Taken {
+    /// Nothing more is ready now (or the batch is full, or a shutdown came): read on.
+    More,
+    /// The stream ended.
+    End,
+    /// The stream failed.
+    Failed(tonic::Status),
+}
+
+/// Takes the messages `stream` has ready, up to a batch, into `batch`, in one pass (each poll
+/// with a no-op waker: the run loop polls the stream again, with its own, before it waits).
+/// Stops before a message past a shutdown, for the run loop to see the shutdown first.
 fn take_buffered<S, T>(
     mut stream: Pin<&mut S>,
     batch: &mut Vec<T>,
     shutdown: &ShutdownWatch,
-) -> Option<Option<Result<T, tonic::Status>>>
+) -> Taken
 where
     S: Stream<Item = Result<T, tonic::Status>>,
 {
@@ -568,11 +580,12 @@ where
     while batch.len() < BATCH && !shutdown.signalled() {
         match stream.as_mut().poll_next(&mut cx) {
             std::task::Poll::Ready(Some(Ok(item))) => batch.push(item),
-            std::task::Poll::Ready(end) => return Some(end),
-            std::task::Poll::Pending => return None,
+            std::task::Poll::Ready(Some(Err(status))) => return Taken::Failed(status),
+            std::task::Poll::Ready(None) => return Taken::End,
+            std::task::Poll::Pending => return Taken::More,
         }
     }
-    None
+    Taken::More
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
