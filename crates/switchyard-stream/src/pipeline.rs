@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::{FutureExt, Stream, StreamExt};
-use std::future::Future;
 use std::pin::Pin;
 use switchyard_bulkhead::{AdmissionController, BulkheadConfig};
 use switchyard_core::{ConfigError, panic_message};
@@ -40,12 +39,11 @@ pub struct Message<T> {
     pub item: T,
 }
 
-/// Starts one lane's worker, with its own clone of the handler. Built where the handler's
-/// type is known, so each message is a direct call of the handler (no boxed future per
-/// message); the pipeline itself stays free of the handler's type.
-type SpawnLane<T> = Arc<
-    dyn Fn(Arc<Run<T>>, LaneId, Arc<str>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
->;
+/// Starts one lane's worker, with its own clone of the handler, on the stream's task set.
+/// Built where the handler's type is known, so the worker is spawned as it is (no boxed
+/// future, no dynamic call per poll) and each message is a direct call of the handler; the
+/// pipeline itself stays free of the handler's type.
+type SpawnLane<T> = Arc<dyn Fn(&mut JoinSet<()>, Arc<Run<T>>, LaneId, Arc<str>) + Send + Sync>;
 
 /// The pipeline's metric handles, registered once (a lookup per message would cost more than
 /// the gate itself). Install the metrics recorder before building pipelines.
@@ -214,7 +212,11 @@ where
     H::Future: Send + 'static,
     T: Clone + Send + 'static,
 {
-    Arc::new(move |run: Arc<Run<T>>, lane, key| Box::pin(run.work(lane, key, handler.clone())))
+    Arc::new(
+        move |tasks: &mut JoinSet<()>, run: Arc<Run<T>>, lane, key| {
+            tasks.spawn(run.work(lane, key, handler.clone()));
+        },
+    )
 }
 
 impl<T> Pipeline<T> {
@@ -746,7 +748,7 @@ impl<T: Clone + Send + 'static> Run<T> {
         }
         drop(lanes);
         for (id, key) in opened {
-            tasks.spawn((self.pipeline.spawn_lane)(Arc::clone(self), id, key));
+            (self.pipeline.spawn_lane)(tasks, Arc::clone(self), id, key);
         }
     }
 
