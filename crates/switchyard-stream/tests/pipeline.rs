@@ -671,7 +671,8 @@ fn case() -> impl Strategy<Value = Case> {
                 prop_oneof![6 => Just(0u32), 2 => 1u32..3, 1 => Just(u32::MAX), 1 => Just(PANIC)],
                 0u64..5,
             ),
-            1..40,
+            // Up to 100: past a lane's first chunk (32 messages) in either mode.
+            1..100,
         ),
         0u32..4,
         prop_oneof![
