@@ -52,17 +52,23 @@
 
 #[cfg(feature = "demo")]
 pub mod demo;
+mod engine;
 mod failure;
+mod gate;
 mod lanes;
+mod metrics;
 mod options;
 mod pipeline;
+mod receiver;
+mod run;
 
+pub use engine::Message;
 pub use failure::{FailureKind, MAX_REPORTED_FAILURES, MessageFailure, Summary};
 pub use options::{
     BackpressureOptions, BackpressurePolicy, Options, OrderingMode, OrderingOptions, RetryOptions,
     ShutdownOptions,
 };
-pub use pipeline::{Message, Pipeline};
+pub use pipeline::Pipeline;
 
 /// The crate README's example, compiled as a doctest so the README never lies.
 #[cfg(doctest)]
