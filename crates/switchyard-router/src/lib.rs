@@ -72,14 +72,22 @@
 //! `unchanged`, `removed`, `broken` and `duration_us`; each broken route a WARN with `service`
 //! and `error`; each caught panic an ERROR.
 
+mod build;
 mod config;
+mod diff;
 mod error;
 #[cfg(feature = "grpc")]
 mod grpc;
 mod http;
+mod layer;
+mod observe;
+mod reload;
+mod route;
 mod router;
 mod source;
 mod sqlite;
+mod status;
+mod table;
 mod transport;
 
 pub use config::RouteConfig;
@@ -90,15 +98,16 @@ pub use error::{
 #[cfg(feature = "grpc")]
 pub use grpc::{GrpcTransport, RawCodec};
 pub use http::{HttpTransport, Resolver, internal_reason};
-pub use router::{
-    LOCAL, NOOP, RETRY_INTERVAL, ReloadReport, Route, RouteFuture, RouteLayer, Routed, Router,
-    RouterStatus, ServiceInfo, WatchHandle,
-};
+pub use layer::{RouteLayer, Routed};
+pub use reload::{RETRY_INTERVAL, WatchHandle};
+pub use route::{Route, RouteFuture};
+pub use router::{LOCAL, NOOP, Router};
 pub use source::{RouteRow, RouteSource};
 pub use sqlite::{
     Admin, AdminError, BlockingAdmin, DEFAULT_POLL_INTERVAL, SqliteSource, init, open,
     valid_service_name,
 };
+pub use status::{ReloadReport, RouterStatus, ServiceInfo};
 pub use transport::{RouteService, RouteSpec, TransportFactory};
 
 /// The crate README's example, compiled as a doctest so the README never lies.

@@ -1,0 +1,208 @@
+//! Reloading: from rows, from a source, and following a source's changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::diff::{self, Step};
+use crate::error::SourceError;
+use crate::router::{Router, State, lock};
+use crate::source::{RouteRow, RouteSource};
+use crate::status::{ReloadReport, unix_now};
+use crate::table::{FastMap, Table, local_entry};
+
+/// How long a watcher waits before trying a failed reload (or a failed change check) again.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+impl<Req, Res> Router<Req, Res>
+where
+    Req: Clone + Send + 'static,
+    Res: Send + 'static,
+{
+    /// Rebuilds the snapshot from `rows`: routes whose strategy, endpoint and config are the
+    /// same as before are kept as they are (their connections and breaker state with them),
+    /// the others are built, and routes missing from `rows` are dropped (in-flight calls
+    /// finish on them). A broken row breaks only its own route. Broken routes are rebuilt on
+    /// every reload, so a transport registered since, or a fixed endpoint, takes effect.
+    ///
+    /// Runs transport factories on the calling thread; async callers use
+    /// [`reload_from`](Self::reload_from), which rebuilds on the blocking pool.
+    pub fn reload(&self, rows: Vec<RouteRow>) -> ReloadReport {
+        let mut state = lock(&self.inner.state);
+        self.rebuild(&mut state, rows, true)
+    }
+
+    /// Reads `source` and [`reload`](Self::reload)s from it, the rebuild (which runs transport
+    /// factories) on tokio's blocking pool. A read error keeps the current snapshot and is kept
+    /// in [`status`](Self::status) until the next successful reload.
+    ///
+    /// # Errors
+    ///
+    /// The source could not be read.
+    pub async fn reload_from<S: RouteSource>(
+        &self,
+        source: &S,
+    ) -> Result<ReloadReport, SourceError> {
+        let _one_at_a_time = self.inner.reloading.lock().await;
+        let result = match source.load().await {
+            Ok(rows) => {
+                let router = self.clone();
+                tokio::task::spawn_blocking(move || router.reload(rows))
+                    .await
+                    .map_err(|e| SourceError::new("the route rebuild failed", e))
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(target: "switchyard_router", error = %e, "route reload failed; keeping the last snapshot");
+            metrics::counter!("switchyard_router_reload_errors_total").increment(1);
+            lock(&self.inner.status).last_error = Some((e.to_string(), unix_now()));
+        }
+        result
+    }
+
+    /// Reloads from `source` whenever it reports a change, until the handle is dropped or
+    /// stopped. Call [`reload_from`](Self::reload_from) once first so the router serves the
+    /// table from its first call; the watcher then follows changes.
+    ///
+    /// A reload that fails (a locked or unreadable database) is retried every
+    /// [`RETRY_INTERVAL`] until one succeeds, the last good snapshot serving meanwhile: the
+    /// change that triggered it is not lost.
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn watch<S: RouteSource>(&self, source: S) -> WatchHandle
+    where
+        Req: Sync,
+        Res: Sync,
+    {
+        let router = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match source.changed().await {
+                    Ok(()) => {
+                        while router.reload_from(&source).await.is_err() {
+                            tokio::time::sleep(RETRY_INTERVAL).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "switchyard_router", error = %e, "route watch failed; retrying");
+                        lock(&router.inner.status).last_error = Some((e.to_string(), unix_now()));
+                        tokio::time::sleep(RETRY_INTERVAL).await;
+                    }
+                }
+            }
+        });
+        WatchHandle { task }
+    }
+
+    /// Builds and swaps in a new snapshot; `reload` says whether new rows came in (or only a
+    /// local service changed, which is not reported as a reload).
+    pub(crate) fn rebuild(
+        &self,
+        state: &mut State<Req, Res>,
+        rows: Vec<RouteRow>,
+        reload: bool,
+    ) -> ReloadReport {
+        let started = Instant::now();
+        let old = self.inner.table.load_full();
+        let mut report = ReloadReport::default();
+        let generation = |name: &str| state.locals.get(name).map(|l| l.generation);
+        let plan = diff::plan(&old.routes, &rows, generation);
+        let mut routes = FastMap::with_capacity_and_hasher(rows.len(), Default::default());
+        for (row, step) in rows.iter().zip(&plan.steps) {
+            let previous = old.routes.get(row.service_name.as_str());
+            let entry = match (step, previous) {
+                (Step::Keep, Some(kept)) => Arc::clone(kept),
+                _ => Arc::new(self.build(state, row)),
+            };
+            let error = entry.error();
+            step.count(&mut report, error.is_some());
+            if let Some(error) = error
+                // Said once per new error, not on every reload while the row stays broken.
+                && previous.and_then(|p| p.error()).as_ref() != Some(&error)
+            {
+                tracing::warn!(target: "switchyard_router", service = %entry.name, %error, "route broken");
+            }
+            routes.insert(Arc::clone(&entry.name), entry);
+        }
+        report.removed = plan.removed.len();
+        let mut locals = FastMap::default();
+        for (name, local) in &state.locals {
+            if routes.contains_key(name) {
+                continue;
+            }
+            let entry = match old.locals.get(name) {
+                Some(entry) if diff::locals_current(generation, &entry.locals_used) => {
+                    Arc::clone(entry)
+                }
+                _ => Arc::new(local_entry(name, local)),
+            };
+            locals.insert(Arc::clone(name), entry);
+        }
+        let local_names = state.locals.keys().cloned().collect();
+        self.inner.table.store(Arc::new(Table {
+            routes,
+            locals,
+            local_names,
+        }));
+        state.rows = rows;
+        report.duration = started.elapsed();
+        metrics::gauge!("switchyard_router_routes").set(state.rows.len() as f64);
+        metrics::gauge!("switchyard_router_routes_broken").set(report.broken as f64);
+        if !reload {
+            tracing::debug!(
+                target: "switchyard_router",
+                changed = report.changed,
+                "routes rebuilt for a new local service"
+            );
+            self.inner.reloads.send_modify(|n| *n += 1);
+            return report;
+        }
+        tracing::info!(
+            target: "switchyard_router",
+            added = report.added,
+            changed = report.changed,
+            unchanged = report.unchanged,
+            removed = report.removed,
+            broken = report.broken,
+            duration_us = report.duration.as_micros() as u64,
+            "routes reloaded"
+        );
+        metrics::counter!("switchyard_router_reloads_total").increment(1);
+        metrics::histogram!("switchyard_router_reload_duration_seconds")
+            .record(report.duration.as_secs_f64());
+        let mut status = lock(&self.inner.status);
+        status.last_reload = Some(report.clone());
+        status.last_error = None;
+        drop(status);
+        self.inner.reloads.send_modify(|n| *n += 1);
+        report
+    }
+
+    /// A receiver that sees the number of snapshots built so far (reloads, and rebuilds after
+    /// [`register_local`](Self::register_local)) and is woken at each new one.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.reloads.subscribe()
+    }
+}
+
+/// A handle on a [`Router::watch`] task; dropping it stops the watcher.
+#[derive(Debug)]
+pub struct WatchHandle {
+    task: JoinHandle<()>,
+}
+
+impl WatchHandle {
+    /// Stops the watcher (the router keeps its current snapshot).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,145 @@
+//! The route table: one snapshot of built routes, each an entry with its target.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use switchyard_resilience::StackHandles;
+use tower::BoxError;
+
+use crate::diff::Built;
+use crate::error::{FactoryFailed, InvalidConfig, NoFactory, ServiceNotFound};
+use crate::observe::RouteMetrics;
+use crate::router::LOCAL;
+use crate::source::RouteRow;
+use crate::transport::RouteService;
+
+/// Why a route cannot be served: the error each of its calls gets.
+#[derive(Debug, Clone)]
+pub(crate) enum Broken {
+    NotFound(ServiceNotFound),
+    NoFactory(NoFactory),
+    FactoryFailed(FactoryFailed),
+    InvalidConfig(InvalidConfig),
+}
+
+impl Broken {
+    pub(crate) fn to_error(&self) -> BoxError {
+        match self {
+            Self::NotFound(e) => Box::new(e.clone()),
+            Self::NoFactory(e) => Box::new(e.clone()),
+            Self::FactoryFailed(e) => Box::new(e.clone()),
+            Self::InvalidConfig(e) => Box::new(e.clone()),
+        }
+    }
+
+    pub(crate) fn message(&self) -> String {
+        match self {
+            Self::NotFound(e) => format!("strategy local, but {e}"),
+            Self::NoFactory(e) => e.to_string(),
+            Self::FactoryFailed(e) => e.to_string(),
+            Self::InvalidConfig(e) => e.to_string(),
+        }
+    }
+}
+
+pub(crate) enum Target<Req, Res> {
+    Noop,
+    Call(RouteService<Req, Res>),
+    Broken(Broken),
+}
+
+/// One built route.
+pub(crate) struct Entry<Req, Res> {
+    pub(crate) name: Arc<str>,
+    pub(crate) strategy: Arc<str>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) config: Option<String>,
+    pub(crate) updated_at: i64,
+    /// The local services this build used (as primary or fallback) and their generations.
+    pub(crate) locals_used: Vec<(Arc<str>, u64)>,
+    pub(crate) target: Target<Req, Res>,
+    pub(crate) handles: Option<StackHandles>,
+    pub(crate) metrics: Arc<RouteMetrics>,
+}
+
+impl<Req, Res> Built for Entry<Req, Res> {
+    fn same_row(&self, row: &RouteRow) -> bool {
+        *self.strategy == *row.strategy
+            && self.endpoint == row.endpoint
+            && self.config == row.config
+    }
+
+    fn is_broken(&self) -> bool {
+        matches!(self.target, Target::Broken(_))
+    }
+
+    fn locals_used(&self) -> &[(Arc<str>, u64)] {
+        &self.locals_used
+    }
+}
+
+impl<Req, Res> Entry<Req, Res> {
+    pub(crate) fn error(&self) -> Option<String> {
+        match &self.target {
+            Target::Broken(b) => Some(b.message()),
+            _ => None,
+        }
+    }
+}
+
+/// The snapshot's maps hash with foldhash (seeded per map): their keys come from the routes
+/// table, never from callers, and a lookup is most of a dispatch.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+pub(crate) struct Table<Req, Res> {
+    /// Built from route rows.
+    pub(crate) routes: FastMap<Arc<str>, Arc<Entry<Req, Res>>>,
+    /// Local services with no row: served as `local`, with no stack.
+    pub(crate) locals: FastMap<Arc<str>, Arc<Entry<Req, Res>>>,
+    /// The names of every registered local service (routed or not), so snapshots of services
+    /// need no lock.
+    pub(crate) local_names: std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>,
+}
+
+impl<Req, Res> Default for Table<Req, Res> {
+    fn default() -> Self {
+        Self {
+            routes: FastMap::default(),
+            locals: FastMap::default(),
+            local_names: Default::default(),
+        }
+    }
+}
+
+/// Builds the service of a local route with an empty config around a local service of a
+/// concrete type, boxed once (each boxed layer costs a clone and a future allocation per call).
+pub(crate) type MakePlain<Req, Res> =
+    Arc<dyn Fn(&Arc<RouteMetrics>) -> RouteService<Req, Res> + Send + Sync>;
+
+pub(crate) struct Local<Req, Res> {
+    /// The service (panics caught), boxed: the base of stacked routes and fallbacks.
+    pub(crate) service: RouteService<Req, Res>,
+    /// The service observed, for routes with no stack: the hot path.
+    pub(crate) plain: MakePlain<Req, Res>,
+    pub(crate) generation: u64,
+}
+
+pub(crate) fn local_entry<Req, Res>(name: &Arc<str>, local: &Local<Req, Res>) -> Entry<Req, Res>
+where
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    let strategy: Arc<str> = LOCAL.into();
+    let metrics = Arc::new(RouteMetrics::new(name, &strategy));
+    Entry {
+        target: Target::Call((local.plain)(&metrics)),
+        metrics,
+        name: Arc::clone(name),
+        strategy,
+        endpoint: None,
+        config: None,
+        updated_at: 0,
+        locals_used: vec![(Arc::clone(name), local.generation)],
+        handles: None,
+    }
+}
