@@ -1,10 +1,9 @@
 //! Call observation: each call's outcome and duration under its route's labels.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use metrics::{Counter, Histogram};
 use pin_project_lite::pin_project;
@@ -13,7 +12,7 @@ use tower::{BoxError, Service};
 
 use crate::router::lock;
 use crate::status::unix_now;
-use crate::transport::{RouteService, panicked};
+use crate::transport::{CatchPanic, CatchPanicFuture, RouteService};
 
 /// Per-route metric handles, made once per build so a call touches no registry.
 pub(crate) struct RouteMetrics {
@@ -90,18 +89,26 @@ where
     Req: Send + 'static,
     Res: Send + 'static,
 {
-    BoxCloneSyncService::new(Observe {
-        inner: service,
-        metrics: Arc::clone(metrics),
-    })
+    BoxCloneSyncService::new(Observe::new(service, metrics))
 }
 
-/// Records each call's outcome and duration under the route's labels, and catches panics of
-/// the service it wraps (so a route with no stack needs no second wrapper).
+/// Records each call's outcome and duration under the route's labels. The service it wraps
+/// has its panics caught by [`CatchPanic`] (the router's one place for that), so a panic is
+/// recorded as the failed call it becomes.
 #[derive(Clone)]
 pub(crate) struct Observe<S> {
-    pub(crate) inner: S,
-    pub(crate) metrics: Arc<RouteMetrics>,
+    inner: CatchPanic<S>,
+    metrics: Arc<RouteMetrics>,
+}
+
+impl<S> Observe<S> {
+    /// Observes `inner` under the labels of `metrics`.
+    pub(crate) fn new(inner: S, metrics: &Arc<RouteMetrics>) -> Self {
+        Self {
+            inner: CatchPanic::new(inner, Arc::clone(&metrics.service)),
+            metrics: Arc::clone(metrics),
+        }
+    }
 }
 
 impl<S, Req> Service<Req> for Observe<S>
@@ -111,25 +118,16 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ObserveFuture<S::Future>;
+    type Future = ObserveFuture<CatchPanicFuture<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.poll_ready(cx))) {
-            Ok(ready) => ready.map_err(Into::into),
-            Err(payload) => Poll::Ready(Err(panicked(&self.metrics.service, &*payload))),
-        }
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
         let started = wall_clock();
-        let state = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
-            Ok(future) => ObserveState::Running { future },
-            Err(payload) => ObserveState::Panicked {
-                error: Some(panicked(&self.metrics.service, &*payload)),
-            },
-        };
         ObserveFuture {
-            state,
+            future: self.inner.call(req),
             metrics: Arc::clone(&self.metrics),
             started,
         }
@@ -137,43 +135,24 @@ where
 }
 
 pin_project! {
+    /// The response future of [`Observe`]: records the outcome when the call ends.
     pub(crate) struct ObserveFuture<F> {
         #[pin]
-        state: ObserveState<F>,
+        future: F,
         metrics: Arc<RouteMetrics>,
         started: quanta::Instant,
     }
 }
 
-pin_project! {
-    #[project = ObserveStateProj]
-    enum ObserveState<F> {
-        Running { #[pin] future: F },
-        Panicked { error: Option<BoxError> },
-    }
-}
-
-impl<F, T, E> Future for ObserveFuture<F>
+impl<F, T> Future for ObserveFuture<F>
 where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    F: Future<Output = Result<T, BoxError>>,
 {
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = match this.state.project() {
-            ObserveStateProj::Running { future } => {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-                    Ok(Poll::Pending) => return Poll::Pending,
-                    Ok(Poll::Ready(result)) => result.map_err(Into::into),
-                    Err(payload) => Err(panicked(&this.metrics.service, &*payload)),
-                }
-            }
-            ObserveStateProj::Panicked { error } => {
-                Err(error.take().expect("ObserveFuture polled after completion"))
-            }
-        };
+        let result = ready!(this.future.poll(cx));
         this.metrics
             .record(result.as_ref().map(|_| ()), *this.started);
         Poll::Ready(result)

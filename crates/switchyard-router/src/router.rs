@@ -152,10 +152,7 @@ where
         let plain: MakePlain<Req, Res> = {
             let service = service.clone();
             Arc::new(move |metrics: &Arc<RouteMetrics>| {
-                BoxCloneSyncService::new(Observe {
-                    inner: service.clone(),
-                    metrics: Arc::clone(metrics),
-                })
+                BoxCloneSyncService::new(Observe::new(service.clone(), metrics))
             })
         };
         let service = CatchPanic::new(service, Arc::clone(&name));

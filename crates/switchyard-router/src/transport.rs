@@ -110,7 +110,7 @@ where
     }
 }
 
-pub(crate) fn panicked(service: &Arc<str>, payload: &(dyn Any + Send)) -> BoxError {
+fn panicked(service: &Arc<str>, payload: &(dyn Any + Send)) -> BoxError {
     let panic = Panic::new(Arc::clone(service), payload);
     tracing::error!(
         target: "switchyard_router",
