@@ -1,10 +1,15 @@
 //! Endpoints: their settings, live counters and health, and the serialisable stats snapshot.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use switchyard_core::ConfigError;
+
+use crate::outlier::OutlierState;
+use crate::selector::DECAY;
+use crate::shared::lock;
 
 /// How an endpoint is doing, as the seed's `PluginStatus` says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -58,7 +63,7 @@ impl Health {
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// Relative share of traffic for `weighted-random` and virtual nodes for
-    /// `consistent-hash`. 0 is taken as 1 (to drain an endpoint, disable it).
+    /// `consistent-hash`, at least 1 (to drain an endpoint, disable it).
     #[serde(default = "one")]
     pub weight: u32,
     /// The `priority` strategy's tier: the highest number with an eligible endpoint wins (the
@@ -102,6 +107,22 @@ impl EndpointConfig {
         self.priority = priority;
         self
     }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first field whose value cannot work, as it sits in a
+    /// balancer's config (`endpoint.weight`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.weight == 0 {
+            return Err(ConfigError::new(
+                "endpoint.weight",
+                "must be at least 1 (to drain an endpoint, disable it)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One endpoint's identity and live counters, shared by the balancer, its selectors and its
@@ -123,13 +144,11 @@ pub struct EndpointView {
     pub(crate) ewma_at: AtomicU64,
     /// When the endpoint was last picked, in nanoseconds since the balancer's epoch (0: never).
     pub(crate) last_used: AtomicU64,
-    pub(crate) consecutive_failures: AtomicU32,
-    /// While ejected: until when, in nanoseconds since the balancer's epoch (0: not ejected).
-    pub(crate) ejected_until: AtomicU64,
-    pub(crate) times_ejected: AtomicU32,
-    /// The failure-rate window: calls and failures counted so far.
-    pub(crate) window_calls: AtomicU32,
-    pub(crate) window_failures: AtomicU32,
+    /// Outlier detection's state. A lock, not atomics: an outcome moves several of its counts
+    /// together. It is taken only with outlier detection configured, once per classified
+    /// outcome, and held for a few plain operations; the pick never takes it (the snapshot
+    /// already leaves ejected endpoints out), only rebuilding the snapshot and stats do.
+    pub(crate) outlier: Mutex<OutlierState>,
     /// Set when the endpoint leaves its balancer (its health checker then stops).
     pub(crate) removed: AtomicBool,
     /// Set while its service is not ready (its `poll_ready` answered `Pending`): not picked
@@ -156,6 +175,8 @@ impl EndpointView {
     pub fn new(name: impl Into<Arc<str>>, config: &EndpointConfig) -> Self {
         Self {
             name: name.into(),
+            // Not validated here (this constructor answers no error): selectors divide by
+            // weights, so a 0 from an unchecked config is taken as 1.
             weight: config.weight.max(1),
             priority: config.priority,
             enabled: AtomicBool::new(config.enabled),
@@ -167,11 +188,7 @@ impl EndpointView {
             ewma_ns: AtomicU64::new(0),
             ewma_at: AtomicU64::new(0),
             last_used: AtomicU64::new(0),
-            consecutive_failures: AtomicU32::new(0),
-            ejected_until: AtomicU64::new(0),
-            times_ejected: AtomicU32::new(0),
-            window_calls: AtomicU32::new(0),
-            window_failures: AtomicU32::new(0),
+            outlier: Mutex::default(),
             removed: AtomicBool::new(false),
             pending: AtomicBool::new(false),
             probing: AtomicBool::new(false),
@@ -232,7 +249,30 @@ impl EndpointView {
 
     /// Whether it is ejected at `now` (nanoseconds since the balancer's epoch).
     pub(crate) fn ejected_at(&self, now: u64) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) > now
+        lock(&self.outlier).is_ejected(now)
+    }
+
+    /// Counts a call sent to it at `now`.
+    pub(crate) fn start_call(&self, now: u64) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.last_used.store(now, Ordering::Relaxed);
+    }
+
+    /// Folds one round-trip time, measured at `now`, into the peak EWMA: a slower sample
+    /// replaces the estimate at once (the peak), a faster one pulls it down with a weight that
+    /// decays with the time since the last sample.
+    pub(crate) fn record_latency(&self, rtt: Duration, now: u64) {
+        let rtt = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let previous = self.ewma_ns.load(Ordering::Relaxed);
+        let since = now.saturating_sub(self.ewma_at.swap(now, Ordering::Relaxed));
+        let next = if previous == 0 || rtt > previous {
+            rtt
+        } else {
+            let keep = (-(since as f64) / DECAY.as_nanos() as f64).exp();
+            (previous as f64 * keep + rtt as f64 * (1.0 - keep)) as u64
+        };
+        self.ewma_ns.store(next.max(1), Ordering::Relaxed);
     }
 
     pub(crate) fn stats(&self, now: u64) -> EndpointStats {

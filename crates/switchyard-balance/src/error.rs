@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use switchyard_core::{Rejection, RejectionKind};
+use switchyard_core::{ConfigError, Rejection, RejectionKind};
 
 /// No endpoint can take the call: none is enabled, healthy and not ejected. Maps to 503 /
 /// `UNAVAILABLE` (core's `NoAvailableEndpoint`).
@@ -41,7 +41,8 @@ impl Rejection for NoAvailableEndpoint {
     }
 }
 
-/// Why a change to a balancer's endpoints was refused. Nothing changed.
+/// Why a change to a balancer's endpoints (or their health checks) was refused. Nothing
+/// changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EndpointError {
@@ -49,6 +50,8 @@ pub enum EndpointError {
     Duplicate(String),
     /// No endpoint has this name.
     NotFound(String),
+    /// The endpoint's or the health check's config is invalid: the field and why.
+    InvalidConfig(ConfigError),
 }
 
 impl fmt::Display for EndpointError {
@@ -56,6 +59,7 @@ impl fmt::Display for EndpointError {
         match self {
             Self::Duplicate(name) => write!(f, "an endpoint named {name:?} is already there"),
             Self::NotFound(name) => write!(f, "no endpoint named {name:?}"),
+            Self::InvalidConfig(error) => error.fmt(f),
         }
     }
 }

@@ -3,28 +3,35 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use switchyard_core::ConfigError;
 use tokio::task::JoinHandle;
 use tower::{BoxError, Service, ServiceExt};
 
-use crate::endpoint::Health;
+use crate::endpoint::{EndpointView, Health};
+use crate::shared::{Shared, lock};
 
 /// How an endpoint is checked (the seed's `HealthCheckConfig`).
+///
+/// [`Balance::check`](crate::Balance::check) refuses a config that
+/// [`validate`](Self::validate) refuses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
-    /// Time between checks.
+    /// Time between checks (above zero).
     #[serde(default = "default_interval", with = "switchyard_core::duration")]
     pub interval: Duration,
-    /// A check that takes longer failed.
+    /// A check that takes longer failed (above zero).
     #[serde(default = "default_timeout", with = "switchyard_core::duration")]
     pub timeout: Duration,
-    /// Failed checks in a row that make the endpoint `Unhealthy` (the seed's `failure_limit`).
+    /// Failed checks in a row that make the endpoint `Unhealthy` (the seed's `failure_limit`;
+    /// at least 1).
     #[serde(default = "default_failures")]
     pub failure_threshold: u32,
-    /// Passed checks in a row that make an unhealthy endpoint `Healthy` again.
+    /// Passed checks in a row that make an unhealthy endpoint `Healthy` again (at least 1).
     #[serde(default = "default_successes")]
     pub success_threshold: u32,
 }
@@ -53,6 +60,35 @@ impl Default for HealthCheckConfig {
             failure_threshold: default_failures(),
             success_threshold: default_successes(),
         }
+    }
+}
+
+impl HealthCheckConfig {
+    /// Checks every field.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first field whose value cannot work, as it sits in a
+    /// balancer's config (`health_check.interval`, `health_check.failure_threshold`, …).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_fields().map_err(|e| e.within("health_check"))
+    }
+
+    fn validate_fields(&self) -> Result<(), ConfigError> {
+        // A zero interval would make tokio's `interval` panic in the checker's task.
+        if self.interval.is_zero() {
+            return Err(ConfigError::new("interval", "must be greater than zero"));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new("timeout", "must be greater than zero"));
+        }
+        if self.failure_threshold == 0 {
+            return Err(ConfigError::new("failure_threshold", "must be at least 1"));
+        }
+        if self.success_threshold == 0 {
+            return Err(ConfigError::new("success_threshold", "must be at least 1"));
+        }
+        Ok(())
     }
 }
 
@@ -96,6 +132,40 @@ pub(crate) trait Report: Send + Sync + 'static {
     fn report(&self, health: Health) -> bool;
 }
 
+/// A health checker's way back to its endpoint in a balancer.
+pub(crate) struct Reporter<S, Req> {
+    shared: Arc<Shared<S, Req>>,
+    view: Arc<EndpointView>,
+}
+
+impl<S, Req> Reporter<S, Req> {
+    pub(crate) fn new(shared: Arc<Shared<S, Req>>, view: Arc<EndpointView>) -> Self {
+        Self { shared, view }
+    }
+}
+
+impl<S, Req> Report for Reporter<S, Req>
+where
+    S: Clone + Send + Sync + 'static,
+    Req: 'static,
+{
+    fn alive(&self) -> bool {
+        !self.view.removed.load(Ordering::Relaxed)
+    }
+
+    fn report(&self, health: Health) -> bool {
+        let members = lock(&self.shared.members);
+        if !members.iter().any(|m| Arc::ptr_eq(&m.view, &self.view)) {
+            return false;
+        }
+        // An endpoint taken offline by hand stays offline whatever its checks say.
+        if !self.view.held_offline.load(Ordering::Acquire) {
+            self.shared.apply_health(&members, &self.view, health);
+        }
+        true
+    }
+}
+
 /// Counts consecutive outcomes and turns them into health changes.
 #[derive(Debug, Default)]
 struct Thresholds {
@@ -115,7 +185,7 @@ impl Thresholds {
             Err(()) => {
                 self.successes = 0;
                 self.failures += 1;
-                if self.failures >= config.failure_threshold.max(1) && !self.unhealthy {
+                if self.failures >= config.failure_threshold && !self.unhealthy {
                     self.unhealthy = true;
                     return Some(Health::Unhealthy);
                 }
@@ -132,7 +202,7 @@ impl Thresholds {
             Ok(health) => {
                 self.failures = 0;
                 self.successes += 1;
-                if self.unhealthy && self.successes < config.success_threshold.max(1) {
+                if self.unhealthy && self.successes < config.success_threshold {
                     return None;
                 }
                 self.unhealthy = false;

@@ -49,16 +49,25 @@
 //! per ejection and an INFO event per health change, with fields `balancer` and `endpoint`.
 
 mod balance;
+mod config;
+mod discover;
 mod endpoint;
 mod error;
+mod future;
 pub mod health;
+mod outlier;
+mod ready;
 mod selector;
+mod service;
+mod shared;
+mod snapshot;
 
-pub use balance::{
-    Balance, BalanceFuture, Discovery, Endpoint, FailureRate, HealthReport, OutlierConfig, Picked,
-};
+pub use balance::{Balance, BoxEndpoint, HealthReport, Picked};
+pub use config::{FailureRate, OutlierConfig};
+pub use discover::Discovery;
 pub use endpoint::{EndpointConfig, EndpointStats, EndpointView, Health};
 pub use error::{EndpointError, NoAvailableEndpoint};
+pub use future::BalanceFuture;
 pub use health::{HealthCheckConfig, HealthChecker};
 pub use selector::{
     ConsistentHash, DEFAULT_RTT, Hint, LeastConnections, LeastLatency, Pick, PickContext, Priority,

@@ -12,8 +12,8 @@ use arc_swap::ArcSwapOption;
 use futures::FutureExt;
 use serde_json::Value;
 use switchyard_balance::{
-    Balance, BalanceFuture, EndpointConfig, EndpointStats, Health, HealthCheckConfig,
-    HealthChecker, HealthReport, Hint, OutlierConfig, Picked, Strategy,
+    Balance, BalanceFuture, EndpointConfig, EndpointError, EndpointStats, Health,
+    HealthCheckConfig, HealthChecker, HealthReport, Hint, OutlierConfig, Picked, Strategy,
 };
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceExt};
@@ -21,7 +21,7 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 use crate::error::{CloseErrors, CloseTimedOut, ProviderError};
 use crate::lifecycle::{BoxProvider, Hook};
 use crate::registry::Registry;
-use switchyard_core::panic_message;
+use switchyard_core::{ConfigError, panic_message};
 
 /// How [`Manager::get`] (and the manager as a `Service`) picks a provider. Each is a
 /// switchyard-balance strategy over the initialized providers, so every one skips providers
@@ -196,13 +196,16 @@ where
     /// Ejects providers whose calls through the manager keep failing (switchyard-balance's
     /// outlier detection).
     ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] if `outlier` is invalid ([`OutlierConfig::validate`]).
+    ///
     /// # Panics
     ///
     /// If the manager was already cloned.
-    #[must_use]
-    pub fn with_outlier(mut self, outlier: OutlierConfig) -> Self {
-        self.balance = self.balance.with_outlier(outlier);
-        self
+    pub fn with_outlier(mut self, outlier: OutlierConfig) -> Result<Self, ConfigError> {
+        self.balance = self.balance.with_outlier(outlier)?;
+        Ok(self)
     }
 
     /// Builds provider `name` from the factory of that name with `config`, initializes it if
@@ -361,7 +364,8 @@ where
     ///
     /// # Errors
     ///
-    /// [`ProviderError::NotFound`].
+    /// [`ProviderError::NotFound`], or [`ProviderError::InvalidConfig`] if `config` is invalid
+    /// ([`HealthCheckConfig::validate`]).
     pub fn check<K>(
         &self,
         name: &str,
@@ -375,7 +379,13 @@ where
     {
         self.balance
             .check(name, check, config)
-            .map_err(|_| ProviderError::NotFound(name.to_owned()))
+            .map_err(|error| match error {
+                EndpointError::InvalidConfig(error) => ProviderError::InvalidConfig {
+                    provider: name.to_owned(),
+                    error,
+                },
+                _ => ProviderError::NotFound(name.to_owned()),
+            })
     }
 
     /// Closes every provider, in reverse initialization order: all leave the selection

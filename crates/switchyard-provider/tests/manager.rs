@@ -431,7 +431,8 @@ async fn calls_through_the_manager_are_counted_and_fail_over() {
         .with_outlier(switchyard_balance::OutlierConfig {
             consecutive_failures: 2,
             ..Default::default()
-        });
+        })
+        .unwrap();
     manager.initialize("a", &json!({})).await.unwrap();
     manager.initialize("b", &json!({})).await.unwrap();
     f.down["a"].store(true, Ordering::SeqCst);
