@@ -56,7 +56,7 @@ async fn main() -> Result<(), BoxError> {
     let _watch = router.watch(source);
     let mut reloads = router.reloads();
     reloads.borrow_and_update();
-    let shell = switchyard::router::open(&path)?;
+    let shell = switchyard::router::sqlite::open(&path)?;
     shell.execute(
         "UPDATE routes SET strategy = 'local' WHERE service_name = 'billing'",
         [],

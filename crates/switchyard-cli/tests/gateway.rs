@@ -142,8 +142,8 @@ impl Harness {
         let path = dir.path().join("routes.db");
         // Rows written as the shell would (unchecked, so tests can hold rows the admin refuses),
         // before the source opens: its watcher starts from them.
-        let mut shell = switchyard_router::open(&path).unwrap();
-        switchyard_router::init(&mut shell).unwrap();
+        let mut shell = switchyard_router::sqlite::open(&path).unwrap();
+        switchyard_router::sqlite::init(&mut shell).unwrap();
         for row in rows {
             shell
                 .execute(
@@ -198,7 +198,7 @@ impl Harness {
     }
 
     fn shell(&self) -> Connection {
-        switchyard_router::open(&self.path).unwrap()
+        switchyard_router::sqlite::open(&self.path).unwrap()
     }
 
     /// Waits until `live` holds of the router, checking after each reload. The 5 s bound

@@ -122,7 +122,7 @@ fn benches(c: &mut Criterion) {
     let path = dir.path().join("routes.db");
     let source = SqliteSource::open(&path).expect("open");
     {
-        let mut conn = switchyard_router::open(&path).expect("open");
+        let mut conn = switchyard_router::sqlite::open(&path).expect("open");
         let tx = conn.transaction().expect("tx");
         for row in rows(10_000) {
             tx.execute(
@@ -133,7 +133,7 @@ fn benches(c: &mut Criterion) {
         }
         tx.commit().expect("commit");
     }
-    let shell = switchyard_router::open(&path).expect("open");
+    let shell = switchyard_router::sqlite::open(&path).expect("open");
     let router = router_with(10_000);
     rt.block_on(router.reload_from(&source)).expect("reload");
     let mut flip = false;

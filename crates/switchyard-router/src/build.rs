@@ -14,7 +14,7 @@ use crate::error::{FactoryFailed, InvalidConfig, NoFactory, ServiceNotFound};
 use crate::observe::{RouteMetrics, observed};
 use crate::router::{LOCAL, NOOP, Router, State};
 use crate::source::RouteRow;
-use crate::sqlite::valid_service_name;
+use crate::source::valid_service_name;
 use crate::table::{Broken, Entry, Target};
 use crate::transport::{CatchPanic, RouteSpec};
 
@@ -89,7 +89,7 @@ where
             return Ok(Target::Noop);
         }
         let config =
-            RouteConfig::parse(row.config.as_deref().unwrap_or_default()).map_err(invalid)?;
+            RouteConfig::from_json(row.config.as_deref().unwrap_or_default()).map_err(invalid)?;
         let base = if **strategy == *LOCAL {
             let local = state
                 .locals

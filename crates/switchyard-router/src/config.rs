@@ -14,7 +14,7 @@ use switchyard_resilience::ResilienceConfig;
 /// ```
 /// use switchyard_router::RouteConfig;
 ///
-/// let config = RouteConfig::parse(r#"{
+/// let config = RouteConfig::from_json(r#"{
 ///     "timeout": "2s",
 ///     "circuit_breaker": { "trip": { "consecutive_failures": { "threshold": 3 } } },
 ///     "transport": { "content_type": "application/json" }
@@ -22,7 +22,7 @@ use switchyard_resilience::ResilienceConfig;
 /// assert!(config.resilience.timeout.is_some());
 /// assert_eq!(config.transport["content_type"], "application/json");
 ///
-/// let err = RouteConfig::parse(r#"{ "retry": { "max_attempts": 0 } }"#).unwrap_err();
+/// let err = RouteConfig::from_json(r#"{ "retry": { "max_attempts": 0 } }"#).unwrap_err();
 /// assert_eq!(err.field(), "retry.max_attempts");
 /// # Ok::<(), switchyard_core::ConfigError>(())
 /// ```
@@ -41,7 +41,7 @@ impl RouteConfig {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the JSON path of the first bad field.
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
         if text.trim().is_empty() {
             return Ok(Self {
                 transport: Value::Object(Map::new()),

@@ -7,16 +7,6 @@ use std::sync::Arc;
 
 use switchyard_core::{ConfigError, Rejection, RejectionKind};
 
-/// A call's deadline passed (the route's `timeout` or `total_timeout`): the stack's
-/// [`TimedOut`](switchyard_resilience::TimedOut), under the seed's name. Maps to 504 /
-/// `DEADLINE_EXCEEDED`.
-pub use switchyard_resilience::TimedOut as CallTimeout;
-
-/// The route's circuit breaker is open: the breaker's
-/// [`BreakerOpen`](switchyard_breaker::BreakerOpen), under the seed's name. Its `Display` is
-/// `circuit open: <service>`. Maps to 503 / `UNAVAILABLE` with a `Retry-After`.
-pub use switchyard_breaker::BreakerOpen as CircuitOpen;
-
 /// No route and no local service is registered under the name (or the route says `local` and
 /// no local service of that name exists). Maps to 404 / `UNIMPLEMENTED`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -380,8 +370,8 @@ pub(crate) fn register_all() {
     switchyard_core::rejection::register::<Panic>();
     switchyard_core::rejection::register::<UpstreamFailed>();
     switchyard_core::rejection::register::<SsrfBlocked>();
-    switchyard_core::rejection::register::<CallTimeout>();
-    switchyard_core::rejection::register::<CircuitOpen>();
+    switchyard_core::rejection::register::<switchyard_resilience::TimedOut>();
+    switchyard_core::rejection::register::<switchyard_breaker::BreakerOpen>();
 }
 
 /// A route's database could not be read or written.

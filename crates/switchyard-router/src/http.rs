@@ -218,7 +218,7 @@ pub(crate) fn system_resolver() -> Resolver {
 /// | `connect_timeout` | `"10s"` | how long connecting may take |
 ///
 /// The route's deadline is its config's `timeout` (the resilience stack's), which fails a call
-/// with [`CallTimeout`](crate::CallTimeout). A non-2xx answer, a refused connection or an
+/// with [`TimedOut`](switchyard_resilience::TimedOut). A non-2xx answer, a refused connection or an
 /// oversized response fails it with [`UpstreamFailed`].
 ///
 /// **SSRF guard.** Unless [`allow_internal`](Self::allow_internal) is set, an endpoint whose

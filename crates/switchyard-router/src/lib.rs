@@ -53,8 +53,8 @@
 //! [`NoFactory`], [`FactoryFailed`] (an endpoint the SSRF guard refuses is one, caused by
 //! [`SsrfBlocked`]) and [`InvalidConfig`] for a broken route (503; the other routes keep
 //! serving), [`SsrfBlocked`] when a host name resolves to an internal address at connect time
-//! (503), [`CircuitOpen`] (503 with `Retry-After`),
-//! [`CallTimeout`] (504), [`UpstreamFailed`] (502) and [`Panic`] (500).
+//! (503), the breaker's [`BreakerOpen`](switchyard_breaker::BreakerOpen) (503 with
+//! `Retry-After`), the stack's [`TimedOut`](switchyard_resilience::TimedOut) (504), [`UpstreamFailed`] (502) and [`Panic`] (500).
 //!
 //! # Observability
 //!
@@ -85,15 +85,15 @@ mod reload;
 mod route;
 mod router;
 mod source;
-mod sqlite;
+pub mod sqlite;
 mod status;
 mod table;
 mod transport;
 
 pub use config::RouteConfig;
 pub use error::{
-    CallTimeout, CircuitOpen, FactoryFailed, InvalidConfig, NoFactory, Panic, ServiceNotFound,
-    SourceError, SsrfBlocked, UpstreamFailed,
+    FactoryFailed, InvalidConfig, NoFactory, Panic, ServiceNotFound, SourceError, SsrfBlocked,
+    UpstreamFailed,
 };
 #[cfg(feature = "grpc")]
 pub use grpc::{GrpcTransport, RawCodec};
@@ -103,10 +103,7 @@ pub use reload::{RETRY_INTERVAL, WatchHandle};
 pub use route::{Route, RouteFuture};
 pub use router::{LOCAL, NOOP, Router};
 pub use source::{RouteRow, RouteSource};
-pub use sqlite::{
-    Admin, AdminError, BlockingAdmin, DEFAULT_POLL_INTERVAL, SqliteSource, init, open,
-    valid_service_name,
-};
+pub use sqlite::{Admin, AdminError, SqliteSource};
 pub use status::{ReloadReport, RouterStatus, ServiceInfo};
 pub use transport::{RouteService, RouteSpec, TransportFactory};
 

@@ -68,3 +68,12 @@ pub trait RouteSource: Send + Sync + 'static {
     /// router's status and the watcher tries again after its interval.
     fn changed(&self) -> impl Future<Output = Result<(), SourceError>> + Send;
 }
+
+/// Checks a service name: 1 to 128 characters from `[A-Za-z0-9._-]`, so it is a safe URL path
+/// segment and metric label.
+pub(crate) fn valid_service_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}

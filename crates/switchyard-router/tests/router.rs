@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use switchyard_core::{RejectionKind, find_cause, find_rejection};
 use switchyard_router::{
-    CallTimeout, CircuitOpen, FactoryFailed, InvalidConfig, NoFactory, Panic, RouteRow,
-    RouteService, RouteSource, RouteSpec, Router, ServiceNotFound, SourceError, SsrfBlocked,
+    FactoryFailed, InvalidConfig, NoFactory, Panic, RouteRow, RouteService, RouteSource, RouteSpec,
+    Router, ServiceNotFound, SourceError, SsrfBlocked,
 };
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
@@ -132,7 +132,7 @@ async fn reload_keeps_unchanged_routes_and_their_breaker_state() {
     }
     let err = call(&router, "payments", "").await.unwrap_err();
     assert_eq!(err.to_string(), "circuit open: payments");
-    assert!(find_cause::<CircuitOpen>(&*err).is_some());
+    assert!(find_cause::<switchyard_breaker::BreakerOpen>(&*err).is_some());
     assert_eq!(kind(&err), RejectionKind::CircuitOpen);
 
     // Other rows come and go; payments is the same service, still open, not rebuilt.
@@ -437,7 +437,10 @@ async fn the_config_timeout_is_a_call_timeout() {
     let started = tokio::time::Instant::now();
     let err = call(&router, "report", "").await.unwrap_err();
     assert_eq!(started.elapsed(), Duration::from_secs(1));
-    assert!(find_cause::<CallTimeout>(&*err).is_some(), "{err}");
+    assert!(
+        find_cause::<switchyard_resilience::TimedOut>(&*err).is_some(),
+        "{err}"
+    );
     assert_eq!(kind(&err), RejectionKind::Timeout);
 }
 

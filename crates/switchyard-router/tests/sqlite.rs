@@ -31,16 +31,16 @@ async fn call(router: &Router, name: &str, body: &'static str) -> Result<Bytes, 
 
 /// A second connection, as another process or the `sqlite3` shell would hold.
 fn external(path: &std::path::Path) -> Connection {
-    switchyard_router::open(path).unwrap()
+    switchyard_router::sqlite::open(path).unwrap()
 }
 
 #[test]
 fn init_is_idempotent_and_versioned() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.db");
-    let mut conn = switchyard_router::open(&path).unwrap();
-    switchyard_router::init(&mut conn).unwrap();
-    switchyard_router::init(&mut conn).unwrap();
+    let mut conn = switchyard_router::sqlite::open(&path).unwrap();
+    switchyard_router::sqlite::init(&mut conn).unwrap();
+    switchyard_router::sqlite::init(&mut conn).unwrap();
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
@@ -76,7 +76,7 @@ fn init_is_idempotent_and_versioned() {
 
     // A database from a newer build is refused, not clobbered.
     conn.pragma_update(None, "user_version", 99).unwrap();
-    let err = switchyard_router::init(&mut conn).unwrap_err();
+    let err = switchyard_router::sqlite::init(&mut conn).unwrap_err();
     assert!(err.to_string().contains("schema version 99"), "{err}");
 }
 
