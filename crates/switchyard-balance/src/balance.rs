@@ -295,13 +295,13 @@ impl<Req, Res, C> Balance<Req, Res, C> {
         Ok(())
     }
 
-    /// The overall health of the endpoints, by the seed's worst-case rule
+    /// The overall health of the endpoints, by the worst-case rule
     /// ([`overall`](crate::health::overall)).
     pub fn overall_health(&self) -> Health {
         crate::health::overall(lock(&self.shared.members).iter().map(|m| m.view.health()))
     }
 
-    /// The seed's `HealthMonitor` view: every endpoint's health and the overall one.
+    /// What a health monitor shows: every endpoint's health and the overall one.
     pub fn health_report(&self) -> HealthReport {
         let endpoints: Vec<(String, Health)> = lock(&self.shared.members)
             .iter()
@@ -412,7 +412,7 @@ impl<Req, Res> fmt::Debug for Picked<Req, Res> {
     }
 }
 
-/// Every endpoint's health and the overall health (the seed's `HealthMonitor`), serialisable.
+/// Every endpoint's health and the overall health (a health monitor's view), serialisable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthReport {
     /// The worst-case summary ([`overall`](crate::health::overall)).

@@ -11,7 +11,7 @@ use crate::outlier::OutlierState;
 use crate::selector::DECAY;
 use crate::shared::lock;
 
-/// How an endpoint is doing, as the seed's `PluginStatus` says it.
+/// How an endpoint is doing, as its health checks (or an operator) say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
@@ -66,8 +66,7 @@ pub struct EndpointConfig {
     /// `consistent-hash`, at least 1 (to drain an endpoint, disable it).
     #[serde(default = "one")]
     pub weight: u32,
-    /// The `priority` strategy's tier: the highest number with an eligible endpoint wins (the
-    /// seed's convention).
+    /// The `priority` strategy's tier: the highest number with an eligible endpoint wins.
     #[serde(default)]
     pub priority: i32,
     /// A disabled endpoint is never picked; in-flight calls finish.
@@ -306,7 +305,8 @@ impl EndpointView {
     }
 }
 
-/// A serialisable snapshot of one endpoint, after the seed's `LoadBalancerStats`.
+/// A serialisable snapshot of one endpoint's settings, state and counters
+/// ([`Balance::stats`](crate::Balance::stats)).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EndpointStats {
     /// The endpoint's name.

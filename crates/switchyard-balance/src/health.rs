@@ -14,7 +14,8 @@ use tower::{BoxError, Service, ServiceExt};
 use crate::endpoint::{EndpointView, Health};
 use crate::shared::{Shared, lock};
 
-/// How an endpoint is checked (the seed's `HealthCheckConfig`).
+/// How an endpoint is checked: how often, how long a check may take, and how many results in
+/// a row change its health.
 ///
 /// [`Balance::check`](crate::Balance::check) refuses a config that
 /// [`validate`](Self::validate) refuses.
@@ -27,8 +28,7 @@ pub struct HealthCheckConfig {
     /// A check that takes longer failed (above zero).
     #[serde(default = "default_timeout", with = "switchyard_core::duration")]
     pub timeout: Duration,
-    /// Failed checks in a row that make the endpoint `Unhealthy` (the seed's `failure_limit`;
-    /// at least 1).
+    /// Failed checks in a row that make the endpoint `Unhealthy` (at least 1).
     #[serde(default = "default_failures")]
     pub failure_threshold: u32,
     /// Passed checks in a row that make an unhealthy endpoint `Healthy` again (at least 1).
@@ -276,7 +276,7 @@ where
     }
 }
 
-/// The overall health of a set of endpoints, by the seed's rule: `Healthy` when all are
+/// The overall health of a set of endpoints, by the worst-case rule: `Healthy` when all are
 /// healthy (or unknown), `Degraded` when some are degraded and none is unhealthy or offline,
 /// `Unhealthy` when any is unhealthy or offline; `Unknown` with no endpoint.
 pub fn overall(healths: impl IntoIterator<Item = Health>) -> Health {

@@ -3,7 +3,7 @@
 //! A [`Balance`] is a `Service` over named endpoints — each a tower `Service` with a weight, a
 //! priority and an enabled flag — that sends each call to one endpoint its [`Selector`] picks
 //! among the *eligible* ones (enabled, not `Unhealthy`/`Offline`, not ejected). Strategies, by
-//! the seed's names: `round-robin`, `random`, `least-connections`, `least-latency`,
+//! their config names: `round-robin`, `random`, `least-connections`, `least-latency`,
 //! `weighted-random`, `consistent-hash`, `priority`; or your own [`Selector`]. Endpoints come
 //! and go at runtime without failing calls in flight; endpoints that keep failing are ejected
 //! for a growing time, never more than a capped share of them ([`OutlierConfig`]); active health
@@ -11,6 +11,11 @@
 //! `tower::discover::Discover` stream ([`Balance::follow`]). An endpoint whose `poll_ready` is
 //! pending is left out of the pick until a background task sees it ready, and the balancer's
 //! own `poll_ready` waits only while no eligible endpoint is ready.
+//!
+//! Configs say no: [`OutlierConfig::validate`], [`HealthCheckConfig::validate`] and
+//! [`EndpointConfig::validate`] name the first bad field (`outlier.max_ejection_percent`, …),
+//! and [`Balance::with_outlier`], [`Balance::check`], [`Balance::add`] and [`Balance::follow`]
+//! refuse a config they refuse; no value is clamped silently.
 //!
 //! # Example
 //!

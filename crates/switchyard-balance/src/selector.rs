@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::endpoint::EndpointView;
 
-/// What a call tells the balancer about itself (the seed's `LoadBalanceRequest`).
+/// What a call tells the balancer about itself: a key to route on, endpoints to prefer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hint {
     /// The key `consistent-hash` routes on (a user id, a session, an ordering key).
@@ -27,7 +27,7 @@ impl Hint {
     /// The hint an `http::Request` carries as an extension, for
     /// [`Balance::with_hint`](crate::Balance::with_hint):
     /// `Balance::new(..).with_hint(Hint::from_extensions)`; a caller inserts a `Hint` into the
-    /// request's extensions (as the seed's `LoadBalanceRequest` travels with a call).
+    /// request's extensions, so the hint travels with the call.
     pub fn from_extensions<B>(req: &http::Request<B>) -> Option<Self> {
         req.extensions().get::<Self>().cloned()
     }
@@ -107,7 +107,7 @@ pub trait Selector: Send + Sync + fmt::Debug + 'static {
     fn build(&self, eligible: &[Arc<EndpointView>]) -> Box<dyn Pick>;
 }
 
-/// The built-in strategies, by the seed's names.
+/// The built-in strategies, by their config (serde) names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {

@@ -23,8 +23,9 @@ where
     type Future = BalanceFuture<Req, Res, C>;
 
     /// Ready when an eligible endpoint is ready, or when none is eligible (the call then fails
-    /// with [`NoAvailableEndpoint`](crate::NoAvailableEndpoint), as `tower::load_shed` would). While every eligible
-    /// endpoint is not ready, waits — woken when one becomes ready, never by polling.
+    /// with [`NoAvailableEndpoint`](crate::NoAvailableEndpoint), as `tower::load_shed` would).
+    /// While every eligible endpoint is not ready, waits — woken when one becomes ready, never
+    /// by polling.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // The common case costs one snapshot load: no clock read unless every eligible
         // endpoint is not ready.
