@@ -5,6 +5,8 @@
 //!
 //! Every endpoint is the same boxed `service_fn` answering at once; each call is `ready` then
 //! `call` on a current-thread runtime, so the figures are one whole call through the balancer.
+//! One more row runs `round-robin` with outlier detection on: every call then records its
+//! outcome in its endpoint's outlier state (one uncontended lock), next to the row without.
 //!
 //! `cargo bench -p switchyard-balance --bench balance`; figures in docs/benchmarks.md.
 
@@ -17,7 +19,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
 use switchyard_core::test_util::drive;
 
-use switchyard_balance::{Balance, EndpointConfig, EndpointView, Hint, PickContext, Rng, Strategy};
+use switchyard_balance::{
+    Balance, EndpointConfig, EndpointView, Hint, OutlierConfig, PickContext, Rng, Strategy,
+};
 use tower::balance::p2c;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequests};
@@ -41,7 +45,20 @@ const STRATEGIES: [Strategy; 7] = [
 ];
 
 fn balancer(strategy: Strategy, n: usize) -> Balance<u64, u64> {
+    balancer_with(strategy, n, None)
+}
+
+fn balancer_with(
+    strategy: Strategy,
+    n: usize,
+    outlier: Option<OutlierConfig>,
+) -> Balance<u64, u64> {
     let mut balance = Balance::new("bench", strategy).with_seed(1);
+    if let Some(outlier) = outlier {
+        balance = balance
+            .with_outlier(outlier)
+            .expect("a valid outlier config");
+    }
     if strategy == Strategy::ConsistentHash {
         // Only this strategy reads the key; the others pay nothing for hints.
         balance = balance.with_hint(|n: &u64| Some(Hint::key(n.to_string())));
@@ -122,6 +139,10 @@ fn benches(c: &mut Criterion) {
                 balancer(strategy, n)
             );
         }
+        bench_service!(
+            format!("switchyard round-robin + outlier detection ({n})"),
+            balancer_with(Strategy::RoundRobin, n, Some(OutlierConfig::default()))
+        );
     }
     group.finish();
 }

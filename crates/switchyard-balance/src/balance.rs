@@ -69,6 +69,8 @@ where
     BoxCloneSyncService::new(service.map_err(Into::into))
 }
 
+// === impl Balance ===
+
 impl<Req, Res, C: Clone> Clone for Balance<Req, Res, C> {
     fn clone(&self) -> Self {
         Self {
@@ -393,6 +395,8 @@ impl<Req, Res, C> Balance<Req, Res, C> {
             .ok_or_else(|| self.shared.none_available())
     }
 }
+
+// === impl Picked ===
 
 /// An endpoint [`Balance::pick`] chose: its name and a clone of its service.
 #[derive(Clone)]

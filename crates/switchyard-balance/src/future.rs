@@ -159,7 +159,7 @@ where
 // === impl Readying ===
 
 impl<Req: 'static, Res: 'static, C> Readying<Req, Res, C> {
-    fn call(&mut self) -> &mut CallOf<Req, Res, C> {
+    fn call_mut(&mut self) -> &mut CallOf<Req, Res, C> {
         self.call
             .as_mut()
             .expect("BalanceFuture polled after completion")
@@ -173,7 +173,7 @@ impl<Req: 'static, Res: 'static, C> Readying<Req, Res, C> {
         };
         let woken = notified.as_mut().poll(cx).is_ready();
         let generation = self.generation;
-        let view = &self.call().view;
+        let view = &self.call_mut().view;
         let left = woken
             || view.removed.load(Ordering::Acquire)
             || view.generation.load(Ordering::Acquire) != generation;
@@ -186,7 +186,7 @@ impl<Req: 'static, Res: 'static, C> Readying<Req, Res, C> {
     /// Picks again for the request, its endpoint gone: moves the call to the new endpoint, or
     /// fails with [`NoAvailableEndpoint`](crate::NoAvailableEndpoint) if none is eligible.
     fn pick_again(&mut self) -> Result<(), BoxError> {
-        let shared = Arc::clone(&self.call().shared);
+        let shared = Arc::clone(&self.call_mut().shared);
         let now = shared.now();
         let hint = shared
             .hint
@@ -194,10 +194,10 @@ impl<Req: 'static, Res: 'static, C> Readying<Req, Res, C> {
             .and_then(|f| f(self.req.as_ref().expect("request taken once")));
         let Some(chosen) = shared.choose(now, hint.as_ref()) else {
             // Not a measurement of the endpoint it left.
-            self.call().finished = true;
+            self.call_mut().finished = true;
             return Err(Box::new(shared.none_available()));
         };
-        let call = self.call();
+        let call = self.call_mut();
         call.view.in_flight.fetch_sub(1, Ordering::Relaxed);
         chosen.view.start_call(now);
         call.view = chosen.view;
@@ -217,7 +217,7 @@ impl<Req: 'static, Res: 'static, C> Readying<Req, Res, C> {
     /// The endpoint was picked while not ready: this call waits for it (unless it leaves);
     /// later ones go elsewhere until a background task sees it ready.
     fn wait_on_endpoint(&mut self) {
-        let call = self.call();
+        let call = self.call_mut();
         let mut notified = Box::pin(Arc::clone(&call.view.gone).notified_owned());
         notified.as_mut().enable();
         call.shared.set_pending(&call.view, true);
