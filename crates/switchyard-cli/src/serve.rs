@@ -1,0 +1,140 @@
+//! `switchyard serve`: open the routes file, reload and watch it, serve the gateway, stop
+//! gracefully.
+
+use std::future::IntoFuture as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use switchyard_router::SqliteSource;
+use tower::BoxError;
+
+use crate::demo::{builtin_router, seed_rows};
+use crate::gateway::{Gateway, app};
+use crate::metrics::prometheus;
+
+/// The settings of `switchyard serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The routes database (created with its schema and seed rows if missing).
+    pub db: PathBuf,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// How often to poll the database for changes.
+    pub poll_interval: Duration,
+    /// Whether the `http` transport may call internal addresses.
+    pub allow_internal: bool,
+    /// Enables the admin API with this bearer token.
+    pub admin_token: Option<String>,
+    /// The request body limit.
+    pub max_body_bytes: usize,
+}
+
+/// Runs the gateway until `shutdown` resolves, then stops accepting connections and waits for
+/// in-flight requests. `ready` is told the bound address once the server accepts connections.
+///
+/// # Errors
+///
+/// The database cannot be opened or seeded, or the address cannot be bound.
+pub async fn serve(
+    config: ServeConfig,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BoxError> {
+    // The recorder first: metric handles made before it is installed stay no-ops for good.
+    let metrics = prometheus();
+    let db = config.db.clone();
+    let interval = config.poll_interval;
+    let (source, admin) = tokio::task::spawn_blocking(move || {
+        let source = SqliteSource::open(&db)?.poll_interval(interval);
+        let admin = source.admin()?;
+        Ok::<_, switchyard_router::SourceError>((source, admin))
+    })
+    .await??;
+    if source.created() {
+        for row in seed_rows() {
+            admin.upsert(row).await?;
+        }
+        tracing::info!(db = %config.db.display(), "created a new routes database with routes echo and billing");
+    }
+    let router = builtin_router(config.allow_internal);
+    let report = router.reload_from(&source).await?;
+    tracing::info!(
+        routes = report.added,
+        broken = report.broken,
+        "routes loaded"
+    );
+    let watcher = router.watch(source);
+
+    let upkeep = metrics.clone().map(|handle| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    });
+    let mut gateway = Gateway::new(router).with_max_body_bytes(config.max_body_bytes);
+    if let Some(handle) = metrics {
+        gateway = gateway.with_metrics(handle);
+    }
+    if let Some(token) = config.admin_token.filter(|t| !t.is_empty()) {
+        gateway = gateway.with_admin(admin, token);
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    ready(addr);
+    // Graceful: on the signal, stop accepting and let in-flight requests finish, for at most
+    // the grace period.
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app(gateway)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    });
+    let grace = async move {
+        let _ = stopped.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server.into_future() => result?,
+        () = grace => tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "requests still in flight after the grace period; stopping anyway"
+        ),
+    }
+    watcher.stop();
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// How long a stopping server waits for in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
