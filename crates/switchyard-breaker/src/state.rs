@@ -262,9 +262,7 @@ impl Circuit {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slow> {
         // The guarded data holds plain counters that are valid at every step.
-        self.slow
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        switchyard_core::sync::lock(&self.slow)
     }
 
     /// May a call go through now? `now` is read only when the breaker is not closed.

@@ -193,10 +193,7 @@ impl TimeWindow {
         if epoch <= self.current.load(Ordering::Acquire) {
             return;
         }
-        let _guard = self
-            .rotation
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = switchyard_core::sync::lock(&self.rotation);
         let current = self.current.load(Ordering::Acquire);
         if epoch <= current {
             return;
@@ -256,10 +253,7 @@ impl TripPolicy for TimeWindow {
     }
 
     fn reset(&self, now: Instant) {
-        let _guard = self
-            .rotation
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = switchyard_core::sync::lock(&self.rotation);
         // Drain rather than store zeros, for the same reason as rotation.
         for bucket in &*self.buckets {
             Self::drain(bucket, &self.totals, &self.slow_total);

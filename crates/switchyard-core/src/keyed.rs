@@ -26,8 +26,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
 
 struct Entry<V> {
     value: V,
@@ -66,10 +66,7 @@ impl<K, V> KeyedMap<K, V> {
 
     /// How many keys have a value now.
     pub fn len(&self) -> usize {
-        self.map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        crate::sync::read(&self.map).len()
     }
 
     /// Whether no key has a value.
@@ -81,13 +78,13 @@ impl<K, V> KeyedMap<K, V> {
 impl<K: Hash + Eq + Clone, V: Clone> KeyedMap<K, V> {
     /// The value for `key`, if it has one now (does not count as a use).
     pub fn get(&self, key: &K) -> Option<V> {
-        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        let map = crate::sync::read(&self.map);
         map.get(key).map(|e| e.value.clone())
     }
 
     /// Every value now, in no particular order.
     pub fn values(&self) -> Vec<V> {
-        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        let map = crate::sync::read(&self.map);
         map.values().map(|e| e.value.clone()).collect()
     }
 
@@ -105,14 +102,14 @@ impl<K: Hash + Eq + Clone, V: Clone> KeyedMap<K, V> {
         rank: impl Fn(&V) -> Option<u8>,
     ) -> Option<V> {
         {
-            let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+            let map = crate::sync::read(&self.map);
             if let Some(entry) = map.get(key) {
                 entry.touch(self.generation.load(Ordering::Relaxed));
                 return Some(entry.value.clone());
             }
         }
         let fresh = make();
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        let mut map = crate::sync::write(&self.map);
         if let Some(entry) = map.get(key) {
             entry.touch(self.generation.load(Ordering::Relaxed));
             return Some(entry.value.clone());

@@ -59,6 +59,7 @@ pub mod config;
 pub mod duration;
 pub mod keyed;
 pub mod rejection;
+pub mod sync;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 

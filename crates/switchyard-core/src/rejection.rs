@@ -137,22 +137,11 @@ impl RejectionKind {
         }
     }
 
-    /// The same code as [`grpc_code`](Self::grpc_code), as tonic's type.
+    /// The same code as [`grpc_code`](Self::grpc_code), as tonic's type (converted, not a
+    /// second table).
     #[cfg(feature = "grpc")]
-    pub const fn tonic_code(self) -> tonic::Code {
-        match self {
-            Self::BulkheadFull | Self::RateLimited | Self::Overloaded => {
-                tonic::Code::ResourceExhausted
-            }
-            Self::Timeout => tonic::Code::DeadlineExceeded,
-            Self::ServiceNotFound => tonic::Code::Unimplemented,
-            Self::Panic => tonic::Code::Internal,
-            Self::CircuitOpen
-            | Self::Shutdown
-            | Self::NoAvailableEndpoint
-            | Self::RouteUnavailable
-            | Self::UpstreamFailed => tonic::Code::Unavailable,
-        }
+    pub fn tonic_code(self) -> tonic::Code {
+        to_tonic(self.grpc_code())
     }
 
     /// A stable snake_case name, for metric labels and logs.
@@ -218,15 +207,9 @@ fn downcast<'a, R: Rejection>(err: &'a (dyn Error + 'static)) -> Option<&'a dyn 
 pub fn register<R: Rejection>() {
     let id = TypeId::of::<R>();
     // A poisoned lock only means a panic elsewhere while pushing; the Vec is still valid.
-    let known = REGISTRY
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-        .any(|(t, _)| *t == id);
+    let known = crate::sync::read(&REGISTRY).iter().any(|(t, _)| *t == id);
     if !known {
-        let mut registry = REGISTRY
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut registry = crate::sync::write(&REGISTRY);
         if !registry.iter().any(|(t, _)| *t == id) {
             registry.push((id, downcast::<R>));
         }
@@ -237,9 +220,7 @@ pub fn register<R: Rejection>() {
 ///
 /// Accepts `&*box_error` for a [`BoxError`](crate::BoxError).
 pub fn find_rejection<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a dyn Rejection> {
-    let registry = REGISTRY
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let registry = crate::sync::read(&REGISTRY);
     let mut current = Some(err);
     while let Some(e) = current {
         if let Some(found) = registry.iter().find_map(|(_, d)| d(e)) {
@@ -302,6 +283,13 @@ pub fn find_cause<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Opt
         current = e.source();
     }
     None
+}
+
+/// A gRPC code as tonic's type: the one conversion between tower-http's `GrpcCode` (what
+/// core's mapping speaks) and `tonic::Code`, both being the wire numbers.
+#[cfg(feature = "grpc")]
+pub fn to_tonic(code: GrpcCode) -> tonic::Code {
+    tonic::Code::from(code as i32)
 }
 
 #[cfg(test)]

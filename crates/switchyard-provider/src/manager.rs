@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,13 +15,14 @@ use switchyard_balance::{
     Balance, BalanceFuture, EndpointConfig, EndpointError, EndpointStats, Health,
     HealthCheckConfig, HealthChecker, HealthReport, Hint, OutlierConfig, Picked, Strategy,
 };
+use switchyard_core::sync::lock;
+use switchyard_core::{ConfigError, panic_message};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::error::{CloseErrors, CloseTimedOut, ProviderError};
 use crate::lifecycle::{BoxProvider, Hook};
 use crate::registry::Registry;
-use switchyard_core::{ConfigError, panic_message};
 
 /// How [`Manager::get`] (and the manager as a `Service`) picks a provider. Each is a
 /// switchyard-balance strategy over the initialized providers, so every one skips providers
@@ -138,10 +139,6 @@ impl<Req, Res> fmt::Debug for Manager<Req, Res> {
             .field("providers", &self.names())
             .finish_non_exhaustive()
     }
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Frees a name reserved for initialization if the initialization ends early (an error, or

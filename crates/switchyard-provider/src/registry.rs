@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use switchyard_core::ConfigError;
+use switchyard_core::sync::{read, write};
 use tower::BoxError;
 
 use crate::error::ProviderError;
@@ -158,12 +159,4 @@ impl<Req, Res> Registry<Req, Res> {
     pub(crate) fn evict(&self, name: &str) {
         write(&self.instances).remove(name);
     }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
 }

@@ -1,7 +1,7 @@
 //! A registry of named stacks' handles: what status pages and admin APIs read.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 use switchyard_breaker::BreakerSnapshot;
@@ -90,10 +90,10 @@ impl Registry {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Arc<str>, StackHandles>> {
         // A panic while holding the lock leaves a valid map: use it.
-        self.stacks.read().unwrap_or_else(PoisonError::into_inner)
+        switchyard_core::sync::read(&self.stacks)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Arc<str>, StackHandles>> {
-        self.stacks.write().unwrap_or_else(PoisonError::into_inner)
+        switchyard_core::sync::write(&self.stacks)
     }
 }

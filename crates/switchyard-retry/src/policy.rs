@@ -208,10 +208,7 @@ impl<C, R> RetryPolicy<C, R> {
         }
         let jittered = {
             // Poisoned only if a draw panicked, which it cannot; the generator stays usable.
-            let mut rng = shared
-                .rng
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut rng = switchyard_core::sync::lock(&shared.rng);
             backoff::delay(
                 &shared.config.backoff,
                 shared.config.jitter,

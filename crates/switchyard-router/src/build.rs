@@ -2,7 +2,7 @@
 //! stack around it, and a broken route's typed error.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use switchyard_core::ConfigError;
 use switchyard_resilience::{FallbackLayer, ResilienceLayer};
@@ -101,11 +101,7 @@ where
             }
             local.service.clone()
         } else {
-            let factory = self
-                .inner
-                .transports
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
+            let factory = switchyard_core::sync::read(&self.inner.transports)
                 .get(&**strategy)
                 .cloned()
                 .ok_or_else(|| {

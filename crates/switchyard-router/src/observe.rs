@@ -7,10 +7,10 @@ use std::task::{Context, Poll, ready};
 
 use metrics::{Counter, Histogram};
 use pin_project_lite::pin_project;
+use switchyard_core::sync::lock;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service};
 
-use crate::router::lock;
 use crate::status::unix_now;
 use crate::transport::{CatchPanic, CatchPanicFuture, RouteService};
 

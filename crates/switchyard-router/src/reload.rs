@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchyard_core::sync::lock;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::diff::{self, Step};
 use crate::error::SourceError;
-use crate::router::{Router, State, lock};
+use crate::router::{Router, State};
 use crate::source::{RouteRow, RouteSource};
 use crate::status::{ReloadReport, unix_now};
 use crate::table::{FastMap, Table, local_entry};

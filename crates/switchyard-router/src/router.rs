@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use switchyard_core::sync::lock;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service};
 
@@ -45,10 +46,6 @@ pub(crate) struct Inner<Req, Res> {
     pub(crate) reloading: tokio::sync::Mutex<()>,
     /// Counts reloads, for [`Router::reloads`].
     pub(crate) reloads: tokio::sync::watch::Sender<u64>,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Dispatches calls by service name, to an in-process service or a remote transport, as a
@@ -187,11 +184,7 @@ where
             strategy != LOCAL && strategy != NOOP,
             "`{strategy}` is a built-in strategy"
         );
-        self.inner
-            .transports
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(strategy, Arc::new(factory));
+        switchyard_core::sync::write(&self.inner.transports).insert(strategy, Arc::new(factory));
     }
 
     /// The route a call for `name` would take now, as a service of its own (for callers that

@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use switchyard_breaker::State as BreakerState;
+use switchyard_core::sync::lock;
 
-use crate::router::{Router, lock};
+use crate::router::Router;
 use crate::table::{Entry, Target};
 
 #[derive(Default)]

@@ -8,13 +8,14 @@ use std::sync::atomic::Ordering;
 
 use futures::FutureExt;
 use switchyard_core::panic_message;
+use switchyard_core::sync::lock;
 use tokio::task::JoinSet;
 use tower::{BoxError, Service, ServiceExt};
 
 use crate::failure::FailureKind;
 use crate::lanes::{LaneId, Queued};
 use crate::options::BackpressurePolicy;
-use crate::run::{Run, lock};
+use crate::run::Run;
 
 /// One admitted message, as the handler gets it: the item is the handler's to keep (to
 /// forward, say, without a copy). With retries on, each attempt but the last gets a clone of

@@ -73,16 +73,18 @@ impl FailureKind {
     }
 
     /// The gRPC status code for a stream ending with this failure: core's mapping for the
-    /// kinds core knows (`RESOURCE_EXHAUSTED`, `UNAVAILABLE`, `INTERNAL`), `CANCELLED` for a
-    /// cancelled caller, `UNKNOWN` for a handler error.
-    pub const fn code(self) -> tonic::Code {
+    /// kinds core knows ([`rejection_kind`](Self::rejection_kind): `RESOURCE_EXHAUSTED`,
+    /// `UNAVAILABLE`, `INTERNAL`), `CANCELLED` for a cancelled caller, `UNKNOWN` for a handler
+    /// error, `OK` for none.
+    pub fn code(self) -> tonic::Code {
+        if let Some(kind) = self.rejection_kind() {
+            return kind.tonic_code();
+        }
+        // The kinds core has no name for.
         match self {
-            Self::None => tonic::Code::Ok,
             Self::HandlerError => tonic::Code::Unknown,
             Self::ContextCancelled => tonic::Code::Cancelled,
-            Self::Backpressure | Self::Ordering => tonic::Code::ResourceExhausted,
-            Self::Shutdown => tonic::Code::Unavailable,
-            Self::Internal => tonic::Code::Internal,
+            _ => tonic::Code::Ok,
         }
     }
 

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use switchyard_core::sync::lock;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::failure::FailureKind;
 use crate::lanes::{Left, Queued};
-use crate::run::{Run, lock};
+use crate::run::Run;
 
 /// One stream's view of the pipeline's shutdown.
 pub(crate) struct ShutdownWatch {

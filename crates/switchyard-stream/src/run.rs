@@ -2,18 +2,16 @@
 //! happened to each message and how the stream ended.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use switchyard_bulkhead::AdmissionController;
+use switchyard_core::sync::lock;
 use tokio::task::JoinSet;
 
 use crate::failure::{FailureKind, MessageFailure, Summary};
 use crate::lanes::Lanes;
 use crate::pipeline::Inner;
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 /// One stream's state, shared by its receiver and its key workers.
 pub(crate) struct Run<T> {
     pub(crate) pipeline: Arc<Inner<T>>,
@@ -41,7 +39,7 @@ impl<T> Drop for Run<T> {
     /// The messages still waiting when a stream's state goes (its `run` future dropped) leave
     /// the pipeline-wide queue gauge.
     fn drop(&mut self) {
-        let lanes = self.lanes.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let lanes = switchyard_core::sync::get_mut(&mut self.lanes);
         self.pipeline
             .metrics
             .queued

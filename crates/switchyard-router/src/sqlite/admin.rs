@@ -5,13 +5,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
+use switchyard_core::sync::lock;
 use tokio::sync::Notify;
 
+use super::{SELECT, init, open, read_all, read_row};
 use crate::config::RouteConfig;
 use crate::error::SourceError;
 use crate::source::{RouteRow, valid_service_name};
-
-use super::{SELECT, init, lock, open, read_all, read_row};
 
 /// Why an [`Admin`] call failed. Nothing was written.
 #[derive(Debug)]

@@ -10,7 +10,6 @@ pub use admin::{Admin, AdminError, BlockingAdmin};
 pub use source::SqliteSource;
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -100,11 +99,6 @@ pub fn init(conn: &mut Connection) -> Result<bool, SourceError> {
     tx.commit()
         .map_err(|e| SourceError::new("commit schema migration", e))?;
     Ok(version == 0)
-}
-
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    // A poisoned lock means a panic while a statement ran; the connection itself is fine.
-    conn.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs blocking SQLite work on tokio's blocking pool, never on a runtime worker.

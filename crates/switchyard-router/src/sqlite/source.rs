@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
+use switchyard_core::sync::lock;
 use tokio::sync::Notify;
 
+use super::{Admin, DEFAULT_POLL_INTERVAL, blocking, init, open, read_all};
 use crate::error::SourceError;
 use crate::source::{RouteRow, RouteSource};
-
-use super::{Admin, DEFAULT_POLL_INTERVAL, blocking, init, lock, open, read_all};
 
 struct SourceInner {
     path: PathBuf,
