@@ -144,10 +144,17 @@ pub struct EndpointView {
     /// When the endpoint was last picked, in nanoseconds since the balancer's epoch (0: never).
     pub(crate) last_used: AtomicU64,
     /// Outlier detection's state. A lock, not atomics: an outcome moves several of its counts
-    /// together. It is taken only with outlier detection configured, once per classified
-    /// outcome, and held for a few plain operations; the pick never takes it (the snapshot
-    /// already leaves ejected endpoints out), only rebuilding the snapshot and stats do.
+    /// together. It is taken only with outlier detection configured, by a failure, or by a
+    /// success that has something to change (see `streak_open`), and held for a few plain
+    /// operations; the pick never takes it (the snapshot already leaves ejected endpoints
+    /// out), only rebuilding the snapshot and stats do.
     pub(crate) outlier: Mutex<OutlierState>,
+    /// Whether `outlier` has a failure streak open, written under its lock. Without a
+    /// failure-rate window, a success changes the state only by ending a streak, so a success
+    /// that finds none open skips the lock: most calls succeed, and the lock on every one of
+    /// them measured about 30 ns a call (12%) in the balancer's bench, where the atomics this
+    /// state replaced cost nothing extra.
+    pub(crate) streak_open: AtomicBool,
     /// Set when the endpoint leaves its balancer (its health checker then stops).
     pub(crate) removed: AtomicBool,
     /// Set while its service is not ready (its `poll_ready` answered `Pending`): not picked
@@ -188,6 +195,7 @@ impl EndpointView {
             ewma_at: AtomicU64::new(0),
             last_used: AtomicU64::new(0),
             outlier: Mutex::default(),
+            streak_open: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             pending: AtomicBool::new(false),
             probing: AtomicBool::new(false),

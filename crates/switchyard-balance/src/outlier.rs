@@ -66,6 +66,11 @@ impl OutlierState {
         self.ejected_until > now
     }
 
+    /// Whether a streak of failures is open (a success would end it).
+    pub(crate) fn streak_open(&self) -> bool {
+        self.consecutive_failures > 0
+    }
+
     /// While it is ejected at `now`: when it returns.
     pub(crate) fn returns_at(&self, now: u64) -> Option<u64> {
         self.is_ejected(now).then_some(self.ejected_until)
@@ -333,6 +338,27 @@ mod tests {
         let outcomes = [Failure, Failure, Success, Failure, Failure];
         assert_eq!(feed(&mut state, &config, T0, &outcomes), Verdict::Stay);
         assert_eq!(state.record(Failure, T0, &config, allow), ejected(1, 10));
+    }
+
+    #[test]
+    fn a_streak_is_open_from_a_failure_until_a_success_an_ejection_or_a_refusal() {
+        let config = config(2, 10, 300);
+        let mut state = OutlierState::default();
+        assert!(!state.streak_open());
+        state.record(Failure, T0, &config, allow);
+        assert!(state.streak_open());
+        state.record(Success, T0, &config, allow);
+        assert!(!state.streak_open());
+        // Without a window, a success with no streak open changes nothing at all.
+        let before = state;
+        state.record(Success, T0, &config, allow);
+        assert_eq!(state, before);
+        feed(&mut state, &config, T0, &[Failure, Failure]);
+        assert!(state.is_ejected(T0) && !state.streak_open(), "ejected");
+        let back = state.returns_at(T0).expect("ejected");
+        state.record(Failure, back, &config, allow);
+        state.record(Failure, back, &config, || Cap::Refuses);
+        assert!(!state.streak_open(), "spared");
     }
 
     #[test]

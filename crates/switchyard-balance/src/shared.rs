@@ -104,10 +104,23 @@ impl<S: Clone, Req> Shared<S, Req> {
         let Some(outlier) = &self.outlier else {
             return;
         };
-        // Most outcomes reach no threshold: they take this endpoint's lock alone, never the
-        // members' lock every call to every endpoint would share.
-        if lock(&view.outlier).try_record(outcome, now, outlier) {
+        // With no streak to end and no window to count in, a success changes nothing
+        // (`EndpointView::streak_open` says why this stays lock-free).
+        if outcome == Outcome::Success
+            && outlier.failure_rate.is_none()
+            && !view.streak_open.load(Ordering::Acquire)
+        {
             return;
+        }
+        // Most other outcomes reach no threshold: they take this endpoint's lock alone, never
+        // the members' lock every call to every endpoint would share.
+        {
+            let mut state = lock(&view.outlier);
+            if state.try_record(outcome, now, outlier) {
+                view.streak_open
+                    .store(state.streak_open(), Ordering::Release);
+                return;
+            }
         }
         self.record_at_threshold(view, outcome, outlier);
     }
@@ -118,7 +131,8 @@ impl<S: Clone, Req> Shared<S, Req> {
         let members = lock(&self.members);
         let now = self.now();
         let mut ejected = 0;
-        let verdict = lock(&view.outlier).record(outcome, now, outlier, || {
+        let mut state = lock(&view.outlier);
+        let verdict = state.record(outcome, now, outlier, || {
             // A call to a removed endpoint says nothing about the members.
             let member = members.iter().any(|m| std::ptr::eq(&*m.view, view));
             // `view` itself is not ejected when the cap is asked (and its lock is held).
@@ -140,6 +154,10 @@ impl<S: Clone, Req> Shared<S, Req> {
                 others_eligible,
             )
         });
+        view.streak_open
+            .store(state.streak_open(), Ordering::Release);
+        // Released before the snapshot is rebuilt, which takes every member's outlier lock.
+        drop(state);
         match verdict {
             Verdict::Stay => {}
             Verdict::Spared => {

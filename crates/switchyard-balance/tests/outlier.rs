@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use switchyard_balance::{Balance, EndpointConfig, OutlierConfig, Strategy};
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, service_fn};
+use tower::{BoxError, ServiceExt, service_fn};
 
-use support::{Backend, Req, backend, call, ok, shares};
+use support::{Backend, Req, backend, call, ok, prefer, preferring, shares};
 
 #[tokio::test(start_paused = true)]
 async fn failing_endpoints_are_ejected_for_a_growing_time_and_return() {
@@ -163,4 +163,38 @@ async fn a_high_failure_rate_ejects_without_consecutive_failures() {
         let _ = call(&balance, None).await;
     }
     assert_eq!(balance.eligible(), ["good", "fine"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_between_failures_ends_the_streak() {
+    let outlier = OutlierConfig {
+        consecutive_failures: 3,
+        max_ejection_percent: 50,
+        ..OutlierConfig::default()
+    };
+    let failing = Arc::new(AtomicBool::new(true));
+    let balance = preferring().with_outlier(outlier).unwrap();
+    balance
+        .add(
+            "flaky",
+            backend("flaky", Duration::ZERO, Arc::clone(&failing)),
+            &EndpointConfig::default(),
+        )
+        .unwrap();
+    balance
+        .add("good", ok("good"), &EndpointConfig::default())
+        .unwrap();
+    for fail in [true, true, false, true, true] {
+        failing.store(fail, Ordering::SeqCst);
+        let result = balance.clone().oneshot(prefer("flaky")).await;
+        assert_eq!(result.is_err(), fail);
+    }
+    assert_eq!(
+        balance.eligible(),
+        ["flaky", "good"],
+        "never three failures in a row"
+    );
+    // The third in a row ejects it.
+    balance.clone().oneshot(prefer("flaky")).await.unwrap_err();
+    assert_eq!(balance.eligible(), ["good"]);
 }
