@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
+use switchyard_core::sync::lock;
 use switchyard_core::{ConfigError, ErrorsAsFailures};
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
@@ -20,7 +21,7 @@ use crate::endpoint::{EndpointConfig, EndpointStats, EndpointView, Health};
 use crate::error::{EndpointError, NoAvailableEndpoint};
 use crate::health::{HealthCheckConfig, HealthChecker, Reporter};
 use crate::selector::{Hint, Rng, Selector, Strategy};
-use crate::shared::{Shared, lock, take_out};
+use crate::shared::{Shared, take_out};
 use crate::snapshot::{Member, Snapshot};
 
 /// A load balancer over named endpoints, each a tower `Service`: a `Service<Req>` that sends

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use switchyard_core::ConfigError;
+use switchyard_core::sync::lock;
 use tower::discover::{Change, Discover};
 use tower::{BoxError, Service};
 
 use crate::balance::{Balance, boxed};
 use crate::endpoint::{EndpointConfig, EndpointView};
-use crate::shared::{lock, take_out};
+use crate::shared::take_out;
 use crate::snapshot::Member;
 
 /// A running [`Balance::follow`]; dropping it stops following (endpoints stay as they are).

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchyard_core::ConfigError;
+use switchyard_core::sync::lock;
 
 use crate::outlier::OutlierState;
 use crate::selector::DECAY;
-use crate::shared::lock;
 
 /// How an endpoint is doing, as its health checks (or an operator) say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchyard_core::ConfigError;
+use switchyard_core::sync::lock;
 use tokio::task::JoinHandle;
 use tower::{BoxError, Service, ServiceExt};
 
 use crate::endpoint::{EndpointView, Health};
-use crate::shared::{Shared, lock};
+use crate::shared::Shared;
 
 /// How an endpoint is checked: how often, how long a check may take, and how many results in
 /// a row change its health.

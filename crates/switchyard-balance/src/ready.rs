@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
 
+use switchyard_core::sync::lock;
 use tower::Service;
 
 use crate::balance::BoxEndpoint;
 use crate::endpoint::EndpointView;
-use crate::shared::{Shared, lock};
+use crate::shared::Shared;
 
 // === impl Shared ===
 

@@ -7,10 +7,11 @@
 //! never held while taking another.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use switchyard_core::Outcome;
+use switchyard_core::sync::lock;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -36,11 +37,6 @@ pub(crate) struct Shared<S, Req> {
     pub(crate) hint: Option<HintFn<Req>>,
     /// Woken when a snapshot with a ready endpoint replaces one without.
     pub(crate) ready: Arc<Notify>,
-}
-
-/// Locks `m`, through a poisoning: every critical section leaves its data consistent.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Removes the member named `name`, if any, marking it removed (its health checker stops).

@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use switchyard_core::sync::lock;
+
 use crate::endpoint::EndpointView;
 use crate::selector::{Hint, Pick, PickContext};
-use crate::shared::{Shared, lock};
+use crate::shared::Shared;
 
 /// An endpoint in its balancer: its view and its service.
 pub(crate) struct Member<S> {
