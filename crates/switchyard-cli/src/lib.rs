@@ -1,5 +1,6 @@
-//! The `switchyard` binary's library: the HTTP gateway over a [`Router`], its status pages and
-//! admin API, and the built-in demo services.
+//! The `switchyard` binary's library: the HTTP gateway over a
+//! [`Router`](switchyard_router::Router), its status pages and admin API, and the built-in demo
+//! services.
 //!
 //! `switchyard serve` is [`serve`]; integration tests and embedders build the same axum app
 //! with [`app`].

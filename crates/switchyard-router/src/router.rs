@@ -62,8 +62,8 @@ pub(crate) struct Inner<Req, Res> {
 /// 4. otherwise [`ServiceNotFound`].
 ///
 /// Each route is built once per change of its row: the transport (or local) service, wrapped
-/// in the [`ResilienceLayer`] its config describes, with panics caught ([`Panic`]) and call
-/// metrics. Built routes live in an [`ArcSwap`] snapshot: a call takes no lock and never waits
+/// in the [`ResilienceLayer`](switchyard_resilience::ResilienceLayer) its config describes,
+/// with panics caught ([`Panic`]) and call metrics. Built routes live in an [`ArcSwap`] snapshot: a call takes no lock and never waits
 /// for the database; a reload swaps in a new snapshot that reuses every unchanged route.
 ///
 /// `Router` is a `Service<(name, Req)>` (the name is any `AsRef<str>`) and cheap to clone:

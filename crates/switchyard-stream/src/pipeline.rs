@@ -130,8 +130,9 @@ impl<T> Pipeline<T> {
         let _ = active.wait_for(|n| *n == 0).await;
     }
 
-    /// The pressure signal of [`BackpressurePolicy::SoftAllowWithSignal`]: `true` while any
-    /// stream runs messages beyond the backpressure capacity, `false` once all are back
+    /// The pressure signal of
+    /// [`SoftAllowWithSignal`](crate::BackpressurePolicy::SoftAllowWithSignal): `true` while
+    /// any stream runs messages beyond the backpressure capacity, `false` once all are back
     /// within it — for a caller upstream to slow down (or a client to be told to).
     pub fn pressure(&self) -> watch::Receiver<bool> {
         self.inner.pressure.subscribe()
