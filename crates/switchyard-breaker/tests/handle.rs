@@ -11,7 +11,9 @@ use switchyard_breaker::{BreakerHandle, CircuitBreakerConfig, State, Trip};
 use tokio::sync::watch;
 use tokio::time::{Instant, advance, timeout};
 
-use support::{breaker, breaker_open, call, fail_times, is_refused, ms, seed_config};
+use support::{
+    breaker, breaker_open, call, fail_times, is_refused, is_send_sync_static, ms, seed_config,
+};
 use switchyard_core::test_util::Recorded;
 
 /// Waits (in paused time, so at no cost) until the breaker's state next changes.
@@ -414,7 +416,6 @@ async fn metrics_count_slow_calls() {
 /// Compiles only if handles, their events and snapshots can move to other tasks and threads.
 #[test]
 fn handles_events_and_snapshots_are_send_sync_and_static() {
-    fn is_send_sync_static<T: Send + Sync + 'static>() {}
     is_send_sync_static::<BreakerHandle>();
     is_send_sync_static::<switchyard_breaker::StateChange>();
     is_send_sync_static::<switchyard_breaker::BreakerSnapshot>();

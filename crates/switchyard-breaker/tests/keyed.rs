@@ -11,7 +11,7 @@ use switchyard_core::{BoxError, ErrorsAsFailures, RejectionKind, find_rejection}
 use tokio::time::advance;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-use support::{BACKEND_FAILED, ms, seed_config};
+use support::{BACKEND_FAILED, is_send_sync_static, ms, seed_config};
 
 /// A request: the key it is for, and whether the backend fails it.
 type Req = (&'static str, bool);
@@ -237,8 +237,6 @@ fn an_invalid_config_is_rejected_as_the_plain_layer_rejects_it() {
     assert_eq!(err, expected);
     assert_eq!(err.field(), "trip.consecutive_failures.threshold");
 }
-
-fn is_send_sync_static<T: Send + Sync + 'static>() {}
 
 /// Compiles only if the keyed breaker and its handle are `Send + Sync + 'static` for every
 /// inner service that is.

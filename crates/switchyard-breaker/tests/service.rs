@@ -19,8 +19,8 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_test::mock;
 
 use support::{
-    BACKEND_FAILED, BACKEND_NOT_READY, breaker, breaker_open, call, fail_times, is_refused, ms,
-    poll_once, seed_config,
+    BACKEND_FAILED, BACKEND_NOT_READY, breaker, breaker_open, call, fail_times, is_refused,
+    is_send_sync_static, ms, poll_once, seed_config,
 };
 
 /// The `(from, to)` pairs received so far.
@@ -250,8 +250,6 @@ async fn clones_share_one_breaker() {
     assert!(is_refused(&call(&mut b, 1).await));
     assert_eq!(backend.calls(), 2);
 }
-
-fn is_send_sync_static<T: Send + Sync + 'static>() {}
 
 /// Compiles only if the breaker, its future and its handles are `Send + Sync + 'static` for
 /// every inner service that is.

@@ -10,11 +10,8 @@ use std::time::Duration;
 use switchyard_bulkhead::{
     AdaptiveConfig, AdmissionController, BulkheadConfig, BulkheadLayer, Policy,
 };
+use switchyard_core::test_util::ms;
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 fn adaptive(start: u32, min: u32, max: u32, policy: Policy) -> BulkheadConfig {
     BulkheadConfig::new(start, policy).with_adaptive(AdaptiveConfig::new(min, max, ms(100)))

@@ -16,7 +16,8 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_test::mock;
 
 use support::{
-    BACKEND_NOT_READY, Backend, NAME, bulkhead, bulkhead_full, call, ms, poll_once, queue, refusal,
+    BACKEND_NOT_READY, Backend, NAME, bulkhead, bulkhead_full, call, is_send_sync_static, ms,
+    poll_once, queue, refusal,
 };
 
 /// A layer named [`NAME`] with `max_concurrent_calls` slots under `policy`.
@@ -589,8 +590,6 @@ async fn a_refusal_is_reconsidered_when_poll_ready_is_called_again_after_a_slot_
 }
 
 // === Send + Sync ===
-
-fn is_send_sync_static<T: Send + Sync + 'static>() {}
 
 /// Compiles only if the bulkhead, its future, its layer, controller and permits are
 /// `Send + Sync + 'static` for every inner service that is.

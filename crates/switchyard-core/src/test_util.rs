@@ -2,7 +2,15 @@
 //! stable API.
 //!
 //! [`Recorded`] reads a `metrics_util` debugging recorder, so that every crate asserts its
-//! metric names and values the same way.
+//! metric names and values the same way; [`Backend`] is a scriptable `Service<u32>`, and
+//! [`ms`], [`poll_once`] and [`is_send_sync_static`] are the helpers every crate's tests
+//! would otherwise write again.
+
+mod backend;
+
+pub use backend::{
+    BACKEND_FAILED, BACKEND_NOT_READY, Backend, is_send_sync_static, ms, poll_once,
+};
 
 use metrics_util::debugging::{DebugValue, Snapshotter};
 

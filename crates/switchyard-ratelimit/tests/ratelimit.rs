@@ -2,16 +2,13 @@
 
 use std::time::Duration;
 
+use switchyard_core::test_util::{ms, poll_once};
 use switchyard_core::{RejectionKind, find_rejection};
 use switchyard_ratelimit::{
     KeyedRateLimitLayer, Rate, RateLimitConfig, RateLimitLayer, RateLimitMode, RateLimited,
 };
 use tokio::time::advance;
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 fn echo() -> impl Service<u32, Response = u32, Error = BoxError, Future = impl Send> + Clone {
     service_fn(|n: u32| async move { Ok::<_, BoxError>(n) })
@@ -178,12 +175,6 @@ async fn the_cleanup_task_runs_on_tokio_time() {
     }
     assert_eq!(layer.len(), 0);
     task.abort();
-}
-
-/// Polls `future` once with a waker that does nothing: paused time and `advance` drive it.
-fn poll_once<F: Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    std::pin::Pin::new(future).poll(&mut cx)
 }
 
 fn keyed_waiting(

@@ -6,15 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics_util::debugging::DebuggingRecorder;
-use switchyard_core::test_util::Recorded;
+use switchyard_core::test_util::{Recorded, ms};
 use switchyard_core::{BoxError, Outcome, Rejection, RejectionKind, classify_fn};
 use switchyard_retry::{BackoffConfig, BudgetConfig, Jitter, RetryConfig, RetryLayer};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// A backend answering from a script (the last answer repeats) and noting when each attempt
 /// arrived, relative to its creation.

@@ -1,17 +1,10 @@
-//! Helpers shared by the bulkhead's integration tests: a counting backend, bulkheads and
-//! controllers built from a slot count and a policy, and small accessors for errors, futures
-//! and metrics.
+//! Helpers shared by the bulkhead's integration tests: bulkheads and
+//! controllers built from a slot count and a policy, and small accessors for errors and metrics
+//! (the scriptable backend is core's).
 
 // Each test binary uses a different subset of these helpers.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
-use std::time::Duration;
-
-use futures::future::BoxFuture;
 use switchyard_bulkhead::{
     AdmissionController, Bulkhead, BulkheadConfig, BulkheadFull, BulkheadLayer, FullReason, Policy,
 };
@@ -20,88 +13,15 @@ use tower::{Layer, Service, ServiceExt};
 
 /// The name every test bulkhead goes by.
 pub(crate) const NAME: &str = "ledger";
-/// The message of the error the backend returns from `poll_ready` when told to.
-pub(crate) const BACKEND_NOT_READY: &str = "backend not ready";
-
-pub(crate) fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
+pub(crate) use switchyard_core::test_util::{
+    BACKEND_NOT_READY, Backend, is_send_sync_static, ms, poll_once,
+};
 
 /// The queue policy with `capacity` waiters and a wait of `max_wait_ms`.
 pub(crate) fn queue(capacity: u32, max_wait_ms: u64) -> Policy {
     Policy::Queue {
         capacity,
         max_wait: ms(max_wait_ms),
-    }
-}
-
-#[derive(Debug, Default)]
-struct Script {
-    hang: AtomicBool,
-    poll_error: AtomicBool,
-    calls: AtomicUsize,
-    polls: AtomicUsize,
-}
-
-/// A backend whose behaviour for the next calls is set from the test, and which counts how
-/// often it was polled for readiness and called. Clones share the script and the counters.
-///
-/// A call answers `Ok(request)` at once, or never (`hang`); what a call does is fixed when
-/// `call` is invoked.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Backend {
-    script: Arc<Script>,
-}
-
-impl Backend {
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
-    /// Makes the next calls never complete.
-    pub(crate) fn hang(&self, hang: bool) {
-        self.script.hang.store(hang, Ordering::SeqCst);
-    }
-
-    /// Makes `poll_ready` answer an error (`true`) or `Ready(Ok)` (`false`).
-    pub(crate) fn fail_poll_ready(&self, fail: bool) {
-        self.script.poll_error.store(fail, Ordering::SeqCst);
-    }
-
-    /// How many calls reached the backend.
-    pub(crate) fn calls(&self) -> usize {
-        self.script.calls.load(Ordering::SeqCst)
-    }
-
-    /// How often the backend's `poll_ready` was polled.
-    pub(crate) fn polls(&self) -> usize {
-        self.script.polls.load(Ordering::SeqCst)
-    }
-}
-
-impl Service<u32> for Backend {
-    type Response = u32;
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<u32, BoxError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.script.polls.fetch_add(1, Ordering::SeqCst);
-        if self.script.poll_error.load(Ordering::SeqCst) {
-            Poll::Ready(Err(BACKEND_NOT_READY.into()))
-        } else {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    fn call(&mut self, req: u32) -> Self::Future {
-        self.script.calls.fetch_add(1, Ordering::SeqCst);
-        let hang = self.script.hang.load(Ordering::SeqCst);
-        Box::pin(async move {
-            if hang {
-                std::future::pending::<()>().await;
-            }
-            Ok(req)
-        })
     }
 }
 
@@ -143,11 +63,6 @@ pub(crate) fn refusal<T: std::fmt::Debug>(result: &Result<T, BoxError>) -> FullR
         Err(err) => bulkhead_full(err).reason(),
         Ok(value) => panic!("expected a refusal, got Ok({value:?})"),
     }
-}
-
-/// Polls `future` once with a waker that does nothing.
-pub(crate) fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
-    std::pin::Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
 }
 
 /// A current-thread runtime with tokio time paused, for tests that cannot be `#[tokio::test]`
