@@ -8,9 +8,7 @@
 
 mod backend;
 
-pub use backend::{
-    BACKEND_FAILED, BACKEND_NOT_READY, Backend, is_send_sync_static, ms, poll_once,
-};
+pub use backend::{BACKEND_FAILED, BACKEND_NOT_READY, Backend, is_send_sync_static, ms, poll_once};
 
 use metrics_util::debugging::{DebugValue, Snapshotter};
 
