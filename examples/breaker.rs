@@ -1,4 +1,4 @@
-//! The seed's circuit breaker example, in tower terms.
+//! The circuit breaker example, in tower terms.
 //!
 //! A breaker named `payments` trips after two failures and stays open for 100 ms; the service
 //! behind it always fails. The first two calls reach the service and fail; the third is refused

@@ -1,4 +1,4 @@
-//! The seed's router example: `billing` runs in-process, then one SQL row switches it off, with
+//! The router example: `billing` runs in-process, then one SQL row switches it off, with
 //! no restart — and a watcher picks up a write made through another connection, as the
 //! `sqlite3` shell would make it.
 //!
@@ -28,7 +28,7 @@ async fn main() -> Result<(), BoxError> {
     let source = SqliteSource::open(&path)?.poll_interval(Duration::from_millis(50));
     let admin = source.admin()?;
 
-    // 2. A router with a local billing service (the seed's handler, as a tower service).
+    // 2. A router with a local billing service (a handler, as a tower service).
     let router = Router::new();
     router.register_local(
         "billing",

@@ -1,6 +1,6 @@
 //! The breaker's config: plain serde data, validated with errors that name the field.
 //!
-//! The defaults are the seed's: open after 5 consecutive failures, wait 30 s, admit one probe
+//! The defaults: open after 5 consecutive failures, wait 30 s, admit one probe
 //! at a time in half-open and close after 2 successful probes.
 
 use std::time::Duration;
@@ -178,7 +178,7 @@ impl CircuitBreakerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Trip {
-    /// Open after `threshold` failures in a row; any success resets the count (the seed's
+    /// Open after `threshold` failures in a row; any success resets the count (the classic
     /// model). Written `{"consecutive_failures": {"threshold": 5}}`.
     ConsecutiveFailures {
         /// Failures in a row that open the breaker.

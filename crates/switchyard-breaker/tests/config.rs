@@ -264,7 +264,7 @@ fn the_default_config_is_the_seeds() {
     assert_eq!(config.wait_in_open_multiplier, 1.0);
     assert_eq!(config.permitted_calls_in_half_open, 1);
     assert_eq!(config.successes_to_close, 2);
-    // Beyond the seed: a hung probe cannot wedge the breaker by default.
+    // Beyond the documented model: a hung probe cannot wedge the breaker by default.
     assert_eq!(config.max_wait_in_half_open, Some(Duration::from_secs(60)));
     assert_eq!(config.mode, Mode::FailFast);
     assert_eq!(config.validate(), Ok(()));

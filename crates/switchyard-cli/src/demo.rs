@@ -7,7 +7,7 @@ use tower::{BoxError, service_fn};
 /// A router with the built-in demo services registered as local services:
 ///
 /// - `echo` answers the request body;
-/// - `billing` answers `billed:` followed by the body (the seed's example).
+/// - `billing` answers `billed:` followed by the body (the router example's billing service).
 ///
 /// Remote strategies: `http` and `grpc`, both refusing internal targets unless
 /// `allow_internal` is set.

@@ -348,7 +348,7 @@ async fn every_failure_has_its_status_and_a_json_error() {
             .contains("retry.max_attempts")
     );
 
-    // The breaker: one failure opens it; then 503 with Retry-After and the seed's message.
+    // The breaker: one failure opens it; then 503 with Retry-After and the documented message.
     assert_eq!(
         h.http.post("/payments", "x").await.status,
         StatusCode::BAD_GATEWAY

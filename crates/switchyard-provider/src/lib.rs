@@ -12,7 +12,7 @@
 //!   selects one ([`Selection`]: first available, a priority list, round robin or any
 //!   switchyard-balance strategy — availability is tower readiness plus health), and is
 //!   itself a `Service` dispatching to the selected provider;
-//! - the seed's four interaction [`patterns`] (request-response, stream, sink, duplex) as
+//! - the four interaction [`patterns`] (request-response, stream, sink, duplex) as
 //!   service shapes, each with its resilience rules.
 //!
 //! # Example

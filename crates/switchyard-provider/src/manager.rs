@@ -28,21 +28,21 @@ use crate::registry::Registry;
 /// switchyard-balance strategy over the initialized providers, so every one skips providers
 /// that are unhealthy (an active check or [`Manager::set_health`]) or ejected by outlier
 /// detection, and passes over those not ready (their `poll_ready` pending) while another is
-/// ready — the seed's `IsAvailable` is tower's readiness plus health, not a separate flag.
+/// ready — availability is tower's readiness plus health, not a separate flag.
 /// (When every healthy provider is not ready, one is still picked: a call waits on it.) A
 /// [default](Manager::set_default) provider, while available, is picked first by every
 /// selection.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Selection {
-    /// The first available provider in initialization order (the seed's
-    /// `HealthCheckSelector`; the balancer's `priority` strategy, one tier per provider).
+    /// The first available provider in initialization order (a health-check
+    /// selector; the balancer's `priority` strategy, one tier per provider).
     #[default]
     FirstAvailable,
-    /// The first available provider in this order (the seed's `PrioritySelector`); providers
+    /// The first available provider in this order (a priority selector); providers
     /// not listed are never picked.
     Priority(Vec<String>),
-    /// In turn (the seed's `RoundRobinSelector`).
+    /// In turn (round robin).
     RoundRobin,
     /// Any of the balancer's strategies (`least-latency`, `weighted-random`, ...).
     Strategy(Strategy),
@@ -108,7 +108,7 @@ const DEFAULT_CLOSE_DEADLINE: Duration = Duration::from_secs(30);
 
 type Wrap<Req, Res> = Box<dyn FnOnce(BoxProvider<Req, Res>) -> BoxProvider<Req, Res> + Send>;
 
-/// The provider manager (the seed's `Manager`): builds providers from a [`Registry`]'s
+/// The provider manager: builds providers from a [`Registry`]'s
 /// factories, runs their opt-in [`Initialize`](crate::Initialize) once before first use,
 /// selects among them ([`Selection`]), and closes them ([`Close`](crate::Close)) in reverse
 /// initialization order.
@@ -541,7 +541,7 @@ impl<Req, Res> Manager<Req, Res> {
             .map_err(|_| ProviderError::NotFound(name.to_owned()))
     }
 
-    /// Every provider's health and the overall one (the seed's worst-case rule).
+    /// Every provider's health and the overall one (the worst-case rule).
     pub fn health_report(&self) -> HealthReport {
         self.balance.health_report()
     }

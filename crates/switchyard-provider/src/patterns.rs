@@ -1,4 +1,4 @@
-//! The seed's four interaction patterns as tower `Service` shapes, and the resilience stack
+//! The four interaction patterns as tower `Service` shapes, and the resilience stack
 //! each gets from a [`ResilienceConfig`].
 //!
 //! | pattern | service shape | resilience |
@@ -82,7 +82,7 @@ pub fn layer(
     Ok(ResilienceLayer::new(name, config)?.for_pattern(pattern))
 }
 
-/// One end of a bidirectional channel (the seed's `DuplexStream`): what a duplex provider's
+/// One end of a bidirectional channel (a duplex stream): what a duplex provider's
 /// call answers. Dropping it closes the channel.
 #[derive(Debug)]
 pub struct DuplexChannel<I, O> {
@@ -123,7 +123,7 @@ impl<I, O> DuplexChannel<I, O> {
         self.sender.send(item).await
     }
 
-    /// The next item from the other end; `None` once it is closed (the seed's `io.EOF`).
+    /// The next item from the other end; `None` once it is closed (end of stream).
     pub async fn recv(&mut self) -> Option<O> {
         self.receiver.recv().await
     }

@@ -1,6 +1,6 @@
 //! Answering from a fallback service when the primary fails or is refused.
 //!
-//! The seed's `WithFallback`: a remote call that fails is served locally instead, so a caller
+//! A remote call that fails is served locally instead, so a caller
 //! degrades rather than errs. In tower a caller that gives up drops the response future, and
 //! then nothing runs at all: a cancelled call never reaches the fallback.
 

@@ -56,7 +56,7 @@ impl<C> RetryStage for HttpRetryLayer<C> {
     }
 }
 
-/// What a call is, for the seed's per-pattern rules.
+/// What a call is, for the per-pattern rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pattern {
     /// One request, one response: every layer.
@@ -74,7 +74,7 @@ pub enum Pattern {
 }
 
 /// Builds a whole resilience stack from one [`ResilienceConfig`], in the order of the
-/// resilience chain the seed describes, outermost first:
+/// resilience chain, outermost first:
 ///
 /// 1. **total timeout** — bounds everything below from `call` on, retries and backoffs
 ///    included;
@@ -184,7 +184,7 @@ impl<RL, C> ResilienceLayer<RL, C> {
         })
     }
 
-    /// Applies the seed's rules for `pattern`: a [`Pattern::Duplex`] stack keeps only its rate
+    /// Applies the per-pattern rules for `pattern`: a [`Pattern::Duplex`] stack keeps only its rate
     /// limit, circuit breaker and timeouts (no bulkhead, no retry); the others keep every layer.
     #[must_use]
     pub fn for_pattern(mut self, pattern: Pattern) -> Self

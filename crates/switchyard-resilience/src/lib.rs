@@ -1,7 +1,7 @@
 //! Per-route resilience as data: one [`ResilienceConfig`] builds a whole tower stack.
 //!
 //! A [`ResilienceLayer`] turns a config document — every section optional — into the layers of
-//! switchyard's other crates, stacked in the seed's order (rate limit → bulkhead → circuit
+//! switchyard's other crates, stacked in one fixed order (rate limit → bulkhead → circuit
 //! breaker → retry → per-attempt timeout, with an optional total timeout outside), so that a
 //! route's or a provider's resilience is a row of JSON rather than code. A [`FallbackLayer`]
 //! answers from another service when the stack fails, a [`TimeoutLayer`] maps tower's timeout

@@ -8,7 +8,7 @@
 //! bulkhead, circuit breaker, retry, fallback) built around it and rebuilt only when that row
 //! changes.
 //!
-//! # Example: the seed's story
+//! # Example: one row switches a service off
 //!
 //! ```
 //! use bytes::Bytes;

@@ -51,10 +51,10 @@ pub(crate) struct Inner<Req, Res> {
 /// Dispatches calls by service name, to an in-process service or a remote transport, as a
 /// routes table says — and lets the table change while calls run.
 ///
-/// The seed's "job as library": code as a monolith (register each service in-process with
+/// "Job as library": code as a monolith (register each service in-process with
 /// [`register_local`](Self::register_local)), deploy as microservices (a row with strategy
 /// `http` sends that service's calls to another process), and switch between the two by
-/// changing one row. Dispatch order for a name, as in the seed:
+/// changing one row. Dispatch order for a name:
 ///
 /// 1. a row with strategy `noop` answers at once with `Res::default()`;
 /// 2. a row with a remote strategy calls that route's transport service;

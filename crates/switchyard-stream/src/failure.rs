@@ -6,7 +6,7 @@ use serde::Serialize;
 use switchyard_core::{RejectionKind, find_rejection};
 use tower::BoxError;
 
-/// Why a message (or the stream) did not complete, as the seed classifies it.
+/// Why a message (or the stream) did not complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {

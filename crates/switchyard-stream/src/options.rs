@@ -1,4 +1,4 @@
-//! The seed's `Options`: ordering, backpressure, retry and shutdown, as serde data.
+//! The stream's options: ordering, backpressure, retry and shutdown, as serde data.
 
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ pub struct BackpressureOptions {
     /// 0: unbounded.
     pub queue_capacity: u32,
     /// Under `queue`: the longest wait for a slot, then the message is rejected. Unset: no
-    /// limit (the seed's "queue until capacity is available").
+    /// limit ("queue until capacity is available").
     #[serde(
         default,
         with = "switchyard_core::duration",
@@ -81,7 +81,7 @@ pub struct BackpressureOptions {
     pub max_wait: Option<Duration>,
 }
 
-/// The backpressure policies (the seed's, and switchyard-bulkhead's).
+/// The backpressure policies: reject, wait, or admit and signal.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackpressurePolicy {

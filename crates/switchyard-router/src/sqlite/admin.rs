@@ -70,7 +70,7 @@ fn valid_strategy(strategy: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
 }
 
-/// Reads and writes the routes table (the seed's admin API), validating what it writes.
+/// Reads and writes the routes table (the admin API), validating what it writes.
 ///
 /// Every write is one statement, committed at once; a router watching the file picks it up
 /// within its poll interval, or at once when the admin came from the router's own
