@@ -109,7 +109,7 @@ pub const MAX_CONCURRENT_CALLS: u32 = 1 << 24;
 /// file gives a duration).
 pub const NO_DEADLINE: Duration = Duration::MAX;
 
-/// What a full bulkhead does with the next call: the four policies of switchyard's seed.
+/// What a full bulkhead does with the next call: one of four policies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Policy {
