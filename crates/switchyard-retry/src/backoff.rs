@@ -5,9 +5,72 @@ use std::time::Duration;
 
 use crate::config::{BackoffConfig, Jitter};
 
+/// The delays before one call's (or one message's) retries, in order: exponential growth from
+/// `initial`, at most `max`, randomised by the [`Jitter`].
+///
+/// Pure: it holds the retry count and the previous delay (which decorrelated jitter grows
+/// from), and draws from the random source it is given, so a seeded generator gives an exact
+/// sequence. One `Backoff` per call; the source may be shared.
+///
+/// ```
+/// use std::time::Duration;
+/// use switchyard_retry::{Backoff, BackoffConfig, Jitter};
+///
+/// let ms = Duration::from_millis;
+/// let mut backoff = Backoff::new(BackoffConfig::new(ms(100), 2.0, ms(300)), Jitter::None);
+/// let mut rng = fastrand::Rng::with_seed(7);
+/// let delays: Vec<_> = (0..4).map(|_| backoff.next_delay(&mut rng)).collect();
+/// assert_eq!(delays, [ms(100), ms(200), ms(300), ms(300)]);
+/// assert_eq!(backoff.retries(), 4);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    config: BackoffConfig,
+    jitter: Jitter,
+    retries: u32,
+    previous: Duration,
+}
+
+impl Backoff {
+    /// The delays of `config` randomised by `jitter`, before the first retry. The config is
+    /// taken as given: its owner validates it ([`BackoffConfig::validate`]).
+    pub fn new(config: BackoffConfig, jitter: Jitter) -> Self {
+        Self {
+            config,
+            jitter,
+            retries: 0,
+            previous: config.initial,
+        }
+    }
+
+    /// The delay before the next retry, drawing from `rng` (not at all under
+    /// [`Jitter::None`]).
+    pub fn next_delay(&mut self, rng: &mut fastrand::Rng) -> Duration {
+        self.retries = self.retries.saturating_add(1);
+        let delay = delay(&self.config, self.jitter, self.retries, self.previous, rng);
+        self.previous = delay;
+        delay
+    }
+
+    /// The delays drawn so far.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// The config the delays grow by.
+    pub fn config(&self) -> &BackoffConfig {
+        &self.config
+    }
+
+    /// The jitter.
+    pub fn jitter(&self) -> Jitter {
+        self.jitter
+    }
+}
+
 /// The delay before retry number `retry` (1 for the first retry), given the delay before the
 /// previous one (`initial` before the first), drawing randomness from `rng`.
-pub(crate) fn delay(
+fn delay(
     backoff: &BackoffConfig,
     jitter: Jitter,
     retry: u32,
@@ -137,5 +200,32 @@ mod tests {
         };
         assert_eq!(draw(9), draw(9));
         assert_ne!(draw(9), draw(10));
+    }
+
+    #[test]
+    fn a_backoff_walks_the_same_sequence_as_the_delays_it_is_made_of() {
+        for jitter in [Jitter::None, Jitter::Full, Jitter::Equal, Jitter::Decorrelated] {
+            let mut by_hand = fastrand::Rng::with_seed(3);
+            let mut previous = ms(100);
+            let expected: Vec<_> = (1..=8)
+                .map(|n| {
+                    previous = delay(&backoff(), jitter, n, previous, &mut by_hand);
+                    previous
+                })
+                .collect();
+            let mut rng = fastrand::Rng::with_seed(3);
+            let mut walked = Backoff::new(backoff(), jitter);
+            let got: Vec<_> = (0..8).map(|_| walked.next_delay(&mut rng)).collect();
+            assert_eq!(got, expected, "{jitter:?}");
+            assert_eq!(walked.retries(), 8);
+        }
+    }
+
+    #[test]
+    fn a_constant_backoff_without_jitter_is_the_same_pause_each_time() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        let mut constant = Backoff::new(BackoffConfig::constant(ms(50)), Jitter::None);
+        let delays: Vec<_> = (0..5).map(|_| constant.next_delay(&mut rng)).collect();
+        assert_eq!(delays, [ms(50); 5]);
     }
 }

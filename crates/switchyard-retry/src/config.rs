@@ -114,13 +114,9 @@ impl RetryConfig {
                 format!("must be from 1 to {MAX_ATTEMPTS}"),
             ));
         }
-        self.backoff.validate().map_err(|e| e.within("backoff"))?;
-        if self.jitter == Jitter::Decorrelated && self.backoff.initial.is_zero() {
-            return Err(ConfigError::new(
-                "backoff.initial",
-                "must be longer than zero with decorrelated jitter, which grows from it",
-            ));
-        }
+        self.backoff
+            .validate(self.jitter)
+            .map_err(|e| e.within("backoff"))?;
         if self.max_retry_after > MAX_DELAY {
             return Err(ConfigError::new(
                 "max_retry_after",
@@ -196,7 +192,14 @@ impl BackoffConfig {
         Self::new(delay, 1.0, delay)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks every field, for delays randomised by `jitter`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first bad field (`initial`, `multiplier` or `max`): a
+    /// multiplier below 1 or not finite, a delay over an hour, `max` below `initial`, or a
+    /// zero `initial` under decorrelated jitter (which grows from it).
+    pub fn validate(&self, jitter: Jitter) -> Result<(), ConfigError> {
         if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
             return Err(ConfigError::new(
                 "multiplier",
@@ -213,6 +216,12 @@ impl BackoffConfig {
             return Err(ConfigError::new(
                 "initial",
                 "must be at most `max` (10s unless set)",
+            ));
+        }
+        if jitter == Jitter::Decorrelated && self.initial.is_zero() {
+            return Err(ConfigError::new(
+                "initial",
+                "must be longer than zero with decorrelated jitter, which grows from it",
             ));
         }
         Ok(())

@@ -72,6 +72,7 @@ pub mod http;
 mod layer;
 mod policy;
 
+pub use backoff::Backoff;
 pub use config::{
     BackoffConfig, BudgetConfig, IDEMPOTENT_METHODS, Jitter, MAX_ATTEMPTS, RetryConfig,
 };

@@ -10,7 +10,7 @@ use switchyard_core::{BoxError, Classify, Outcome, find_rejection};
 use tokio::time::Sleep;
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::backoff;
+use crate::backoff::Backoff;
 use crate::config::RetryConfig;
 
 /// How a request is copied for another attempt, and what a response says about when to retry.
@@ -166,18 +166,18 @@ pub struct RetryPolicy<C, R> {
     classifier: C,
     replay: R,
     attempts: u32,
-    previous_delay: Duration,
+    backoff: Backoff,
 }
 
 impl<C, R> RetryPolicy<C, R> {
     pub(crate) fn new(shared: Arc<Shared>, classifier: C, replay: R) -> Self {
-        let previous_delay = shared.config.backoff.initial;
+        let backoff = Backoff::new(shared.config.backoff, shared.config.jitter);
         Self {
             shared,
             classifier,
             replay,
             attempts: 0,
-            previous_delay,
+            backoff,
         }
     }
 
@@ -206,18 +206,12 @@ impl<C, R> RetryPolicy<C, R> {
         {
             return Err(NotRetried::Budget);
         }
+        // One delay per retry, so the backoff's count follows `attempts`.
         let jittered = {
             // Poisoned only if a draw panicked, which it cannot; the generator stays usable.
             let mut rng = switchyard_core::sync::lock(&shared.rng);
-            backoff::delay(
-                &shared.config.backoff,
-                shared.config.jitter,
-                self.attempts,
-                self.previous_delay,
-                &mut rng,
-            )
+            self.backoff.next_delay(&mut rng)
         };
-        self.previous_delay = jittered;
         Ok(jittered.max(retry_after.unwrap_or_default()))
     }
 }
@@ -229,7 +223,7 @@ impl<C: Clone, R: Clone> Clone for RetryPolicy<C, R> {
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
             attempts: self.attempts,
-            previous_delay: self.previous_delay,
+            backoff: self.backoff.clone(),
         }
     }
 }

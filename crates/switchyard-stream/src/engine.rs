@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 
 use futures::FutureExt;
 use switchyard_core::panic_message;
+use switchyard_retry::Backoff;
 use switchyard_core::sync::lock;
 use tokio::task::JoinSet;
 use tower::{BoxError, Service, ServiceExt};
@@ -155,6 +156,8 @@ impl<T: Clone + Send + 'static> Run<T> {
         let retry = &self.pipeline.options.retry;
         let attempts = retry.max_attempts.max(1);
         let mut item = Some(item);
+        // Made at the first retry: a message that succeeds at once pays nothing for it.
+        let mut backoff: Option<(Backoff, fastrand::Rng)> = None;
         let mut attempt = 0;
         let succeeded = loop {
             attempt += 1;
@@ -201,8 +204,12 @@ impl<T: Clone + Send + 'static> Run<T> {
             };
             if kind.is_retryable() && attempt < attempts {
                 tracing::debug!(target: "switchyard_stream", pipeline = self.name(), seq, attempt, %error, "retrying a message");
-                if !retry.backoff.is_zero() {
-                    tokio::time::sleep(retry.backoff).await;
+                let (backoff, rng) = backoff.get_or_insert_with(|| {
+                    (Backoff::new(retry.backoff, retry.jitter), fastrand::Rng::new())
+                });
+                let pause = backoff.next_delay(rng);
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
                 }
                 self.retries.fetch_add(1, Ordering::Relaxed);
                 self.pipeline.metrics.retries.increment(1);

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchyard_bulkhead::{BulkheadConfig, MAX_CONCURRENT_CALLS, NO_DEADLINE, Policy};
 use switchyard_core::ConfigError;
+use switchyard_retry::{BackoffConfig, Jitter};
 
 /// How one client stream is processed. Fixed once the stream starts.
 ///
@@ -23,7 +24,7 @@ use switchyard_core::ConfigError;
 /// let err = Options::from_json(r#"{ "retry": { "backof": "1s" } }"#).unwrap_err();
 /// assert_eq!(err.field(), "retry.backof");
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Options {
     /// The order messages run in.
@@ -113,15 +114,100 @@ impl BackpressurePolicy {
 }
 
 /// Retries of each message.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The pause before each retry is switchyard-retry's backoff: a duration (`"50ms"`, the same
+/// pause each time) or a growing one (`{"initial": "50ms", "multiplier": 2.0, "max": "1s"}`),
+/// randomised by `jitter` (none unless set).
+///
+/// ```
+/// use std::time::Duration;
+/// use switchyard_stream::Options;
+/// use switchyard_retry::{BackoffConfig, Jitter};
+///
+/// let ms = Duration::from_millis;
+/// let fixed = Options::from_json(r#"{ "retry": { "max_attempts": 3, "backoff": "50ms" } }"#)?;
+/// assert_eq!(fixed.retry.backoff, BackoffConfig::constant(ms(50)));
+///
+/// let growing = Options::from_json(r#"{ "retry": {
+///     "max_attempts": 5,
+///     "backoff": { "initial": "10ms", "multiplier": 2.0, "max": "80ms" },
+///     "jitter": "equal"
+/// } }"#)?;
+/// assert_eq!(growing.retry.backoff, BackoffConfig::new(ms(10), 2.0, ms(80)));
+/// assert_eq!(growing.retry.jitter, Jitter::Equal);
+/// # Ok::<(), switchyard_core::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryOptions {
     /// Attempts per message, the first included; 0 and 1 both mean no retry. Only
     /// retryable failures are retried ([`FailureKind::is_retryable`](crate::FailureKind::is_retryable)).
     pub max_attempts: u32,
-    /// The pause between attempts (tokio time). Zero: none.
-    #[serde(with = "switchyard_core::duration")]
-    pub backoff: Duration,
+    /// The pause before each retry (tokio time). Zero, the default: none.
+    #[serde(with = "backoff_or_duration")]
+    pub backoff: BackoffConfig,
+    /// How the pause is randomised. [`Jitter::None`], the default: exactly the backoff.
+    pub jitter: Jitter,
+}
+
+impl Default for RetryOptions {
+    /// No retry, no pause, no jitter.
+    fn default() -> Self {
+        Self {
+            max_attempts: 0,
+            backoff: BackoffConfig::constant(Duration::ZERO),
+            jitter: Jitter::None,
+        }
+    }
+}
+
+/// A backoff written as a duration (a constant pause) or as switchyard-retry's object; a
+/// constant one is written back as a duration.
+mod backoff_or_duration {
+    use std::fmt;
+    use std::time::Duration;
+
+    use serde::de::{self, MapAccess, Visitor};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use switchyard_retry::BackoffConfig;
+
+    pub(super) fn serialize<S: Serializer>(
+        backoff: &BackoffConfig,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        if backoff.multiplier == 1.0 && backoff.initial == backoff.max {
+            switchyard_core::duration::serialize(&backoff.initial, serializer)
+        } else {
+            backoff.serialize(serializer)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BackoffConfig, D::Error> {
+        deserializer.deserialize_any(BackoffVisitor)
+    }
+
+    struct BackoffVisitor;
+
+    impl<'de> Visitor<'de> for BackoffVisitor {
+        type Value = BackoffConfig;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(r#"a duration ("50ms") or a backoff object ({"initial": "50ms", ...})"#)
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<BackoffConfig, E> {
+            let pause: Duration = switchyard_core::duration::deserialize(
+                de::value::StrDeserializer::<E>::new(text),
+            )?;
+            Ok(BackoffConfig::constant(pause))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BackoffConfig, A::Error> {
+            BackoffConfig::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
 }
 
 /// Graceful termination, when the pipeline is shut down.
@@ -174,6 +260,10 @@ impl Options {
     ///
     /// A [`ConfigError`] naming the first field whose value cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.retry
+            .backoff
+            .validate(self.retry.jitter)
+            .map_err(|e| e.within("retry.backoff"))?;
         if let Some(config) = self.bulkhead()? {
             config.validate().map_err(|e| e.within("backpressure"))?;
         }

@@ -26,6 +26,26 @@ fn bad_options_name_their_field() {
             r#"{ "shutdown": { "grace_period": "soon" } }"#,
             "shutdown.grace_period",
         ),
+        (r#"{ "retry": { "backoff": "soon" } }"#, "retry.backoff"),
+        (r#"{ "retry": { "backoff": 5 } }"#, "retry.backoff"),
+        (
+            r#"{ "retry": { "backoff": { "initial": "1s", "max": "10ms" } } }"#,
+            "retry.backoff.initial",
+        ),
+        (
+            r#"{ "retry": { "backoff": { "initial": "1s", "multiplier": 0.5 } } }"#,
+            "retry.backoff.multiplier",
+        ),
+        (
+            r#"{ "retry": { "backoff": { "initial": "1s", "maximum": "2s" } } }"#,
+            "retry.backoff.maximum",
+        ),
+        (r#"{ "retry": { "backoff": "2h" } }"#, "retry.backoff.initial"),
+        (
+            r#"{ "retry": { "backoff": "0s", "jitter": "decorrelated" } }"#,
+            "retry.backoff.initial",
+        ),
+        (r#"{ "retry": { "jitter": "lots" } }"#, "retry.jitter"),
     ] {
         assert_eq!(
             Options::from_json(json).unwrap_err().field(),
@@ -51,4 +71,24 @@ fn failure_kinds_map_as_core_does() {
     assert_eq!(FailureKind::None.code(), tonic::Code::Ok);
     assert!(FailureKind::HandlerError.is_retryable());
     assert!(FailureKind::Shutdown.is_terminal());
+}
+
+#[test]
+fn a_backoff_reads_as_a_duration_or_an_object_and_writes_back_the_same() {
+    for json in [
+        r#"{"retry":{"max_attempts":3,"backoff":"50ms","jitter":"none"}}"#,
+        r#"{"retry":{"max_attempts":3,"backoff":{"initial":"10ms","multiplier":2.0,"max":"1s"},"jitter":"full"}}"#,
+    ] {
+        let options = Options::from_json(json).unwrap();
+        let written = serde_json::to_string(&options).unwrap();
+        assert_eq!(Options::from_json(&written).unwrap(), options, "{written}");
+        let retry = serde_json::to_value(&options).unwrap()["retry"].clone();
+        let given: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(retry, given["retry"], "{written}");
+    }
+    // Unset: no pause and no jitter, as before a backoff could grow.
+    let options = Options::default();
+    assert_eq!(options.retry.backoff.initial, Duration::ZERO);
+    assert_eq!(options.retry.backoff.max, Duration::ZERO);
+    assert_eq!(options.retry.jitter, switchyard_retry::Jitter::None);
 }

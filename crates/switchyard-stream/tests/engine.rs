@@ -47,6 +47,53 @@ async fn failed_attempts_are_retried_with_backoff_up_to_the_limit() {
     assert_eq!((summary.failed, summary.retries), (1, 0));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_growing_backoff_doubles_the_pause_before_each_retry_up_to_its_max() {
+    let recorder = Recorder::new(Duration::ZERO);
+    let pipeline = keyed(
+        options(
+            r#"{ "retry": { "max_attempts": 5,
+                 "backoff": { "initial": "10ms", "multiplier": 2.0, "max": "30ms" } } }"#,
+        ),
+        &recorder,
+    );
+    let started = Instant::now();
+    // Fails four times, succeeds on the fifth attempt: pauses of 10, 20, 30 and 30 ms.
+    let summary = run_all(&pipeline, &[("a", 4)]).await;
+    assert_eq!((summary.succeeded, summary.retries), (1, 4));
+    assert_eq!(started.elapsed(), Duration::from_millis(90));
+
+    // Each message walks its own backoff: the second starts again from 10 ms.
+    let started = Instant::now();
+    let summary = run_all(&pipeline, &[("a", 1), ("b", 2)]).await;
+    assert_eq!((summary.succeeded, summary.retries), (2, 3));
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(30),
+        "keyed: a's 10 ms beside b's 10 + 20 ms"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_keeps_each_pause_within_its_range() {
+    let recorder = Recorder::new(Duration::ZERO);
+    let pipeline = keyed(
+        options(
+            r#"{ "retry": { "max_attempts": 3, "backoff": "100ms", "jitter": "equal" } }"#,
+        ),
+        &recorder,
+    );
+    let started = Instant::now();
+    let summary = run_all(&pipeline, &[("a", 2)]).await;
+    assert_eq!((summary.succeeded, summary.retries), (1, 2));
+    // Two pauses, each in [50 ms, 100 ms].
+    let elapsed = started.elapsed();
+    assert!(
+        (Duration::from_millis(100)..=Duration::from_millis(200)).contains(&elapsed),
+        "{elapsed:?}"
+    );
+}
+
 /// An item that counts its copies, and fails its first `fail` attempts.
 struct Counted {
     fail: u32,
