@@ -21,7 +21,9 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serde_json::json;
 use switchyard::balance::{Health, HealthCheckConfig};
-use switchyard::provider::{Close, Initialize, Manager, Provider, Registry, Selection, patterns};
+use switchyard::provider::{
+    Close, Initialize, Manager, Provider, ProviderRegistry, Selection, patterns,
+};
 use switchyard::resilience::ResilienceConfig;
 use tokio::sync::oneshot;
 use tower::{BoxError, Service, ServiceExt, service_fn};
@@ -106,7 +108,7 @@ async fn main() -> Result<(), BoxError> {
     let (addr, stop) = upstream().await?;
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
-    let registry = Arc::new(Registry::<String, String>::new());
+    let registry = Arc::new(ProviderRegistry::<String, String>::new());
     registry.register_typed("http", {
         let client = client.clone();
         move |config: HttpConfig| {

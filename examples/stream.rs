@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use switchyard::stream::demo::ledger_client::LedgerClient;
 use switchyard::stream::demo::ledger_server::{Ledger, LedgerServer};
 use switchyard::stream::demo::{Entry, Posted};
-use switchyard::stream::{Message, Options, Pipeline};
+use switchyard::stream::{Message, Pipeline, StreamConfig};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tower::{BoxError, service_fn};
@@ -57,7 +57,7 @@ fn pipeline(books: &Books) -> Result<Pipeline<Entry>, BoxError> {
             Ok(())
         }
     });
-    let options = Options::from_json(
+    let options = StreamConfig::from_json(
         r#"{ "ordering": { "mode": "keyed_fifo", "capacity": 20000 },
              "backpressure": { "policy": "queue", "capacity": 32 },
              "retry": { "max_attempts": 3, "backoff": "5ms" },

@@ -1,9 +1,9 @@
 //! switchyard: resilience and routing middleware for tower.
 //!
 //! Each concern is its own tower `Layer` crate, usable alone or stacked with
-//! `tower::ServiceBuilder` in axum, tonic or hyper servers and clients. This facade re-exports
-//! each crate behind a feature of the same name (all on by default but `router`) and gathers the names most
-//! programs need in [`prelude`].
+//! `tower::ServiceBuilder` in axum, tonic or hyper servers and clients. This facade re-exports each
+//! crate behind a feature of the same name (all on by default but `router`) and gathers the names
+//! most programs need in [`prelude`].
 //!
 //! | module | crate | what |
 //! | --- | --- | --- |
@@ -84,14 +84,14 @@ pub mod prelude {
 
     #[cfg(feature = "breaker")]
     pub use switchyard_breaker::{
-        BreakerHandle, BreakerOpen, CircuitBreakerConfig, CircuitBreakerLayer,
-        KeyedCircuitBreakerLayer, Mode, State, Trip, Window,
+        BreakerHandle, BreakerMode, BreakerOpen, BreakerState, CircuitBreakerConfig,
+        CircuitBreakerLayer, FailureWindow, KeyedCircuitBreakerLayer, Trip,
     };
 
     #[cfg(feature = "bulkhead")]
     pub use switchyard_bulkhead::{
         AdaptiveConfig, AdmissionController, BulkheadConfig, BulkheadFull, BulkheadLayer,
-        KeyedBulkheadLayer, Policy,
+        BulkheadPolicy, KeyedBulkheadLayer,
     };
 
     #[cfg(feature = "ratelimit")]
@@ -106,7 +106,7 @@ pub mod prelude {
 
     #[cfg(feature = "resilience")]
     pub use switchyard_resilience::{
-        FallbackLayer, Registry, ResilienceConfig, ResilienceLayer, TimedOut, TimeoutLayer,
+        FallbackLayer, ResilienceConfig, ResilienceLayer, StackRegistry, TimedOut, TimeoutLayer,
     };
 
     #[cfg(feature = "balance")]

@@ -71,7 +71,7 @@ async fn breaker_in_an_axum_router_sheds_a_failing_route_over_real_http() {
             (StatusCode::INTERNAL_SERVER_ERROR, "ledger down")
         );
     }
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
 
     // ...and the third request is shed with 503 and a Retry-After, never reaching the handler.
     let (status, retry_after, body) = server.get("/pay").await;

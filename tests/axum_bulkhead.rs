@@ -32,7 +32,7 @@ async fn requests_beyond_the_bulkhead_are_shed_with_503_and_the_rest_succeed() {
     let (entered_tx, mut entered) = mpsc::unbounded_channel::<()>();
     let gate = Arc::new(Semaphore::new(0));
 
-    let bulkhead = BulkheadLayer::new("api", &BulkheadConfig::new(2, Policy::HardReject))
+    let bulkhead = BulkheadLayer::new("api", &BulkheadConfig::new(2, BulkheadPolicy::HardReject))
         .expect("valid config");
     let slots = bulkhead.controller().clone();
     let breaker = CircuitBreakerLayer::new(
@@ -108,7 +108,7 @@ async fn requests_beyond_the_bulkhead_are_shed_with_503_and_the_rest_succeed() {
     assert_eq!((stats.in_flight, stats.rejected), (0, 3));
     assert_eq!(
         circuit.state(),
-        State::Closed,
+        BreakerState::Closed,
         "no refusal reached the breaker (threshold 1)"
     );
 

@@ -55,7 +55,7 @@ async fn each_route_behaves_as_its_config_in_the_json_file_says() {
     ))
     .expect("fixture");
     let documents: BTreeMap<String, serde_json::Value> = serde_json::from_str(&text).expect("json");
-    let registry = Registry::new();
+    let registry = StackRegistry::new();
     let (quotes_calls, orders_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
     let mut app = Router::new();
     for (route, document) in &documents {
@@ -90,7 +90,10 @@ async fn each_route_behaves_as_its_config_in_the_json_file_says() {
     assert_eq!(get("/orders").await.0, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(orders_calls.load(Ordering::SeqCst), 2);
     let orders = registry.get("orders").expect("registered");
-    assert_eq!(orders.breaker.expect("a breaker").state(), State::Open);
+    assert_eq!(
+        orders.breaker.expect("a breaker").state(),
+        BreakerState::Open
+    );
 
     // Past its quota of 2 a minute, the rate limit (outermost) refuses before the breaker.
     let (status, retry_after, _) = get("/orders").await;

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchyard::balance::Health;
-use switchyard::provider::{Manager, Provider, Registry, Selection, patterns};
+use switchyard::provider::{Manager, Provider, ProviderRegistry, Selection, patterns};
 use switchyard::resilience::ResilienceConfig;
-use switchyard::stream::{Message, Options, Pipeline};
+use switchyard::stream::{Message, Pipeline, StreamConfig};
 use tower::{BoxError, service_fn};
 
 type Entry = (String, u64);
@@ -48,7 +48,7 @@ fn provider(name: &'static str, applied: &Applied, flaky: bool) -> Provider<Mess
 #[tokio::test(start_paused = true)]
 async fn a_stream_rides_over_a_provider_failover_in_order() {
     let applied = Applied::default();
-    let registry = Arc::new(Registry::<Message<Entry>, ()>::new());
+    let registry = Arc::new(ProviderRegistry::<Message<Entry>, ()>::new());
     registry.register("primary", {
         let applied = Arc::clone(&applied);
         move |_: &serde_json::Value| Ok::<_, BoxError>(provider("primary", &applied, true))
@@ -73,7 +73,7 @@ async fn a_stream_rides_over_a_provider_failover_in_order() {
         .unwrap();
     manager.initialize("standby", &json!({})).await.unwrap();
 
-    let options = Options::from_json(
+    let options = StreamConfig::from_json(
         r#"{ "ordering": { "mode": "keyed_fifo" },
              "backpressure": { "policy": "queue", "capacity": 8 } }"#,
     )

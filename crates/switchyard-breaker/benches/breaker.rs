@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use switchyard_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, Trip, Window};
+use switchyard_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, FailureWindow, Trip};
 use switchyard_core::test_util::drive;
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -38,7 +38,7 @@ fn count_window() -> Trip {
 
 fn time_window() -> Trip {
     Trip::FailureRate(switchyard_breaker::RateConfig::new(
-        Window::Time {
+        FailureWindow::Time {
             duration: Duration::from_secs(60),
             buckets: 10,
         },

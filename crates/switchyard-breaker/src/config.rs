@@ -63,7 +63,7 @@ pub struct CircuitBreakerConfig {
     #[serde(with = "switchyard_core::duration")]
     pub max_wait_in_half_open: Option<Duration>,
     /// What `poll_ready` does while the breaker refuses calls.
-    pub mode: Mode,
+    pub mode: BreakerMode,
 }
 
 impl Default for CircuitBreakerConfig {
@@ -76,7 +76,7 @@ impl Default for CircuitBreakerConfig {
             permitted_calls_in_half_open: 1,
             successes_to_close: 2,
             max_wait_in_half_open: Some(Duration::from_secs(60)),
-            mode: Mode::FailFast,
+            mode: BreakerMode::FailFast,
         }
     }
 }
@@ -120,9 +120,9 @@ impl CircuitBreakerConfig {
         self
     }
 
-    /// Sets the [`Mode`].
+    /// Sets the [`BreakerMode`].
     #[must_use]
-    pub fn with_mode(mut self, mode: Mode) -> Self {
+    pub fn with_mode(mut self, mode: BreakerMode) -> Self {
         self.mode = mode;
         self
     }
@@ -203,12 +203,12 @@ impl Trip {
 
     /// Open when at least `threshold_percent` of the last `size` calls failed.
     pub fn count_window(size: u32, threshold_percent: f64) -> RateConfig {
-        RateConfig::new(Window::Count(size), threshold_percent)
+        RateConfig::new(FailureWindow::Count(size), threshold_percent)
     }
 
     /// Open when at least `threshold_percent` of the calls of the last `duration` failed.
     pub fn time_window(duration: Duration, threshold_percent: f64) -> RateConfig {
-        RateConfig::new(Window::time(duration), threshold_percent)
+        RateConfig::new(FailureWindow::time(duration), threshold_percent)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -238,7 +238,7 @@ impl From<RateConfig> for Trip {
 #[serde(deny_unknown_fields)]
 pub struct RateConfig {
     /// The window the rates are computed over.
-    pub window: Window,
+    pub window: FailureWindow,
     /// Percentage of failed calls (0–100] at or above which the breaker opens.
     #[serde(default = "RateConfig::default_failure_rate")]
     pub failure_rate_threshold: f64,
@@ -267,7 +267,7 @@ impl RateConfig {
     }
 
     /// A rate config with the default slow-call and minimum-call settings.
-    pub fn new(window: Window, failure_rate_threshold: f64) -> Self {
+    pub fn new(window: FailureWindow, failure_rate_threshold: f64) -> Self {
         Self {
             window,
             failure_rate_threshold,
@@ -306,7 +306,7 @@ impl RateConfig {
         if self.minimum_calls == 0 {
             return Err(ConfigError::new("minimum_calls", "must be at least 1"));
         }
-        if let Window::Count(size) = self.window
+        if let FailureWindow::Count(size) = self.window
             && self.minimum_calls > size
         {
             return Err(ConfigError::new(
@@ -332,7 +332,7 @@ fn check_percent(field: &'static str, value: f64) -> Result<(), ConfigError> {
 /// The sliding window a failure rate is computed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Window {
+pub enum FailureWindow {
     /// The last `n` calls: `{"count": 100}`.
     Count(u32),
     /// The calls of the last `duration`, kept in `buckets` equal slices that expire one at a
@@ -342,12 +342,12 @@ pub enum Window {
         #[serde(with = "switchyard_core::duration")]
         duration: Duration,
         /// How many slices the window is kept in (its resolution).
-        #[serde(default = "Window::default_buckets")]
+        #[serde(default = "FailureWindow::default_buckets")]
         buckets: u32,
     },
 }
 
-impl Window {
+impl FailureWindow {
     fn default_buckets() -> u32 {
         10
     }
@@ -395,7 +395,7 @@ impl Window {
 /// What the service does while the breaker refuses calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Mode {
+pub enum BreakerMode {
     /// `poll_ready` answers `Ok` and `call` returns a ready
     /// [`BreakerOpen`](crate::BreakerOpen) error, as `tower::load_shed` does. The default:
     /// right in front of a `Buffer` or a balancer, which take an `Err` from `poll_ready` to

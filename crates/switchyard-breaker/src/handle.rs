@@ -8,10 +8,10 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{CircuitBreakerConfig, Mode};
+use crate::config::{BreakerMode, CircuitBreakerConfig};
 use crate::observe::Metrics;
 use crate::policy::{Policy, WindowStats};
-use crate::state::{Circuit, State, Transition};
+use crate::state::{BreakerState, Circuit, Transition};
 
 /// How many state changes a slow subscriber may fall behind before it misses some.
 const EVENT_BUFFER: usize = 64;
@@ -22,9 +22,9 @@ pub struct StateChange {
     /// The breaker's name.
     pub breaker: Arc<str>,
     /// The state left.
-    pub from: State,
+    pub from: BreakerState,
     /// The state entered.
-    pub to: State,
+    pub to: BreakerState,
     /// When it happened (tokio's clock).
     pub at: Instant,
 }
@@ -35,7 +35,7 @@ pub struct BreakerSnapshot {
     /// The breaker's name.
     pub name: String,
     /// Its state now.
-    pub state: State,
+    pub state: BreakerState,
     /// What the trip policy counts now (the window, or the current failure run).
     pub window: WindowStats,
     /// Calls refused since the breaker was built.
@@ -52,16 +52,16 @@ pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     pub(crate) circuit: Circuit,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) mode: Mode,
+    pub(crate) mode: BreakerMode,
     config: CircuitBreakerConfig,
     /// `Some` when calls must be timed for slow-call detection.
     pub(crate) slow_call_duration: Option<Duration>,
-    /// Woken on every transition and freed probe slot, for `Mode::Backpressure` waiters.
+    /// Woken on every transition and freed probe slot, for `BreakerMode::Backpressure` waiters.
     pub(crate) wake: Arc<Notify>,
     /// Calls refused (fail-fast mode) since the breaker was built.
     pub(crate) rejected: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<StateChange>,
-    state: Arc<watch::Sender<State>>,
+    state: Arc<watch::Sender<BreakerState>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -79,7 +79,7 @@ impl Shared {
     pub(crate) fn new(name: Arc<str>, config: CircuitBreakerConfig, policy: Policy) -> Self {
         let metrics = Arc::new(Metrics::new(&name));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let state = Arc::new(watch::Sender::new(State::Closed));
+        let state = Arc::new(watch::Sender::new(BreakerState::Closed));
         let wake = Arc::new(Notify::new());
         let slow_call_duration = policy.slow_call_duration();
         let observer = {
@@ -144,7 +144,7 @@ impl BreakerHandle {
     }
 
     /// The breaker's state now.
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> BreakerState {
         self.shared.circuit.state()
     }
 
@@ -169,7 +169,9 @@ impl BreakerHandle {
     /// Holds the breaker open, refusing every call, until [`release`](Self::release) or
     /// [`reset`](Self::reset).
     pub fn force_open(&self) {
-        self.shared.circuit.force(State::ForcedOpen, Instant::now());
+        self.shared
+            .circuit
+            .force(BreakerState::ForcedOpen, Instant::now());
     }
 
     /// Holds the breaker closed: every call flows and nothing trips it, until
@@ -177,7 +179,7 @@ impl BreakerHandle {
     pub fn force_closed(&self) {
         self.shared
             .circuit
-            .force(State::ForcedClosed, Instant::now());
+            .force(BreakerState::ForcedClosed, Instant::now());
     }
 
     /// Returns from a forced state to automatic operation, closed and with empty counters.
@@ -188,7 +190,9 @@ impl BreakerHandle {
 
     /// Closes the breaker and forgets every recorded call, from any state.
     pub fn reset(&self) {
-        self.shared.circuit.force(State::Closed, Instant::now());
+        self.shared
+            .circuit
+            .force(BreakerState::Closed, Instant::now());
     }
 
     /// A stream of every state change from now on. A subscriber that falls more than 64
@@ -198,7 +202,7 @@ impl BreakerHandle {
     }
 
     /// The current state as a `watch` channel: for waiting until the breaker is in a state.
-    pub fn watch(&self) -> watch::Receiver<State> {
+    pub fn watch(&self) -> watch::Receiver<BreakerState> {
         self.shared.state.subscribe()
     }
 
@@ -223,13 +227,13 @@ impl BreakerHandle {
             let mut holding = false;
             loop {
                 if *switch.borrow_and_update() {
-                    if handle.state() != State::ForcedOpen {
+                    if handle.state() != BreakerState::ForcedOpen {
                         handle.force_open();
                         holding = true;
                     }
                 } else if holding {
                     holding = false;
-                    if handle.state() == State::ForcedOpen {
+                    if handle.state() == BreakerState::ForcedOpen {
                         handle.release();
                     }
                 }

@@ -10,12 +10,12 @@ use switchyard_core::{BoxError, Classify, ConfigError, ErrorsAsFailures};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::config::{CircuitBreakerConfig, Mode};
+use crate::config::{BreakerMode, CircuitBreakerConfig};
 use crate::error::BreakerOpen;
 use crate::future::{Guard, ResponseFuture};
 use crate::handle::{BreakerHandle, BreakerSnapshot, Shared};
 use crate::policy::Policy;
-use crate::state::State;
+use crate::state::BreakerState;
 
 struct Breakers<K> {
     name: Arc<str>,
@@ -38,9 +38,9 @@ where
         };
         let rank = |shared: &Arc<Shared>| {
             let state = match shared.circuit.state() {
-                State::Closed => 0,
-                State::Open | State::HalfOpen => 1,
-                State::ForcedOpen | State::ForcedClosed => 2,
+                BreakerState::Closed => 0,
+                BreakerState::Open | BreakerState::HalfOpen => 1,
+                BreakerState::ForcedOpen | BreakerState::ForcedClosed => 2,
             };
             // A breaker held elsewhere (a call in flight would record into it, a handle steers
             // it) goes after every one held by the map alone.
@@ -89,7 +89,7 @@ impl<K, F> KeyedCircuitBreakerLayer<K, F> {
         F: Fn(&Req) -> K,
     {
         config.validate()?;
-        if config.mode != Mode::FailFast {
+        if config.mode != BreakerMode::FailFast {
             return Err(ConfigError::new(
                 "mode",
                 "a keyed breaker learns its key in `call`, so it can only fail fast",

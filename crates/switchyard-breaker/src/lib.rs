@@ -53,10 +53,10 @@
 //! # Tower semantics
 //!
 //! An `Err` from `poll_ready` tells tower's `Buffer` and balancers that a service is dead, so
-//! an open breaker never returns one. By default ([`Mode::FailFast`]) it follows
+//! an open breaker never returns one. By default ([`BreakerMode::FailFast`]) it follows
 //! `tower::load_shed`: `poll_ready` answers `Ok` without polling the inner service, and `call`
 //! returns an immediately ready [`BreakerOpen`] (HTTP 503, gRPC `UNAVAILABLE`, with
-//! `retry_after` set to the rest of the open wait). [`Mode::Backpressure`] instead keeps
+//! `retry_after` set to the rest of the open wait). [`BreakerMode::Backpressure`] instead keeps
 //! `poll_ready` pending until the breaker would admit a call, woken by a tokio timer.
 //!
 //! Clones of a service share its breaker; each layer is one breaker.
@@ -108,8 +108,8 @@ mod state;
 mod window;
 
 pub use config::{
-    CircuitBreakerConfig, MAX_COUNT_WINDOW, MAX_TIME_BUCKETS, MAX_TIME_WINDOW, Mode, RateConfig,
-    Trip, Window,
+    BreakerMode, CircuitBreakerConfig, FailureWindow, MAX_COUNT_WINDOW, MAX_TIME_BUCKETS,
+    MAX_TIME_WINDOW, RateConfig, Trip,
 };
 pub use error::BreakerOpen;
 pub use future::ResponseFuture;
@@ -117,7 +117,7 @@ pub use handle::{BreakerHandle, BreakerSnapshot, StateChange};
 pub use keyed::{KeyedBreakerHandle, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;
-pub use state::State;
+pub use state::BreakerState;
 
 /// The crate README's example, compiled as a doctest so the README never lies.
 #[cfg(doctest)]

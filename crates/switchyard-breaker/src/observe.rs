@@ -3,7 +3,7 @@
 use metrics::{Counter, Gauge};
 use tracing::info;
 
-use crate::state::{State, Transition};
+use crate::state::{BreakerState, Transition};
 
 /// Metric names.
 pub(crate) const CALLS: &str = "switchyard_breaker_calls_total";
@@ -30,7 +30,7 @@ impl Metrics {
     pub(crate) fn new(name: &std::sync::Arc<str>) -> Self {
         let calls = |outcome: &'static str| metrics::counter!(CALLS, "breaker" => name.to_string(), "outcome" => outcome);
         let state = metrics::gauge!(STATE, "breaker" => name.to_string());
-        state.set(State::Closed.as_gauge());
+        state.set(BreakerState::Closed.as_gauge());
         Self {
             success: calls("success"),
             failure: calls("failure"),

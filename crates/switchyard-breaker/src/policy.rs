@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::config::{RateConfig, Trip, Window};
+use crate::config::{FailureWindow, RateConfig, Trip};
 use crate::window::{CountWindow, TimeWindow};
 
 /// One call's result as a trip policy sees it. Ignored calls never reach a policy.
@@ -206,8 +206,8 @@ impl Policy {
                 Self::Consecutive(ConsecutiveFailures::new(*threshold))
             }
             Trip::FailureRate(rate) => match rate.window {
-                Window::Count(size) => Self::Count(CountWindow::new(size, rate)),
-                Window::Time { duration, buckets } => {
+                FailureWindow::Count(size) => Self::Count(CountWindow::new(size, rate)),
+                FailureWindow::Time { duration, buckets } => {
                     Self::Time(TimeWindow::new(duration, buckets, rate, Instant::now()))
                 }
             },

@@ -10,7 +10,7 @@ use switchyard_core::{BoxError, Classify, ErrorsAsFailures};
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::config::Mode;
+use crate::config::BreakerMode;
 use crate::error::BreakerOpen;
 use crate::future::{Guard, ResponseFuture};
 use crate::handle::{BreakerHandle, Shared};
@@ -31,7 +31,8 @@ enum Pending {
     Waiting(Wait),
 }
 
-/// A circuit breaker around a service. Built by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
+/// A circuit breaker around a service. Built by
+/// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
 ///
 /// Clones share one breaker, but not readiness: a clone starts un-readied, so a permit taken
 /// by one instance's `poll_ready` is used by that instance's `call` only (tower's
@@ -182,11 +183,11 @@ impl<S, C> CircuitBreaker<S, C> {
                     }
                     Err(refusal) => {
                         self.pending = match self.shared.mode {
-                            Mode::FailFast => Pending::Refused(BreakerOpen::new(
+                            BreakerMode::FailFast => Pending::Refused(BreakerOpen::new(
                                 Arc::clone(&self.shared.name),
                                 refusal.retry_after,
                             )),
-                            Mode::Backpressure => {
+                            BreakerMode::Backpressure => {
                                 Pending::Waiting(wait_for_admission(Arc::clone(&self.shared)))
                             }
                         };

@@ -32,7 +32,7 @@ use crate::policy::{CallRecord, Policy, WindowStats};
 /// The state of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum State {
+pub enum BreakerState {
     /// Calls flow; outcomes feed the trip policy.
     Closed,
     /// Calls are refused until the open wait ends.
@@ -45,7 +45,7 @@ pub enum State {
     ForcedClosed,
 }
 
-impl State {
+impl BreakerState {
     const ALL: [Self; 5] = [
         Self::Closed,
         Self::Open,
@@ -92,7 +92,7 @@ impl State {
     }
 }
 
-impl fmt::Display for State {
+impl fmt::Display for BreakerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -100,14 +100,14 @@ impl fmt::Display for State {
 
 const STATE_BITS: u32 = 3;
 
-fn pack(epoch: u64, state: State) -> u64 {
+fn pack(epoch: u64, state: BreakerState) -> u64 {
     (epoch << STATE_BITS) | state.code()
 }
 
-fn unpack(word: u64) -> (u64, State) {
+fn unpack(word: u64) -> (u64, BreakerState) {
     #[allow(clippy::cast_possible_truncation)] // masked to 3 bits
     let code = (word & ((1 << STATE_BITS) - 1)) as usize;
-    (word >> STATE_BITS, State::ALL[code])
+    (word >> STATE_BITS, BreakerState::ALL[code])
 }
 
 /// Aligns its content to its own cache line (128 bytes covers adjacent-line prefetching).
@@ -125,8 +125,8 @@ impl<T> std::ops::Deref for CachePadded<T> {
 /// A state change, as the observer sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Transition {
-    pub(crate) from: State,
-    pub(crate) to: State,
+    pub(crate) from: BreakerState,
+    pub(crate) to: BreakerState,
     pub(crate) at: Instant,
 }
 
@@ -225,7 +225,7 @@ impl Circuit {
         now: Instant,
     ) -> Self {
         Self {
-            word: CachePadded(AtomicU64::new(pack(0, State::Closed))),
+            word: CachePadded(AtomicU64::new(pack(0, BreakerState::Closed))),
             probes: AtomicU64::new(0),
             deadline: AtomicU64::new(u64::MAX),
             opened: AtomicU64::new(0),
@@ -247,7 +247,7 @@ impl Circuit {
         }
     }
 
-    pub(crate) fn state(&self) -> State {
+    pub(crate) fn state(&self) -> BreakerState {
         unpack(self.word.load(Ordering::Acquire)).1
     }
 
@@ -270,7 +270,9 @@ impl Circuit {
     pub(crate) fn acquire(&self, now: impl Fn() -> Instant) -> Result<Permit, Refusal> {
         let word = self.word.load(Ordering::Acquire);
         match unpack(word) {
-            (epoch, State::Closed | State::ForcedClosed) => Ok(Permit::new(epoch, false)),
+            (epoch, BreakerState::Closed | BreakerState::ForcedClosed) => {
+                Ok(Permit::new(epoch, false))
+            }
             _ => self.acquire_slow(word, now()),
         }
     }
@@ -280,11 +282,11 @@ impl Circuit {
         loop {
             let (epoch, state) = unpack(word);
             match state {
-                State::Closed | State::ForcedClosed => {
+                BreakerState::Closed | BreakerState::ForcedClosed => {
                     return Ok(Permit::new(epoch, false));
                 }
-                State::ForcedOpen => return Err(self.refuse(None)),
-                State::Open => {
+                BreakerState::ForcedOpen => return Err(self.refuse(None)),
+                BreakerState::Open => {
                     let deadline = self.deadline.load(Ordering::Acquire);
                     let at = self.nanos(now);
                     if self.word.load(Ordering::Acquire) != word {
@@ -295,10 +297,10 @@ impl Circuit {
                             (deadline != u64::MAX).then(|| Duration::from_nanos(deadline - at));
                         return Err(self.refuse(retry_after));
                     } else {
-                        self.transition_from(word, State::HalfOpen, now);
+                        self.transition_from(word, BreakerState::HalfOpen, now);
                     }
                 }
-                State::HalfOpen => {
+                BreakerState::HalfOpen => {
                     let (at, deadline) = (self.nanos(now), self.deadline.load(Ordering::Acquire));
                     if self.word.load(Ordering::Acquire) != word {
                         // As above: the deadline may not be this spell's.
@@ -387,7 +389,7 @@ impl Circuit {
         let word = self.word.load(Ordering::Acquire);
         if permit.is_probe() {
             self.release_probe(permit);
-            if word != pack(permit.epoch(), State::HalfOpen) {
+            if word != pack(permit.epoch(), BreakerState::HalfOpen) {
                 return;
             }
             let now = now();
@@ -396,27 +398,27 @@ impl Circuit {
                 return;
             }
             if failed || slow {
-                self.transition_locked(&mut guard, word, State::Open, now);
+                self.transition_locked(&mut guard, word, BreakerState::Open, now);
             } else {
                 guard.probe_successes += 1;
                 if guard.probe_successes >= self.settings.successes_to_close {
-                    self.transition_locked(&mut guard, word, State::Closed, now);
+                    self.transition_locked(&mut guard, word, BreakerState::Closed, now);
                 }
             }
-        } else if word == pack(permit.epoch(), State::Closed) {
+        } else if word == pack(permit.epoch(), BreakerState::Closed) {
             let at = if self.policy.needs_clock() {
                 now()
             } else {
                 self.origin
             };
             if self.policy.record(CallRecord { failed, slow }, at) {
-                self.transition_from(word, State::Open, now());
+                self.transition_from(word, BreakerState::Open, now());
             }
         }
     }
 
     /// Moves from the state in `word` to `to`, unless another transition got there first.
-    fn transition_from(&self, word: u64, to: State, now: Instant) {
+    fn transition_from(&self, word: u64, to: BreakerState, now: Instant) {
         let mut guard = self.lock();
         if self.word.load(Ordering::Acquire) == word {
             self.transition_locked(&mut guard, word, to, now);
@@ -436,14 +438,14 @@ impl Circuit {
             ended.saturating_add(nanos_of(guard.current_wait)),
             Ordering::Release,
         );
-        self.publish(word, State::Open, now);
+        self.publish(word, BreakerState::Open, now);
     }
 
-    fn transition_locked(&self, slow: &mut Slow, word: u64, to: State, now: Instant) {
+    fn transition_locked(&self, slow: &mut Slow, word: u64, to: BreakerState, now: Instant) {
         let from = unpack(word).1;
         match to {
-            State::Open => {
-                let wait = if from == State::HalfOpen {
+            BreakerState::Open => {
+                let wait = if from == BreakerState::HalfOpen {
                     // A probe failed: the backend is still sick, wait longer. Saturates
                     // instead of panicking on a huge multiplier or wait.
                     Duration::try_from_secs_f64(
@@ -460,7 +462,7 @@ impl Circuit {
                     Ordering::Release,
                 );
             }
-            State::HalfOpen => {
+            BreakerState::HalfOpen => {
                 slow.probe_successes = 0;
                 let deadline = self
                     .settings
@@ -468,12 +470,12 @@ impl Circuit {
                     .map_or(u64::MAX, |max| self.deadline_after(now, max));
                 self.deadline.store(deadline, Ordering::Release);
             }
-            State::Closed => {
+            BreakerState::Closed => {
                 self.policy.reset(now);
                 slow.current_wait = self.settings.wait_in_open;
                 self.deadline.store(u64::MAX, Ordering::Release);
             }
-            State::ForcedOpen | State::ForcedClosed => {
+            BreakerState::ForcedOpen | BreakerState::ForcedClosed => {
                 self.deadline.store(u64::MAX, Ordering::Release);
             }
         }
@@ -482,9 +484,9 @@ impl Circuit {
 
     /// Makes the move from `word` to `to` visible and tells the observer. Runs under the
     /// transition lock, so observers see transitions in the order they happened.
-    fn publish(&self, word: u64, to: State, now: Instant) {
+    fn publish(&self, word: u64, to: BreakerState, now: Instant) {
         let (epoch, from) = unpack(word);
-        if to == State::Open {
+        if to == BreakerState::Open {
             self.opened.fetch_add(1, Ordering::Relaxed);
         }
         self.word.store(pack(epoch + 1, to), Ordering::Release);
@@ -497,21 +499,21 @@ impl Circuit {
     #[inline]
     pub(crate) fn admits(&self, permit: Permit) -> bool {
         match unpack(self.word.load(Ordering::Acquire)) {
-            (_, State::Closed | State::ForcedClosed) => true,
-            (epoch, State::HalfOpen) => permit.is_probe() && permit.epoch() == epoch,
-            (_, State::Open | State::ForcedOpen) => false,
+            (_, BreakerState::Closed | BreakerState::ForcedClosed) => true,
+            (epoch, BreakerState::HalfOpen) => permit.is_probe() && permit.epoch() == epoch,
+            (_, BreakerState::Open | BreakerState::ForcedOpen) => false,
         }
     }
 
     /// Moves to `to` from whatever state the breaker is in (handle operations). Entering
     /// `Closed` forgets every recorded call, even from `Closed`.
-    pub(crate) fn force(&self, to: State, now: Instant) {
+    pub(crate) fn force(&self, to: BreakerState, now: Instant) {
         let mut guard = self.lock();
         let word = self.word.load(Ordering::Acquire);
-        if unpack(word).1 == to && to != State::Closed {
+        if unpack(word).1 == to && to != BreakerState::Closed {
             return;
         }
-        if unpack(word).1 == State::Closed && to == State::Closed {
+        if unpack(word).1 == BreakerState::Closed && to == BreakerState::Closed {
             self.policy.reset(now);
             return;
         }
@@ -522,14 +524,17 @@ impl Circuit {
     pub(crate) fn release(&self, now: Instant) {
         let mut guard = self.lock();
         let word = self.word.load(Ordering::Acquire);
-        if matches!(unpack(word).1, State::ForcedOpen | State::ForcedClosed) {
-            self.transition_locked(&mut guard, word, State::Closed, now);
+        if matches!(
+            unpack(word).1,
+            BreakerState::ForcedOpen | BreakerState::ForcedClosed
+        ) {
+            self.transition_locked(&mut guard, word, BreakerState::Closed, now);
         }
     }
 
     /// How long until an open breaker lets probes through.
     pub(crate) fn open_remaining(&self, now: Instant) -> Option<Duration> {
-        (self.state() == State::Open).then(|| {
+        (self.state() == BreakerState::Open).then(|| {
             Duration::from_nanos(
                 self.deadline
                     .load(Ordering::Acquire)
@@ -554,7 +559,7 @@ mod tests {
 
     struct Fixture {
         circuit: Circuit,
-        seen: Arc<Mutex<Vec<(State, State)>>>,
+        seen: Arc<Mutex<Vec<(BreakerState, BreakerState)>>>,
         start: Instant,
     }
 
@@ -585,7 +590,7 @@ mod tests {
             self.circuit.record(permit, outcome, false, self.at(ms));
             Ok(())
         }
-        fn transitions(&self) -> Vec<(State, State)> {
+        fn transitions(&self) -> Vec<(BreakerState, BreakerState)> {
             self.seen.lock().unwrap().clone()
         }
     }
@@ -600,20 +605,20 @@ mod tests {
         let f = circuit(&seed());
         f.call(0, Outcome::Failure).unwrap();
         f.call(0, Outcome::Failure).unwrap();
-        assert_eq!(f.circuit.state(), State::Open);
+        assert_eq!(f.circuit.state(), BreakerState::Open);
         let refusal = f.call(40, Outcome::Success).unwrap_err();
         assert_eq!(refusal.retry_after, Some(Duration::from_millis(60)));
         // The wait is over: the first caller turns the breaker half-open and probes.
         f.call(100, Outcome::Success).unwrap();
-        assert_eq!(f.circuit.state(), State::HalfOpen);
+        assert_eq!(f.circuit.state(), BreakerState::HalfOpen);
         f.call(101, Outcome::Success).unwrap();
-        assert_eq!(f.circuit.state(), State::Closed);
+        assert_eq!(f.circuit.state(), BreakerState::Closed);
         assert_eq!(
             f.transitions(),
             vec![
-                (State::Closed, State::Open),
-                (State::Open, State::HalfOpen),
-                (State::HalfOpen, State::Closed)
+                (BreakerState::Closed, BreakerState::Open),
+                (BreakerState::Open, BreakerState::HalfOpen),
+                (BreakerState::HalfOpen, BreakerState::Closed)
             ]
         );
     }
@@ -637,7 +642,7 @@ mod tests {
         // Closing resets the wait.
         f.call(600, Outcome::Success).unwrap();
         f.call(600, Outcome::Success).unwrap();
-        assert_eq!(f.circuit.state(), State::Closed);
+        assert_eq!(f.circuit.state(), BreakerState::Closed);
         f.call(600, Outcome::Failure).unwrap();
         f.call(600, Outcome::Failure).unwrap();
         assert_eq!(
@@ -660,7 +665,7 @@ mod tests {
         let c = f.circuit.acquire(f.at(100)).unwrap();
         f.circuit.record(b, Outcome::Success, false, f.at(101));
         f.circuit.record(c, Outcome::Success, false, f.at(101));
-        assert_eq!(f.circuit.state(), State::Closed);
+        assert_eq!(f.circuit.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]
@@ -672,7 +677,7 @@ mod tests {
         assert!(f.circuit.acquire(f.at(120)).is_err());
         // 50 ms without a verdict: back to open, for the same (not a grown) wait.
         assert!(f.circuit.acquire(f.at(150)).is_err());
-        assert_eq!(f.circuit.state(), State::Open);
+        assert_eq!(f.circuit.state(), BreakerState::Open);
         assert_eq!(
             f.circuit.open_remaining(f.at(150)()),
             Some(Duration::from_millis(100))
@@ -682,7 +687,7 @@ mod tests {
         assert!(probe.is_probe());
         // When the hung probe finally fails, it belongs to an old spell and changes nothing.
         f.circuit.record(hung, Outcome::Failure, false, f.at(251));
-        assert_eq!(f.circuit.state(), State::HalfOpen);
+        assert_eq!(f.circuit.state(), BreakerState::HalfOpen);
     }
 
     #[tokio::test(start_paused = true)]
@@ -698,7 +703,7 @@ mod tests {
         // The probe fails at 160 ms, after the spell's 150 ms deadline, before anyone noticed
         // the deadline: a real failure, so the wait doubles from now.
         f.circuit.record(probe, Outcome::Failure, false, f.at(160));
-        assert_eq!(f.circuit.state(), State::Open);
+        assert_eq!(f.circuit.state(), BreakerState::Open);
         assert_eq!(
             f.circuit.open_remaining(f.at(160)()),
             Some(Duration::from_millis(200))
@@ -729,33 +734,33 @@ mod tests {
         f.call(0, Outcome::Failure).unwrap();
         f.call(100, Outcome::Success).unwrap();
         f.call(100, Outcome::Success).unwrap();
-        assert_eq!(f.circuit.state(), State::Closed);
+        assert_eq!(f.circuit.state(), BreakerState::Closed);
         f.call(100, Outcome::Failure).unwrap();
         // A failure of a call admitted before the trip does not count in the new closed spell.
         f.circuit.record(early, Outcome::Failure, false, f.at(100));
-        assert_eq!(f.circuit.state(), State::Closed);
+        assert_eq!(f.circuit.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]
     async fn forced_states_hold_until_released() {
         let f = circuit(&seed());
-        f.circuit.force(State::ForcedOpen, f.at(0)());
+        f.circuit.force(BreakerState::ForcedOpen, f.at(0)());
         assert_eq!(
             f.call(1_000_000, Outcome::Success).unwrap_err().retry_after,
             None
         );
         f.circuit.release(f.at(1)());
-        assert_eq!(f.circuit.state(), State::Closed);
-        f.circuit.force(State::ForcedClosed, f.at(2)());
+        assert_eq!(f.circuit.state(), BreakerState::Closed);
+        f.circuit.force(BreakerState::ForcedClosed, f.at(2)());
         for _ in 0..10 {
             f.call(3, Outcome::Failure).unwrap();
         }
-        assert_eq!(f.circuit.state(), State::ForcedClosed);
+        assert_eq!(f.circuit.state(), BreakerState::ForcedClosed);
         f.circuit.release(f.at(4)());
         f.call(5, Outcome::Failure).unwrap();
         assert_eq!(
             f.circuit.state(),
-            State::Closed,
+            BreakerState::Closed,
             "the run restarted at release"
         );
     }
@@ -769,6 +774,6 @@ mod tests {
         }
         assert_eq!(f.circuit.counters(f.at(0)()).0.failures, 1);
         f.call(0, Outcome::Failure).unwrap();
-        assert_eq!(f.circuit.state(), State::Open);
+        assert_eq!(f.circuit.state(), BreakerState::Open);
     }
 }

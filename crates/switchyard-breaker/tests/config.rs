@@ -6,8 +6,8 @@ mod support;
 use std::time::Duration;
 
 use switchyard_breaker::{
-    CircuitBreakerConfig, CircuitBreakerLayer, MAX_COUNT_WINDOW, MAX_TIME_BUCKETS, Mode,
-    RateConfig, Trip, Window,
+    BreakerMode, CircuitBreakerConfig, CircuitBreakerLayer, FailureWindow, MAX_COUNT_WINDOW,
+    MAX_TIME_BUCKETS, RateConfig, Trip,
 };
 use switchyard_core::ConfigError;
 
@@ -57,7 +57,7 @@ fn a_count_window_of_zero_or_above_the_maximum_is_rejected() {
 
 #[test]
 fn a_time_window_with_zero_or_too_many_buckets_is_rejected() {
-    let window = |buckets| Window::Time {
+    let window = |buckets| FailureWindow::Time {
         duration: Duration::from_secs(10),
         buckets,
     };
@@ -72,7 +72,7 @@ fn a_time_window_with_zero_or_too_many_buckets_is_rejected() {
 
 #[test]
 fn a_time_window_with_less_than_a_millisecond_per_bucket_is_rejected() {
-    let window = Window::Time {
+    let window = FailureWindow::Time {
         duration: ms(9),
         buckets: 10,
     };
@@ -85,7 +85,7 @@ fn a_time_window_with_less_than_a_millisecond_per_bucket_is_rejected() {
 
 #[test]
 fn a_time_window_longer_than_an_hour_is_rejected() {
-    let window = Window::Time {
+    let window = FailureWindow::Time {
         duration: Duration::from_secs(3601),
         buckets: 10,
     };
@@ -234,7 +234,7 @@ fn values_on_the_edge_of_each_range_are_accepted() {
         rate(Trip::count_window(1, 100.0).with_minimum_calls(1)),
         rate(Trip::count_window(MAX_COUNT_WINDOW, 0.001).with_minimum_calls(MAX_COUNT_WINDOW)),
         rate(RateConfig::new(
-            Window::Time {
+            FailureWindow::Time {
                 duration: ms(1000),
                 buckets: MAX_TIME_BUCKETS,
             },
@@ -266,7 +266,7 @@ fn the_default_config_is_the_seeds() {
     assert_eq!(config.successes_to_close, 2);
     // Beyond the documented model: a hung probe cannot wedge the breaker by default.
     assert_eq!(config.max_wait_in_half_open, Some(Duration::from_secs(60)));
-    assert_eq!(config.mode, Mode::FailFast);
+    assert_eq!(config.mode, BreakerMode::FailFast);
     assert_eq!(config.validate(), Ok(()));
     assert_eq!(
         serde_json::from_str::<CircuitBreakerConfig>("{}").unwrap(),
@@ -286,7 +286,7 @@ fn a_full_config_round_trips_through_json_with_humane_durations() {
     .with_exponential_open_wait(2.0, Duration::from_secs(120))
     .with_half_open(3, 2)
     .with_max_wait_in_half_open(Duration::from_secs(5))
-    .with_mode(Mode::Backpressure);
+    .with_mode(BreakerMode::Backpressure);
     config.validate().unwrap();
 
     let json = serde_json::to_value(&config).unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use metrics_util::debugging::DebuggingRecorder;
 use serde_json::json;
-use switchyard_breaker::{BreakerHandle, CircuitBreakerConfig, State, Trip};
+use switchyard_breaker::{BreakerHandle, BreakerState, CircuitBreakerConfig, Trip};
 use tokio::sync::watch;
 use tokio::time::{Instant, advance, timeout};
 
@@ -17,7 +17,7 @@ use support::{
 use switchyard_core::test_util::Recorded;
 
 /// Waits (in paused time, so at no cost) until the breaker's state next changes.
-async fn next_state(states: &mut watch::Receiver<State>) -> State {
+async fn next_state(states: &mut watch::Receiver<BreakerState>) -> BreakerState {
     timeout(Duration::from_secs(1), states.changed())
         .await
         .expect("the state changed")
@@ -25,27 +25,27 @@ async fn next_state(states: &mut watch::Receiver<State>) -> State {
     *states.borrow_and_update()
 }
 
-// === State and snapshots ===
+// === BreakerState and snapshots ===
 
 #[tokio::test(start_paused = true)]
 async fn state_follows_the_breaker_through_its_cycle() {
     let (mut svc, backend, handle) = breaker(seed_config());
     assert_eq!(handle.name(), "payments");
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
 
     fail_times(&mut svc, &backend, 2).await;
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
 
     advance(ms(100)).await;
     assert_eq!(
         handle.state(),
-        State::Open,
+        BreakerState::Open,
         "half-opening waits for the next caller"
     );
     call(&mut svc, 1).await.unwrap();
-    assert_eq!(handle.state(), State::HalfOpen);
+    assert_eq!(handle.state(), BreakerState::HalfOpen);
     call(&mut svc, 2).await.unwrap();
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
 }
 
 #[tokio::test(start_paused = true)]
@@ -64,7 +64,7 @@ async fn snapshot_reports_the_counters_and_serialises_to_json() {
     let snapshot = handle.snapshot();
 
     assert_eq!(snapshot.name, "payments");
-    assert_eq!(snapshot.state, State::Open);
+    assert_eq!(snapshot.state, BreakerState::Open);
     assert_eq!((snapshot.window.calls, snapshot.window.failures), (2, 2));
     assert_eq!(snapshot.rejected, 1);
     assert_eq!(snapshot.opened, 1);
@@ -118,7 +118,7 @@ async fn force_open_refuses_every_call_without_a_retry_hint_until_released() {
 
     handle.force_open();
 
-    assert_eq!(handle.state(), State::ForcedOpen);
+    assert_eq!(handle.state(), BreakerState::ForcedOpen);
     let err = call(&mut svc, 1).await.expect_err("held open");
     assert_eq!(breaker_open(&err).retry_after(), None);
     advance(Duration::from_secs(3600)).await;
@@ -131,7 +131,7 @@ async fn force_open_refuses_every_call_without_a_retry_hint_until_released() {
 
     handle.release();
 
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
     assert_eq!(call(&mut svc, 2).await.unwrap(), 2);
 }
 
@@ -139,24 +139,24 @@ async fn force_open_refuses_every_call_without_a_retry_hint_until_released() {
 async fn force_closed_lets_failures_through_without_tripping() {
     let (mut svc, backend, handle) = breaker(seed_config());
     fail_times(&mut svc, &backend, 2).await;
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
 
     handle.force_closed();
     fail_times(&mut svc, &backend, 10).await;
 
-    assert_eq!(handle.state(), State::ForcedClosed);
+    assert_eq!(handle.state(), BreakerState::ForcedClosed);
     assert_eq!(backend.calls(), 12, "every call reached the backend");
 
     handle.release();
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
     fail_times(&mut svc, &backend, 1).await;
     assert_eq!(
         handle.state(),
-        State::Closed,
+        BreakerState::Closed,
         "the run restarted at release"
     );
     fail_times(&mut svc, &backend, 1).await;
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -167,9 +167,9 @@ async fn release_leaves_the_automatic_states_alone() {
 
     handle.release();
 
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
     assert!(is_refused(&call(&mut svc, 1).await));
-    assert_eq!(events.try_recv().unwrap().to, State::Open);
+    assert_eq!(events.try_recv().unwrap().to, BreakerState::Open);
     assert!(events.try_recv().is_err(), "release changed nothing");
 }
 
@@ -183,7 +183,7 @@ async fn reset_forgets_the_failure_run_of_a_closed_breaker() {
 
     assert_eq!(handle.snapshot().window.failures, 0);
     fail_times(&mut svc, &backend, 1).await;
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
 }
 
 #[tokio::test(start_paused = true)]
@@ -193,7 +193,7 @@ async fn reset_closes_an_open_breaker_at_once() {
 
     handle.reset();
 
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
     assert_eq!(call(&mut svc, 1).await.unwrap(), 1);
     let snapshot = handle.snapshot();
     assert_eq!((snapshot.window.failures, snapshot.opened), (0, 1));
@@ -223,12 +223,12 @@ async fn subscribers_receive_every_state_change_in_order() {
     assert_eq!(
         seen,
         [
-            (State::Closed, State::Open, ms(0)),
-            (State::Open, State::HalfOpen, ms(100)),
-            (State::HalfOpen, State::Open, ms(100)),
-            (State::Open, State::HalfOpen, ms(200)),
-            (State::HalfOpen, State::Closed, ms(200)),
-            (State::Closed, State::ForcedOpen, ms(200)),
+            (BreakerState::Closed, BreakerState::Open, ms(0)),
+            (BreakerState::Open, BreakerState::HalfOpen, ms(100)),
+            (BreakerState::HalfOpen, BreakerState::Open, ms(100)),
+            (BreakerState::Open, BreakerState::HalfOpen, ms(200)),
+            (BreakerState::HalfOpen, BreakerState::Closed, ms(200)),
+            (BreakerState::Closed, BreakerState::ForcedOpen, ms(200)),
         ]
     );
 }
@@ -237,14 +237,14 @@ async fn subscribers_receive_every_state_change_in_order() {
 async fn watch_sees_the_current_state() {
     let (mut svc, backend, handle) = breaker(seed_config());
     let mut states = handle.watch();
-    assert_eq!(*states.borrow(), State::Closed);
+    assert_eq!(*states.borrow(), BreakerState::Closed);
 
     fail_times(&mut svc, &backend, 2).await;
 
-    assert_eq!(next_state(&mut states).await, State::Open);
+    assert_eq!(next_state(&mut states).await, BreakerState::Open);
     assert_eq!(
         *handle.watch().borrow(),
-        State::Open,
+        BreakerState::Open,
         "a late watcher sees the state now"
     );
 }
@@ -256,17 +256,17 @@ async fn follow_holds_the_breaker_open_while_the_signal_is_true() {
     let (switch, signal) = watch::channel(false);
     let task = handle.follow(signal);
     tokio::task::yield_now().await;
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
 
     switch.send(true).unwrap();
-    assert_eq!(next_state(&mut states).await, State::ForcedOpen);
+    assert_eq!(next_state(&mut states).await, BreakerState::ForcedOpen);
     let err = call(&mut svc, 1)
         .await
         .expect_err("held open by the signal");
     assert_eq!(breaker_open(&err).retry_after(), None);
 
     switch.send(false).unwrap();
-    assert_eq!(next_state(&mut states).await, State::Closed);
+    assert_eq!(next_state(&mut states).await, BreakerState::Closed);
     assert_eq!(call(&mut svc, 2).await.unwrap(), 2);
     assert_eq!(backend.calls(), 1);
 
@@ -285,7 +285,7 @@ async fn follow_forces_open_at_once_when_the_signal_starts_true() {
 
     let _task = handle.follow(signal);
 
-    assert_eq!(next_state(&mut states).await, State::ForcedOpen);
+    assert_eq!(next_state(&mut states).await, BreakerState::ForcedOpen);
 }
 
 #[tokio::test(start_paused = true)]
@@ -300,7 +300,7 @@ async fn follow_does_not_close_a_breaker_that_opened_by_itself() {
         tokio::task::yield_now().await;
     }
 
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -316,7 +316,7 @@ async fn follow_does_not_release_a_hold_it_did_not_place() {
 
     assert_eq!(
         handle.state(),
-        State::ForcedOpen,
+        BreakerState::ForcedOpen,
         "the operator's hold stands"
     );
 }
@@ -362,13 +362,13 @@ fn metrics_count_calls_by_outcome_and_track_the_state() {
     assert_eq!(opened.counter(CALLS, &calls("ignored")), Some(0));
     assert_eq!(
         opened.gauge(STATE, &breaker_label),
-        Some(State::Open.as_gauge())
+        Some(BreakerState::Open.as_gauge())
     );
     assert_eq!(opened.counter(TRANSITIONS, &transition), Some(1));
 
     assert_eq!(
         held_open.gauge(STATE, &breaker_label),
-        Some(State::ForcedOpen.as_gauge())
+        Some(BreakerState::ForcedOpen.as_gauge())
     );
     assert_eq!(held_open.counter(TRANSITIONS, &forced), Some(1));
     assert_eq!(
@@ -381,13 +381,13 @@ fn metrics_count_calls_by_outcome_and_track_the_state() {
 #[test]
 fn state_gauge_codes_are_stable() {
     let codes = [
-        State::Closed,
-        State::Open,
-        State::HalfOpen,
-        State::ForcedOpen,
-        State::ForcedClosed,
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+        BreakerState::ForcedOpen,
+        BreakerState::ForcedClosed,
     ]
-    .map(State::as_gauge);
+    .map(BreakerState::as_gauge);
     assert_eq!(codes, [0.0, 1.0, 2.0, 3.0, 4.0]);
 }
 

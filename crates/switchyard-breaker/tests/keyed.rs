@@ -4,8 +4,8 @@
 mod support;
 
 use switchyard_breaker::{
-    BreakerOpen, CircuitBreakerConfig, KeyedBreakerHandle, KeyedCircuitBreaker,
-    KeyedCircuitBreakerLayer, Mode, State, Trip,
+    BreakerMode, BreakerOpen, BreakerState, CircuitBreakerConfig, KeyedBreakerHandle,
+    KeyedCircuitBreaker, KeyedCircuitBreakerLayer, Trip,
 };
 use switchyard_core::{BoxError, ErrorsAsFailures, RejectionKind, find_rejection};
 use tokio::time::advance;
@@ -59,7 +59,7 @@ where
     }
 }
 
-fn state(handle: &KeyedBreakerHandle<&'static str>, key: &'static str) -> Option<State> {
+fn state(handle: &KeyedBreakerHandle<&'static str>, key: &'static str) -> Option<BreakerState> {
     handle.get(&key).map(|breaker| breaker.state())
 }
 
@@ -83,8 +83,8 @@ async fn a_failing_key_opens_only_its_own_breaker() {
         "b",
         "b still flows"
     );
-    assert_eq!(state(&handle, "a"), Some(State::Open));
-    assert_eq!(state(&handle, "b"), Some(State::Closed));
+    assert_eq!(state(&handle, "a"), Some(BreakerState::Open));
+    assert_eq!(state(&handle, "b"), Some(BreakerState::Closed));
 }
 
 #[tokio::test(start_paused = true)]
@@ -95,9 +95,9 @@ async fn a_keys_breaker_recovers_after_its_wait() {
     advance(ms(100)).await;
 
     assert_eq!(send(&mut svc, "a", false).await.unwrap(), "a");
-    assert_eq!(state(&handle, "a"), Some(State::HalfOpen));
+    assert_eq!(state(&handle, "a"), Some(BreakerState::HalfOpen));
     assert_eq!(send(&mut svc, "a", false).await.unwrap(), "a");
-    assert_eq!(state(&handle, "a"), Some(State::Closed));
+    assert_eq!(state(&handle, "a"), Some(BreakerState::Closed));
 }
 
 #[tokio::test(start_paused = true)]
@@ -108,7 +108,7 @@ async fn clones_share_every_keys_breaker() {
     send(&mut a, "x", true).await.unwrap_err();
     send(&mut b, "x", true).await.unwrap_err();
 
-    assert_eq!(state(&handle, "x"), Some(State::Open));
+    assert_eq!(state(&handle, "x"), Some(BreakerState::Open));
     assert!(
         send(&mut a, "x", false)
             .await
@@ -145,7 +145,7 @@ async fn an_open_breaker_is_kept_in_preference_to_a_closed_one() {
         handle.get(&"b").is_none(),
         "the closed breaker went, though used later"
     );
-    assert_eq!(state(&handle, "a"), Some(State::Open));
+    assert_eq!(state(&handle, "a"), Some(BreakerState::Open));
     assert!(
         send(&mut svc, "a", false)
             .await
@@ -167,7 +167,7 @@ async fn a_breaker_an_operator_forced_open_is_evicted_last() {
         handle.get(&"b").is_none(),
         "the automatically open breaker went first"
     );
-    assert_eq!(state(&handle, "a"), Some(State::ForcedOpen));
+    assert_eq!(state(&handle, "a"), Some(BreakerState::ForcedOpen));
 }
 
 #[tokio::test(start_paused = true)]
@@ -179,7 +179,7 @@ async fn when_every_breaker_is_open_the_least_recently_used_goes() {
     send(&mut svc, "c", false).await.unwrap();
 
     assert!(handle.get(&"a").is_none());
-    assert_eq!(state(&handle, "b"), Some(State::Open));
+    assert_eq!(state(&handle, "b"), Some(BreakerState::Open));
     assert_eq!(handle.len(), 2);
 }
 
@@ -203,15 +203,15 @@ async fn the_handle_lists_every_keys_breaker_in_name_order() {
     assert_eq!(
         all,
         [
-            ("routes/a".to_owned(), State::Open, 2),
-            ("routes/b".to_owned(), State::Closed, 0)
+            ("routes/a".to_owned(), BreakerState::Open, 2),
+            ("routes/b".to_owned(), BreakerState::Closed, 0)
         ]
     );
 }
 
 #[test]
 fn backpressure_mode_is_rejected_naming_the_mode() {
-    let config = seed_config().with_mode(Mode::Backpressure);
+    let config = seed_config().with_mode(BreakerMode::Backpressure);
 
     let err = KeyedCircuitBreakerLayer::<&str, _>::new("routes", config, 8, key_of).unwrap_err();
 

@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use switchyard_breaker::{BreakerOpen, CircuitBreakerConfig, State, Trip};
+use switchyard_breaker::{BreakerOpen, BreakerState, CircuitBreakerConfig, Trip};
 use tokio::sync::broadcast::Receiver;
 use tokio::time::Instant;
 
@@ -42,11 +42,11 @@ enum Model {
 }
 
 impl Model {
-    fn state(self) -> State {
+    fn state(self) -> BreakerState {
         match self {
-            Self::Closed { .. } => State::Closed,
-            Self::Open { .. } => State::Open,
-            Self::HalfOpen { .. } => State::HalfOpen,
+            Self::Closed { .. } => BreakerState::Closed,
+            Self::Open { .. } => BreakerState::Open,
+            Self::HalfOpen { .. } => BreakerState::HalfOpen,
         }
     }
 }
@@ -62,19 +62,24 @@ struct Params {
 impl Params {
     /// The model's answer to a call at `now` that fails or not: whether it is admitted, the
     /// next model, and the transitions taken.
-    fn call(self, model: Model, now: Instant, fail: bool) -> (bool, Model, Vec<(State, State)>) {
+    fn call(
+        self,
+        model: Model,
+        now: Instant,
+        fail: bool,
+    ) -> (bool, Model, Vec<(BreakerState, BreakerState)>) {
         let mut edges = Vec::new();
         let model = match model {
             Model::Open { until } if now < until => return (false, model, edges),
             Model::Open { .. } => {
-                edges.push((State::Open, State::HalfOpen));
+                edges.push((BreakerState::Open, BreakerState::HalfOpen));
                 Model::HalfOpen { successes: 0 }
             }
             other => other,
         };
         let next = match model {
             Model::Closed { run } if fail && run + 1 >= self.threshold => {
-                edges.push((State::Closed, State::Open));
+                edges.push((BreakerState::Closed, BreakerState::Open));
                 Model::Open {
                     until: now + self.wait,
                 }
@@ -82,13 +87,13 @@ impl Params {
             Model::Closed { run } if fail => Model::Closed { run: run + 1 },
             Model::Closed { .. } => Model::Closed { run: 0 },
             Model::HalfOpen { .. } if fail => {
-                edges.push((State::HalfOpen, State::Open));
+                edges.push((BreakerState::HalfOpen, BreakerState::Open));
                 Model::Open {
                     until: now + self.wait,
                 }
             }
             Model::HalfOpen { successes } if successes + 1 >= self.successes_to_close => {
-                edges.push((State::HalfOpen, State::Closed));
+                edges.push((BreakerState::HalfOpen, BreakerState::Closed));
                 Model::Closed { run: 0 }
             }
             Model::HalfOpen { successes } => Model::HalfOpen {
@@ -100,14 +105,16 @@ impl Params {
     }
 }
 
-const LEGAL: [(State, State); 4] = [
-    (State::Closed, State::Open),
-    (State::Open, State::HalfOpen),
-    (State::HalfOpen, State::Open),
-    (State::HalfOpen, State::Closed),
+const LEGAL: [(BreakerState, BreakerState); 4] = [
+    (BreakerState::Closed, BreakerState::Open),
+    (BreakerState::Open, BreakerState::HalfOpen),
+    (BreakerState::HalfOpen, BreakerState::Open),
+    (BreakerState::HalfOpen, BreakerState::Closed),
 ];
 
-fn drain(events: &mut Receiver<switchyard_breaker::StateChange>) -> Vec<(State, State)> {
+fn drain(
+    events: &mut Receiver<switchyard_breaker::StateChange>,
+) -> Vec<(BreakerState, BreakerState)> {
     let mut seen = Vec::new();
     while let Ok(change) = events.try_recv() {
         seen.push((change.from, change.to));
@@ -166,7 +173,7 @@ async fn run(params: Params, steps: Vec<Step>) -> Result<(), TestCaseError> {
             // Refused only while open, before the wait has passed, and told how long is left.
             prop_assert_eq!(
                 before,
-                State::Open,
+                BreakerState::Open,
                 "step {}: refused while {:?}",
                 i,
                 before
@@ -177,14 +184,17 @@ async fn run(params: Params, steps: Vec<Step>) -> Result<(), TestCaseError> {
             prop_assert_eq!(refusal.retry_after(), Some(until - now), "step {}", i);
         } else {
             prop_assert_eq!(result.is_err(), fail, "step {}: the backend's answer", i);
-            if before == State::Open {
+            if before == BreakerState::Open {
                 let opened = opened_at.expect("opened before");
                 prop_assert!(now - opened >= params.wait, "step {}: admitted early", i);
             }
         }
 
         prop_assert!(
-            matches!(after, State::Closed | State::Open | State::HalfOpen),
+            matches!(
+                after,
+                BreakerState::Closed | BreakerState::Open | BreakerState::HalfOpen
+            ),
             "step {}: {:?}",
             i,
             after
@@ -202,21 +212,21 @@ async fn run(params: Params, steps: Vec<Step>) -> Result<(), TestCaseError> {
         }
         prop_assert_eq!(&seen, &edges, "step {}", i);
 
-        if before == State::Closed {
+        if before == BreakerState::Closed {
             run_while_closed = if fail { run_while_closed + 1 } else { 0 };
             prop_assert_eq!(
-                after == State::Open,
+                after == BreakerState::Open,
                 run_while_closed == params.threshold,
                 "step {}: opens exactly on failure {} of a run",
                 i,
                 params.threshold
             );
         }
-        if seen.iter().any(|&(_, to)| to == State::Open) {
+        if seen.iter().any(|&(_, to)| to == BreakerState::Open) {
             opened_at = Some(now);
         }
-        if after == State::Closed {
-            if before != State::Closed {
+        if after == BreakerState::Closed {
+            if before != BreakerState::Closed {
                 run_while_closed = 0;
             }
             prop_assert_eq!(

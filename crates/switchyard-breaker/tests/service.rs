@@ -8,8 +8,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use switchyard_breaker::{
-    BreakerHandle, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, Mode, ResponseFuture,
-    State, Trip,
+    BreakerHandle, BreakerMode, BreakerState, CircuitBreaker, CircuitBreakerConfig,
+    CircuitBreakerLayer, ResponseFuture, Trip,
 };
 use switchyard_core::{
     BoxError, ErrorsAsFailures, HttpClassifier, Outcome, RejectionKind, classify_fn, find_rejection,
@@ -26,7 +26,7 @@ use support::{
 /// The `(from, to)` pairs received so far.
 fn transitions(
     events: &mut tokio::sync::broadcast::Receiver<switchyard_breaker::StateChange>,
-) -> Vec<(State, State)> {
+) -> Vec<(BreakerState, BreakerState)> {
     let mut seen = Vec::new();
     while let Ok(change) = events.try_recv() {
         seen.push((change.from, change.to));
@@ -67,11 +67,15 @@ async fn opens_after_consecutive_failures_and_a_success_resets_the_run() {
     fail_times(&mut svc, &backend, 1).await;
     assert_eq!(call(&mut svc, 1).await.unwrap(), 1);
     fail_times(&mut svc, &backend, 1).await;
-    assert_eq!(handle.state(), State::Closed, "the success broke the run");
+    assert_eq!(
+        handle.state(),
+        BreakerState::Closed,
+        "the success broke the run"
+    );
 
     fail_times(&mut svc, &backend, 1).await;
 
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
     assert!(is_refused(&call(&mut svc, 2).await));
 }
 
@@ -138,19 +142,19 @@ async fn half_opens_after_the_wait_and_closes_after_enough_successful_probes() {
     assert_eq!(call(&mut svc, 1).await.unwrap(), 1);
     assert_eq!(
         handle.state(),
-        State::HalfOpen,
+        BreakerState::HalfOpen,
         "one of the two successes needed"
     );
     assert_eq!(call(&mut svc, 2).await.unwrap(), 2);
 
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
     assert_eq!(backend.calls(), 4);
     assert_eq!(
         transitions(&mut events),
         [
-            (State::Closed, State::Open),
-            (State::Open, State::HalfOpen),
-            (State::HalfOpen, State::Closed)
+            (BreakerState::Closed, BreakerState::Open),
+            (BreakerState::Open, BreakerState::HalfOpen),
+            (BreakerState::HalfOpen, BreakerState::Closed)
         ]
     );
 }
@@ -163,7 +167,7 @@ async fn a_failed_probe_reopens_the_breaker_for_another_wait() {
 
     fail_times(&mut svc, &backend, 1).await;
 
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
     let err = call(&mut svc, 1).await.expect_err("reopened");
     assert_eq!(breaker_open(&err).retry_after(), Some(ms(100)));
 }
@@ -177,7 +181,7 @@ async fn the_readied_instance_is_the_one_called() {
 
     // `a` takes the only probe slot in poll_ready and keeps it until its call.
     a.ready().await.unwrap();
-    assert_eq!(handle.state(), State::HalfOpen);
+    assert_eq!(handle.state(), BreakerState::HalfOpen);
     let err = call(&mut b, 2).await.expect_err("no probe slot left for b");
     assert_eq!(breaker_open(&err).retry_after(), None);
 
@@ -193,7 +197,7 @@ async fn a_permit_taken_before_the_breaker_opened_is_void_at_call_time() {
     parked.ready().await.unwrap();
     // ...while other traffic trips the breaker.
     fail_times(&mut other, &backend, 2).await;
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
 
     let err = parked
         .call(1)
@@ -220,7 +224,7 @@ async fn a_refusal_is_decided_afresh_at_every_poll_ready() {
     svc.ready().await.unwrap();
     assert_eq!(svc.call(7).await.unwrap(), 7);
     assert_eq!(backend.calls(), 3);
-    assert_eq!(handle.state(), State::HalfOpen);
+    assert_eq!(handle.state(), BreakerState::HalfOpen);
     assert_eq!(
         handle.snapshot().rejected,
         0,
@@ -245,7 +249,7 @@ async fn clones_share_one_breaker() {
     fail_times(&mut a, &backend, 1).await;
     fail_times(&mut b, &backend, 1).await;
 
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
     assert!(is_refused(&call(&mut a, 1).await));
     assert!(is_refused(&call(&mut b, 1).await));
     assert_eq!(backend.calls(), 2);
@@ -290,7 +294,7 @@ async fn half_open_admits_only_the_permitted_probes() {
         2 + 2,
         "exactly two probes reached the backend"
     );
-    assert_eq!(handle.state(), State::HalfOpen);
+    assert_eq!(handle.state(), BreakerState::HalfOpen);
     for (i, response) in responses.iter_mut().enumerate() {
         match poll_once(response) {
             Poll::Pending => assert!(i < 2, "clone {i} should have been refused"),
@@ -321,11 +325,11 @@ async fn a_dropped_probe_future_frees_its_slot() {
     assert_eq!(call(&mut b, 2).await.unwrap(), 2);
     assert_eq!(
         handle.state(),
-        State::HalfOpen,
+        BreakerState::HalfOpen,
         "the cancelled probe counted for nothing"
     );
     assert_eq!(call(&mut b, 3).await.unwrap(), 3);
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
 }
 
 #[tokio::test(start_paused = true)]
@@ -356,14 +360,14 @@ async fn outcomes_of_calls_admitted_before_the_breaker_opened_do_not_count_later
     advance(ms(100)).await;
     call(&mut svc, 1).await.unwrap();
     call(&mut svc, 2).await.unwrap();
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
     fail_times(&mut svc, &backend, 1).await;
 
     assert_eq!(late_failure.await.unwrap_err().to_string(), BACKEND_FAILED);
 
     assert_eq!(
         handle.state(),
-        State::Closed,
+        BreakerState::Closed,
         "a failure from the previous closed spell"
     );
     assert_eq!(handle.snapshot().window.failures, 1);
@@ -390,14 +394,14 @@ async fn opens_when_half_of_the_count_window_is_slow() {
         "50 ms is not slow"
     );
     assert_eq!(window.slow_call_rate, Some(25.0));
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
 
     backend.delay(ms(100));
     call(&mut svc, 1).await.expect("the call itself succeeds");
 
     assert_eq!(
         handle.state(),
-        State::Open,
+        BreakerState::Open,
         "2 of the last 4 calls were slow"
     );
     assert!(is_refused(&call(&mut svc, 1).await));
@@ -420,7 +424,11 @@ async fn a_slow_probe_reopens_the_breaker() {
         "the probe itself succeeds"
     );
 
-    assert_eq!(handle.state(), State::Open, "but too slowly to trust");
+    assert_eq!(
+        handle.state(),
+        BreakerState::Open,
+        "but too slowly to trust"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -445,12 +453,12 @@ async fn time_window_opens_on_recent_failures_and_forgets_old_ones() {
         (1, None),
         "below the minimum"
     );
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
 
     advance(ms(500)).await;
     fail_times(&mut svc, &backend, 1).await;
 
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
 }
 
 // === Classifiers ===
@@ -492,11 +500,11 @@ async fn ignored_outcomes_never_count() {
     }
     let window = handle.snapshot().window;
     assert_eq!((window.calls, window.failures), (1, 1));
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
 
     // Nor did the ignored calls break the run of failures.
     svc.ready().await.unwrap().call("failed").await.unwrap_err();
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -528,11 +536,11 @@ async fn http_classifier_counts_server_errors_but_not_client_errors() {
         "a 404 is a success: the run restarts"
     );
     assert_eq!(status(503).await.unwrap(), 503);
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
 
     assert_eq!(status(503).await.unwrap(), 503);
 
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
     assert!(
         status(200)
             .await
@@ -570,7 +578,7 @@ async fn failed_probes_grow_the_open_wait_up_to_its_maximum_and_closing_resets_i
     advance(ms(300)).await;
     call(&mut svc, 1).await.unwrap();
     call(&mut svc, 2).await.unwrap();
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
     fail_times(&mut svc, &backend, 2).await;
     assert_eq!(
         retry_after(&mut svc).await,
@@ -597,7 +605,7 @@ async fn a_hung_probe_reopens_after_max_wait_in_half_open_and_a_fresh_probe_foll
     advance(ms(20)).await;
     let err = call(&mut svc, 2).await.expect_err("the one slot is taken");
     assert_eq!(breaker_open(&err).retry_after(), None);
-    assert_eq!(handle.state(), State::HalfOpen);
+    assert_eq!(handle.state(), BreakerState::HalfOpen);
 
     advance(ms(30)).await;
     let err = call(&mut svc, 3)
@@ -608,7 +616,7 @@ async fn a_hung_probe_reopens_after_max_wait_in_half_open_and_a_fresh_probe_foll
         Some(ms(100)),
         "the wait did not grow"
     );
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
 
     advance(ms(100)).await;
     assert_eq!(
@@ -616,11 +624,11 @@ async fn a_hung_probe_reopens_after_max_wait_in_half_open_and_a_fresh_probe_foll
         4,
         "a fresh probe, though the old one hangs"
     );
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
     drop(hung);
     assert_eq!(
         handle.state(),
-        State::Closed,
+        BreakerState::Closed,
         "the stale probe changed nothing"
     );
 }
@@ -637,7 +645,7 @@ async fn a_huge_wait_multiplier_is_capped_at_the_maximum_wait() {
 
     fail_times(&mut svc, &backend, 1).await;
 
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
     let err = call(&mut svc, 1).await.expect_err("reopened");
     assert_eq!(
         breaker_open(&err).retry_after(),
@@ -655,7 +663,7 @@ async fn an_open_wait_of_duration_max_holds_the_breaker_open() {
 
     fail_times(&mut svc, &backend, 2).await;
 
-    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.state(), BreakerState::Open);
     advance(Duration::from_secs(365 * 24 * 3600)).await;
     assert!(is_refused(&call(&mut svc, 1).await));
 }
@@ -664,7 +672,7 @@ async fn an_open_wait_of_duration_max_holds_the_breaker_open() {
 
 #[tokio::test(start_paused = true)]
 async fn backpressure_mode_stays_pending_while_open_and_readies_when_the_wait_ends() {
-    let (mut svc, backend, handle) = breaker(seed_config().with_mode(Mode::Backpressure));
+    let (mut svc, backend, handle) = breaker(seed_config().with_mode(BreakerMode::Backpressure));
     fail_times(&mut svc, &backend, 2).await;
     let mut waiting = mock::Spawn::new(svc.clone());
 
@@ -680,7 +688,7 @@ async fn backpressure_mode_stays_pending_while_open_and_readies_when_the_wait_en
         "the end of the open wait woke the waiter"
     );
     assert!(matches!(waiting.poll_ready::<u32>(), Poll::Ready(Ok(()))));
-    assert_eq!(handle.state(), State::HalfOpen);
+    assert_eq!(handle.state(), BreakerState::HalfOpen);
     assert_eq!(waiting.call(7).await.unwrap(), 7);
     assert_eq!(backend.calls(), 3);
     assert_eq!(handle.snapshot().rejected, 0, "backpressure never refuses");
@@ -688,7 +696,7 @@ async fn backpressure_mode_stays_pending_while_open_and_readies_when_the_wait_en
 
 #[tokio::test(start_paused = true)]
 async fn backpressure_waiter_is_woken_when_a_forced_open_is_released() {
-    let (svc, backend, handle) = breaker(seed_config().with_mode(Mode::Backpressure));
+    let (svc, backend, handle) = breaker(seed_config().with_mode(BreakerMode::Backpressure));
     handle.force_open();
     let mut waiting = mock::Spawn::new(svc);
     assert!(waiting.poll_ready::<u32>().is_pending());
@@ -708,7 +716,7 @@ async fn backpressure_waiter_is_woken_when_a_forced_open_is_released() {
 
 #[tokio::test(start_paused = true)]
 async fn backpressure_waiter_is_woken_when_a_probe_slot_frees() {
-    let (mut svc, backend, _) = breaker(seed_config().with_mode(Mode::Backpressure));
+    let (mut svc, backend, _) = breaker(seed_config().with_mode(BreakerMode::Backpressure));
     fail_times(&mut svc, &backend, 2).await;
     advance(ms(100)).await;
     backend.hang(true);
@@ -729,7 +737,7 @@ async fn backpressure_waiter_is_woken_when_a_probe_slot_frees() {
 #[tokio::test(start_paused = true)]
 async fn backpressure_waiter_is_not_wedged_by_a_hung_probe() {
     let config = seed_config()
-        .with_mode(Mode::Backpressure)
+        .with_mode(BreakerMode::Backpressure)
         .with_half_open(1, 1)
         .with_max_wait_in_half_open(ms(50));
     let (mut svc, backend, handle) = breaker(config);
@@ -754,7 +762,7 @@ async fn backpressure_waiter_is_not_wedged_by_a_hung_probe() {
     );
     assert!(woken, "the waiter could go but was never woken");
     assert_eq!(waiting.call(2).await.unwrap(), 2);
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
 }
 
 // === Inner readiness ===
@@ -772,7 +780,7 @@ async fn inner_poll_ready_errors_propagate_and_count_for_nothing() {
         assert_eq!(err.to_string(), BACKEND_NOT_READY);
     }
 
-    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.state(), BreakerState::Closed);
     assert_eq!(handle.snapshot().window.failures, 0);
     assert_eq!(backend.calls(), 0);
 }
@@ -786,7 +794,7 @@ async fn an_inner_poll_ready_error_gives_back_the_probe_slot() {
     backend.fail_poll_ready(true);
     let err = a.ready().await.expect_err("the inner service is not ready");
     assert_eq!(err.to_string(), BACKEND_NOT_READY);
-    assert_eq!(handle.state(), State::HalfOpen);
+    assert_eq!(handle.state(), BreakerState::HalfOpen);
 
     backend.fail_poll_ready(false);
 

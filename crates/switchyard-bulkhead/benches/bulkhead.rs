@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use switchyard_bulkhead::{BulkheadConfig, BulkheadLayer, Policy};
+use switchyard_bulkhead::{BulkheadConfig, BulkheadLayer, BulkheadPolicy};
 use switchyard_core::test_util::drive;
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, service_fn};
@@ -27,14 +27,14 @@ fn bare() -> Bare {
     service_fn(|req: u64| std::future::ready(Ok::<u64, Infallible>(req)))
 }
 
-fn switchyard(policy: Policy) -> switchyard_bulkhead::Bulkhead<Bare> {
+fn switchyard(policy: BulkheadPolicy) -> switchyard_bulkhead::Bulkhead<Bare> {
     BulkheadLayer::new("bench", &BulkheadConfig::new(SLOTS, policy))
         .expect("valid config")
         .layer(bare())
 }
 
-fn queue() -> Policy {
-    Policy::Queue {
+fn queue() -> BulkheadPolicy {
+    BulkheadPolicy::Queue {
         capacity: 1024,
         max_wait: Duration::from_secs(1),
     }
@@ -78,9 +78,15 @@ fn single(c: &mut Criterion) {
         };
     }
     bench_service!("bare", bare());
-    bench_service!("switchyard/hard_reject", switchyard(Policy::HardReject));
+    bench_service!(
+        "switchyard/hard_reject",
+        switchyard(BulkheadPolicy::HardReject)
+    );
     bench_service!("switchyard/queue", switchyard(queue()));
-    bench_service!("switchyard/soft_allow", switchyard(Policy::SoftAllow));
+    bench_service!(
+        "switchyard/soft_allow",
+        switchyard(BulkheadPolicy::SoftAllow)
+    );
     bench_service!("tower/concurrency_limit", concurrency_limit());
     bench_service!("tower-resilience/bulkhead", tower_resilience());
     group.finish();
@@ -113,9 +119,15 @@ fn contended(c: &mut Criterion) {
         };
     }
     bench_service!("bare", bare());
-    bench_service!("switchyard/hard_reject", switchyard(Policy::HardReject));
+    bench_service!(
+        "switchyard/hard_reject",
+        switchyard(BulkheadPolicy::HardReject)
+    );
     bench_service!("switchyard/queue", switchyard(queue()));
-    bench_service!("switchyard/soft_allow", switchyard(Policy::SoftAllow));
+    bench_service!(
+        "switchyard/soft_allow",
+        switchyard(BulkheadPolicy::SoftAllow)
+    );
     bench_service!("tower/concurrency_limit", concurrency_limit());
     bench_service!("tower-resilience/bulkhead", tower_resilience());
     group.finish();

@@ -1,9 +1,9 @@
 //! The admission controller: the bulkhead's slots, usable without tower.
 //!
 //! An [`AdmissionController`] hands out [`Permit`]s, at most `max_concurrent_calls` at a time
-//! (beyond that the [`Policy`] decides), and takes each back when the permit is dropped, so a
-//! cancelled future can never leak a slot. The tower service is a thin adapter over it, and
-//! the ordered stream gate and non-tower code use it directly.
+//! (beyond that the [`BulkheadPolicy`] decides), and takes each back when the permit is dropped, so
+//! a cancelled future can never leak a slot. The tower service is a thin adapter over it, and the
+//! ordered stream gate and non-tower code use it directly.
 //!
 //! The hard-reject and soft-allow policies are one atomic counter: no semaphore, no waker.
 //! The queue policy is tokio's `Semaphore`, which is FIFO-fair and hands a released slot
@@ -17,7 +17,7 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
-use crate::config::{AdaptiveConfig, BulkheadConfig, Policy};
+use crate::config::{AdaptiveConfig, BulkheadConfig, BulkheadPolicy};
 use crate::error::{BulkheadFull, FullReason};
 use crate::observe::Metrics;
 
@@ -43,7 +43,7 @@ struct Inner {
     /// Queue policy: slots to keep when they come back, after the limit fell while they were
     /// in use (a semaphore cannot take back permits it has handed out).
     debt: AtomicU32,
-    policy: Policy,
+    policy: BulkheadPolicy,
     semaphore: Semaphore,
     queued: AtomicU32,
     rejected: AtomicU64,
@@ -112,7 +112,7 @@ impl AdmissionController {
         switchyard_core::rejection::register::<BulkheadFull>();
         let name = name.into();
         let semaphore_permits = match config.policy {
-            Policy::Queue { .. } => config.max_concurrent_calls as usize,
+            BulkheadPolicy::Queue { .. } => config.max_concurrent_calls as usize,
             _ => 0,
         };
         let controller = Self {
@@ -151,7 +151,7 @@ impl AdmissionController {
     }
 
     /// The bulkhead's policy.
-    pub fn policy(&self) -> Policy {
+    pub fn policy(&self) -> BulkheadPolicy {
         self.inner.policy
     }
 
@@ -183,7 +183,7 @@ impl AdmissionController {
     /// [`acquire`](Self::acquire) without counting a refusal: the service counts it when
     /// `call` delivers it.
     pub(crate) async fn acquire_uncounted(&self) -> Result<Permit, BulkheadFull> {
-        let Policy::Queue { capacity, max_wait } = self.inner.policy else {
+        let BulkheadPolicy::Queue { capacity, max_wait } = self.inner.policy else {
             return self
                 .try_slot()
                 .ok_or_else(|| self.refusal(FullReason::Full));
@@ -222,7 +222,7 @@ impl AdmissionController {
     pub(crate) fn try_slot(&self) -> Option<Permit> {
         let inner = &*self.inner;
         match inner.policy {
-            Policy::HardReject => {
+            BulkheadPolicy::HardReject => {
                 let mut current = inner.in_flight.load(Ordering::Relaxed);
                 loop {
                     if current >= inner.limit.load(Ordering::Relaxed) {
@@ -239,14 +239,14 @@ impl AdmissionController {
                     }
                 }
             }
-            Policy::SoftAllow | Policy::SoftAllowWithSignal => {
+            BulkheadPolicy::SoftAllow | BulkheadPolicy::SoftAllowWithSignal => {
                 let before = inner.in_flight.fetch_add(1, Ordering::SeqCst);
                 if before < inner.limit.load(Ordering::Relaxed) {
                     return Some(self.permit(Kind::Slot));
                 }
                 inner.over_capacity.fetch_add(1, Ordering::Relaxed);
                 inner.metrics.over_capacity.increment(1);
-                if inner.policy == Policy::SoftAllowWithSignal {
+                if inner.policy == BulkheadPolicy::SoftAllowWithSignal {
                     // Raise the hint first, then settle the signal from a fresh count: a
                     // release racing with this admission either sees the hint and settles
                     // the signal itself, or is seen by the fresh count (see `settle_pressure`).
@@ -255,7 +255,7 @@ impl AdmissionController {
                 }
                 Some(self.permit(Kind::Over))
             }
-            Policy::Queue { .. } => inner.semaphore.try_acquire().ok().map(|slot| {
+            BulkheadPolicy::Queue { .. } => inner.semaphore.try_acquire().ok().map(|slot| {
                 slot.forget();
                 self.permit(Kind::Queued)
             }),
@@ -388,7 +388,7 @@ impl Inner {
     /// Calls holding a slot now.
     fn in_flight(&self) -> u32 {
         match self.policy {
-            Policy::Queue { .. } => {
+            BulkheadPolicy::Queue { .. } => {
                 let free = u32::try_from(self.semaphore.available_permits()).unwrap_or(u32::MAX);
                 (self.limit.load(Ordering::Acquire) + self.debt.load(Ordering::Acquire))
                     .saturating_sub(free)
@@ -408,7 +408,7 @@ impl Inner {
             to,
             "bulkhead limit adapted"
         );
-        if !matches!(self.policy, Policy::Queue { .. }) {
+        if !matches!(self.policy, BulkheadPolicy::Queue { .. }) {
             return;
         }
         if to > from {

@@ -9,14 +9,15 @@ use switchyard_core::ConfigError;
 ///
 /// ```
 /// use std::time::Duration;
-/// use switchyard_bulkhead::{BulkheadConfig, Policy};
+/// use switchyard_bulkhead::{BulkheadConfig, BulkheadPolicy};
 ///
 /// let config: BulkheadConfig = serde_json::from_str(r#"{
 ///     "max_concurrent_calls": 10,
 ///     "policy": { "queue": { "capacity": 50, "max_wait": "250ms" } }
 /// }"#).unwrap();
 /// config.validate().unwrap();
-/// assert_eq!(config.policy, Policy::Queue { capacity: 50, max_wait: Duration::from_millis(250) });
+/// let max_wait = Duration::from_millis(250);
+/// assert_eq!(config.policy, BulkheadPolicy::Queue { capacity: 50, max_wait });
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,7 +25,7 @@ pub struct BulkheadConfig {
     /// Calls allowed in flight at once (the policy decides what happens beyond).
     pub max_concurrent_calls: u32,
     /// What happens to a call when all slots are taken.
-    pub policy: Policy,
+    pub policy: BulkheadPolicy,
     /// If set, the slot count moves between bounds with the backend's health (AIMD), starting
     /// at `max_concurrent_calls`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -36,7 +37,7 @@ impl Default for BulkheadConfig {
     fn default() -> Self {
         Self {
             max_concurrent_calls: 25,
-            policy: Policy::HardReject,
+            policy: BulkheadPolicy::HardReject,
             adaptive: None,
         }
     }
@@ -44,7 +45,7 @@ impl Default for BulkheadConfig {
 
 impl BulkheadConfig {
     /// `max_concurrent_calls` slots with `policy`.
-    pub fn new(max_concurrent_calls: u32, policy: Policy) -> Self {
+    pub fn new(max_concurrent_calls: u32, policy: BulkheadPolicy) -> Self {
         Self {
             max_concurrent_calls,
             policy,
@@ -82,7 +83,7 @@ impl BulkheadConfig {
                 .validate(self.max_concurrent_calls)
                 .map_err(|e| e.within("adaptive"))?;
         }
-        if let Policy::Queue { capacity, max_wait } = self.policy {
+        if let BulkheadPolicy::Queue { capacity, max_wait } = self.policy {
             if capacity == 0 {
                 return Err(ConfigError::new(
                     "policy.queue.capacity",
@@ -105,14 +106,14 @@ impl BulkheadConfig {
 pub const MAX_CONCURRENT_CALLS: u32 = 1 << 24;
 
 /// A queue's `max_wait` meaning "no deadline": a caller waits until a slot frees, and no timer
-/// is armed for the wait (for programs that build a [`Policy::Queue`] themselves; a config
+/// is armed for the wait (for programs that build a [`BulkheadPolicy::Queue`] themselves; a config
 /// file gives a duration).
 pub const NO_DEADLINE: Duration = Duration::MAX;
 
 /// What a full bulkhead does with the next call: one of four policies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Policy {
+pub enum BulkheadPolicy {
     /// Refuse at once with [`BulkheadFull`](crate::BulkheadFull). An atomic counter, no queue.
     #[default]
     HardReject,
@@ -134,7 +135,7 @@ pub enum Policy {
     SoftAllowWithSignal,
 }
 
-impl Policy {
+impl BulkheadPolicy {
     /// A stable snake_case name, for logs.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -157,7 +158,7 @@ impl Policy {
 ///
 /// ```
 /// use std::time::Duration;
-/// use switchyard_bulkhead::{AdaptiveConfig, BulkheadConfig, Policy};
+/// use switchyard_bulkhead::{AdaptiveConfig, BulkheadConfig, BulkheadPolicy};
 ///
 /// let config: BulkheadConfig = serde_json::from_str(r#"{
 ///     "max_concurrent_calls": 20,

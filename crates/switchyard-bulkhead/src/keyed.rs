@@ -10,7 +10,7 @@ use switchyard_core::{BoxError, ConfigError};
 use tower::{Layer, Service};
 
 use crate::admission::{AdmissionController, BulkheadStats};
-use crate::config::{BulkheadConfig, Policy};
+use crate::config::{BulkheadConfig, BulkheadPolicy};
 use crate::error::{BulkheadFull, FullReason};
 use crate::future::ResponseFuture;
 use crate::signal::NoSignal;
@@ -75,7 +75,7 @@ impl<K, F> KeyedBulkheadLayer<K, F> {
         F: Fn(&Req) -> K,
     {
         config.validate()?;
-        if let Policy::Queue { .. } = config.policy {
+        if let BulkheadPolicy::Queue { .. } = config.policy {
             return Err(ConfigError::new(
                 "policy",
                 "a keyed bulkhead learns its key in `call`, so it cannot queue",

@@ -2,24 +2,25 @@
 //!
 //! A bulkhead caps how many calls run at once against one dependency, so that a slow backend
 //! ties up a bounded share of a service's capacity instead of all of it. What happens to the
-//! call beyond the cap is the [`Policy`]:
+//! call beyond the cap is the [`BulkheadPolicy`]:
 //!
 //! | policy | beyond the cap | cost of a slot |
 //! | --- | --- | --- |
-//! | [`Policy::HardReject`] (default) | refused at once with [`BulkheadFull`] | one atomic compare-and-swap |
-//! | [`Policy::Queue`] | waits in a fair FIFO queue (bounded, with a deadline), then refused | tokio's semaphore |
-//! | [`Policy::SoftAllow`] | admitted and counted | one atomic add |
-//! | [`Policy::SoftAllowWithSignal`] | admitted, counted, and signalled on a `watch` channel | one atomic add |
+//! | [`BulkheadPolicy::HardReject`] (default) | refused at once with [`BulkheadFull`] | one atomic compare-and-swap |
+//! | [`BulkheadPolicy::Queue`] | waits in a fair FIFO queue (bounded, with a deadline), then refused | tokio's semaphore |
+//! | [`BulkheadPolicy::SoftAllow`] | admitted and counted | one atomic add |
+//! | [`BulkheadPolicy::SoftAllowWithSignal`] | admitted, counted, and signalled on a `watch` channel | one atomic add |
 //!
 //! # Example
 //!
 //! ```
-//! use switchyard_bulkhead::{BulkheadConfig, BulkheadFull, BulkheadLayer, Policy};
+//! use switchyard_bulkhead::{BulkheadConfig, BulkheadFull, BulkheadLayer, BulkheadPolicy};
 //! use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), BoxError> {
-//! let bulkhead = BulkheadLayer::new("ledger", &BulkheadConfig::new(1, Policy::HardReject))?;
+//! let config = BulkheadConfig::new(1, BulkheadPolicy::HardReject);
+//! let bulkhead = BulkheadLayer::new("ledger", &config)?;
 //! let controller = bulkhead.controller().clone();
 //! let mut service = ServiceBuilder::new()
 //!     .layer(bulkhead)
@@ -75,13 +76,14 @@
 //!
 //! # Observability
 //!
-//! Metrics: `switchyard_bulkhead_in_flight{bulkhead}`, `switchyard_bulkhead_queued{bulkhead}`
-//! and `switchyard_bulkhead_limit{bulkhead}` gauges, `switchyard_bulkhead_rejected_total{bulkhead, reason}` (`full`, `queue_full`,
-//! `wait_expired`), `switchyard_bulkhead_over_capacity_total{bulkhead}`, and the
+//! Metrics: `switchyard_bulkhead_in_flight{bulkhead}`, `switchyard_bulkhead_queued{bulkhead}` and
+//! `switchyard_bulkhead_limit{bulkhead}` gauges, `switchyard_bulkhead_rejected_total{bulkhead,
+//! reason}` (`full`, `queue_full`, `wait_expired`),
+//! `switchyard_bulkhead_over_capacity_total{bulkhead}`, and the
 //! `switchyard_bulkhead_wait_seconds{bulkhead}` histogram of queue waits. Tracing (target
-//! `switchyard_bulkhead`): a DEBUG event per refusal (`bulkhead`, `reason`) and per limit
-//! change (`bulkhead`, `from`, `to`), WARN when a
-//! signalling bulkhead goes over capacity and INFO when it is back within.
+//! `switchyard_bulkhead`): a DEBUG event per refusal (`bulkhead`, `reason`) and per limit change
+//! (`bulkhead`, `from`, `to`), WARN when a signalling bulkhead goes over capacity and INFO when it
+//! is back within.
 
 mod admission;
 mod config;
@@ -94,7 +96,9 @@ mod service;
 mod signal;
 
 pub use admission::{AdmissionController, BulkheadStats, Permit};
-pub use config::{AdaptiveConfig, BulkheadConfig, MAX_CONCURRENT_CALLS, NO_DEADLINE, Policy};
+pub use config::{
+    AdaptiveConfig, BulkheadConfig, BulkheadPolicy, MAX_CONCURRENT_CALLS, NO_DEADLINE,
+};
 pub use error::{BulkheadFull, FullReason};
 pub use future::ResponseFuture;
 pub use keyed::{KeyedBulkhead, KeyedBulkheadHandle, KeyedBulkheadLayer};

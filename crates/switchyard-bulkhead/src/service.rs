@@ -9,7 +9,7 @@ use switchyard_core::BoxError;
 use tower::Service;
 
 use crate::admission::{AdmissionController, Permit};
-use crate::config::Policy;
+use crate::config::BulkheadPolicy;
 use crate::error::BulkheadFull;
 use crate::future::ResponseFuture;
 use crate::signal::{NoSignal, SignalResponse};
@@ -92,7 +92,7 @@ impl<S, M> Bulkhead<S, M> {
                         self.permit = Some(permit);
                         return Poll::Ready(());
                     }
-                    self.pending = if let Policy::Queue { .. } = self.controller.policy() {
+                    self.pending = if let BulkheadPolicy::Queue { .. } = self.controller.policy() {
                         let controller = self.controller.clone();
                         Pending::Waiting(Box::pin(
                             async move { controller.acquire_uncounted().await },

@@ -8,19 +8,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use switchyard_bulkhead::{
-    AdaptiveConfig, AdmissionController, BulkheadConfig, BulkheadLayer, Policy,
+    AdaptiveConfig, AdmissionController, BulkheadConfig, BulkheadLayer, BulkheadPolicy,
 };
 use switchyard_core::test_util::ms;
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
 
-fn adaptive(start: u32, min: u32, max: u32, policy: Policy) -> BulkheadConfig {
+fn adaptive(start: u32, min: u32, max: u32, policy: BulkheadPolicy) -> BulkheadConfig {
     BulkheadConfig::new(start, policy).with_adaptive(AdaptiveConfig::new(min, max, ms(100)))
 }
 
 #[test]
 fn a_congestion_signal_shrinks_the_limit_multiplicatively_down_to_the_minimum() {
     let controller =
-        AdmissionController::new("b", &adaptive(10, 2, 20, Policy::HardReject)).unwrap();
+        AdmissionController::new("b", &adaptive(10, 2, 20, BulkheadPolicy::HardReject)).unwrap();
     controller.record(false, ms(1));
     assert_eq!(controller.limit(), 9);
     controller.record(true, ms(500));
@@ -34,7 +34,8 @@ fn a_congestion_signal_shrinks_the_limit_multiplicatively_down_to_the_minimum() 
 
 #[test]
 fn a_timely_success_grows_the_limit_only_while_half_the_slots_are_busy() {
-    let controller = AdmissionController::new("b", &adaptive(4, 1, 6, Policy::HardReject)).unwrap();
+    let controller =
+        AdmissionController::new("b", &adaptive(4, 1, 6, BulkheadPolicy::HardReject)).unwrap();
     let one = controller.try_acquire().unwrap();
     controller.record(true, ms(1));
     assert_eq!(controller.limit(), 4, "1 of 4 busy: no growth");
@@ -50,7 +51,8 @@ fn a_timely_success_grows_the_limit_only_while_half_the_slots_are_busy() {
 
 #[test]
 fn the_hard_reject_policy_enforces_the_adapted_limit() {
-    let controller = AdmissionController::new("b", &adaptive(3, 1, 3, Policy::HardReject)).unwrap();
+    let controller =
+        AdmissionController::new("b", &adaptive(3, 1, 3, BulkheadPolicy::HardReject)).unwrap();
     controller.record(false, ms(1));
     controller.record(false, ms(1));
     assert_eq!(controller.limit(), 1);
@@ -65,7 +67,7 @@ fn the_hard_reject_policy_enforces_the_adapted_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn a_queue_keeps_slots_in_use_when_its_limit_falls_and_retires_them_as_they_return() {
-    let queue = Policy::Queue {
+    let queue = BulkheadPolicy::Queue {
         capacity: 8,
         max_wait: ms(10),
     };
@@ -135,7 +137,8 @@ fn loaded_backend() -> (
 #[tokio::test(start_paused = true)]
 async fn the_limit_settles_where_the_backend_answers_within_the_threshold() {
     let (backend, _) = loaded_backend();
-    let layer = BulkheadLayer::new("settle", &adaptive(20, 1, 40, Policy::HardReject)).unwrap();
+    let layer =
+        BulkheadLayer::new("settle", &adaptive(20, 1, 40, BulkheadPolicy::HardReject)).unwrap();
     let controller = layer.controller().clone();
     let svc = layer.layer(backend);
 
@@ -248,7 +251,7 @@ fn each_bad_adaptive_field_is_named() {
         ),
     ];
     for (adaptive, field) in cases {
-        let config = BulkheadConfig::new(start, Policy::HardReject).with_adaptive(adaptive);
+        let config = BulkheadConfig::new(start, BulkheadPolicy::HardReject).with_adaptive(adaptive);
         let err = config.validate().expect_err(field);
         assert_eq!(err.field(), field, "{adaptive:?}");
         assert_eq!(
@@ -257,6 +260,6 @@ fn each_bad_adaptive_field_is_named() {
             "the layer reports the same error"
         );
     }
-    let ok = BulkheadConfig::new(start, Policy::HardReject).with_adaptive(good);
+    let ok = BulkheadConfig::new(start, BulkheadPolicy::HardReject).with_adaptive(good);
     assert_eq!(ok.validate(), Ok(()));
 }

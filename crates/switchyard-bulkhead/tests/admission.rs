@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::json;
-use switchyard_bulkhead::{FullReason, Permit, Policy};
+use switchyard_bulkhead::{BulkheadPolicy, FullReason, Permit};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, advance};
 
@@ -22,7 +22,7 @@ use support::{NAME, controller, ms, paused_runtime, poll_once, queue};
 
 #[test]
 fn hard_reject_admits_up_to_the_limit_and_refuses_the_next_with_full() {
-    let controller = controller(2, Policy::HardReject);
+    let controller = controller(2, BulkheadPolicy::HardReject);
     let first = controller.try_acquire().expect("a free slot");
     let _second = controller.try_acquire().expect("a free slot");
 
@@ -45,14 +45,17 @@ fn hard_reject_admits_up_to_the_limit_and_refuses_the_next_with_full() {
 
 #[test]
 fn acquire_answers_at_once_under_the_policies_without_a_queue() {
-    let hard = controller(1, Policy::HardReject);
+    let hard = controller(1, BulkheadPolicy::HardReject);
     let _held = hard.try_acquire().unwrap();
     match poll_once(&mut pin!(hard.acquire())) {
         Poll::Ready(Err(full)) => assert_eq!(full.reason(), FullReason::Full),
         other => panic!("hard reject refuses at once, got {other:?}"),
     }
 
-    for policy in [Policy::SoftAllow, Policy::SoftAllowWithSignal] {
+    for policy in [
+        BulkheadPolicy::SoftAllow,
+        BulkheadPolicy::SoftAllowWithSignal,
+    ] {
         let soft = controller(1, policy);
         let _held = soft.try_acquire().unwrap();
         match poll_once(&mut pin!(soft.acquire())) {
@@ -64,7 +67,7 @@ fn acquire_answers_at_once_under_the_policies_without_a_queue() {
 
 #[test]
 fn soft_allow_never_refuses_and_counts_each_admission_beyond_the_limit() {
-    let controller = controller(2, Policy::SoftAllow);
+    let controller = controller(2, BulkheadPolicy::SoftAllow);
     let pressure = controller.pressure();
 
     let permits: Vec<Permit> = (0..5)
@@ -91,7 +94,7 @@ fn soft_allow_never_refuses_and_counts_each_admission_beyond_the_limit() {
 
 #[test]
 fn soft_allow_with_signal_reports_pressure_in_stats_and_on_the_watch() {
-    let controller = controller(1, Policy::SoftAllowWithSignal);
+    let controller = controller(1, BulkheadPolicy::SoftAllowWithSignal);
     let mut pressure = controller.pressure();
     let within = controller.try_acquire().unwrap();
     assert!(!controller.stats().under_pressure);
@@ -118,7 +121,11 @@ fn soft_allow_with_signal_reports_pressure_in_stats_and_on_the_watch() {
 
 #[test]
 fn pressure_stays_false_under_the_policies_that_do_not_signal() {
-    for policy in [Policy::HardReject, queue(1, 100), Policy::SoftAllow] {
+    for policy in [
+        BulkheadPolicy::HardReject,
+        queue(1, 100),
+        BulkheadPolicy::SoftAllow,
+    ] {
         let controller = controller(1, policy);
         let pressure = controller.pressure();
 
@@ -171,7 +178,7 @@ async fn queue_acquire_waits_for_a_released_slot() {
 async fn a_queue_with_no_deadline_waits_as_long_as_it_takes() {
     let controller = controller(
         1,
-        Policy::Queue {
+        BulkheadPolicy::Queue {
             capacity: 1,
             max_wait: switchyard_bulkhead::NO_DEADLINE,
         },
@@ -384,7 +391,7 @@ async fn stats_report_each_counter_and_serialise_to_json() {
 
 #[test]
 fn stats_of_a_signalling_bulkhead_over_its_limit_serialise_its_pressure() {
-    let controller = controller(1, Policy::SoftAllowWithSignal);
+    let controller = controller(1, BulkheadPolicy::SoftAllowWithSignal);
     let _permits = [controller.try_acquire(), controller.try_acquire()];
 
     assert_eq!(
@@ -426,8 +433,9 @@ fn pressure_is_not_left_raised_when_a_permit_is_released_during_an_over_capacity
         move || drop(released.lock().unwrap().take())
     };
     let recorder = CounterHook::new("switchyard_bulkhead_over_capacity_total", hook);
-    let controller =
-        metrics::with_local_recorder(&recorder, || controller(1, Policy::SoftAllowWithSignal));
+    let controller = metrics::with_local_recorder(&recorder, || {
+        controller(1, BulkheadPolicy::SoftAllowWithSignal)
+    });
     let mut pressure = controller.pressure();
     *released.lock().unwrap() = Some(controller.try_acquire().unwrap());
 
@@ -483,7 +491,7 @@ async fn run(
     max_wait: Duration,
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
-    let controller = controller(limit, Policy::Queue { capacity, max_wait });
+    let controller = controller(limit, BulkheadPolicy::Queue { capacity, max_wait });
     let mut held: Vec<Permit> = Vec::new();
     // Queued `acquire`s, oldest first, with when each started.
     let mut waiting = Vec::new();

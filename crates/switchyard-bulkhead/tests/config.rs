@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use switchyard_bulkhead::{
-    AdmissionController, BulkheadConfig, BulkheadLayer, MAX_CONCURRENT_CALLS, Policy,
+    AdmissionController, BulkheadConfig, BulkheadLayer, BulkheadPolicy, MAX_CONCURRENT_CALLS,
 };
 use switchyard_core::ConfigError;
 
@@ -28,7 +28,7 @@ fn rejection(config: &BulkheadConfig) -> ConfigError {
 
 #[test]
 fn zero_max_concurrent_calls_is_rejected() {
-    let err = rejection(&BulkheadConfig::new(0, Policy::HardReject));
+    let err = rejection(&BulkheadConfig::new(0, BulkheadPolicy::HardReject));
 
     assert_eq!(err.field(), "max_concurrent_calls");
     assert_eq!(
@@ -41,7 +41,7 @@ fn zero_max_concurrent_calls_is_rejected() {
 fn max_concurrent_calls_above_the_maximum_is_rejected() {
     let err = rejection(&BulkheadConfig::new(
         MAX_CONCURRENT_CALLS + 1,
-        Policy::HardReject,
+        BulkheadPolicy::HardReject,
     ));
 
     assert_eq!(err.field(), "max_concurrent_calls");
@@ -51,10 +51,10 @@ fn max_concurrent_calls_above_the_maximum_is_rejected() {
 #[test]
 fn max_concurrent_calls_at_the_maximum_is_accepted_under_every_policy() {
     let policies = [
-        Policy::HardReject,
+        BulkheadPolicy::HardReject,
         queue(1, 1),
-        Policy::SoftAllow,
-        Policy::SoftAllowWithSignal,
+        BulkheadPolicy::SoftAllow,
+        BulkheadPolicy::SoftAllowWithSignal,
     ];
     for policy in policies {
         let config = BulkheadConfig::new(MAX_CONCURRENT_CALLS, policy);
@@ -105,8 +105,8 @@ fn defaults_are_25_slots_with_hard_reject() {
     let config = BulkheadConfig::default();
 
     assert_eq!(config.max_concurrent_calls, 25);
-    assert_eq!(config.policy, Policy::HardReject);
-    assert_eq!(Policy::default(), Policy::HardReject);
+    assert_eq!(config.policy, BulkheadPolicy::HardReject);
+    assert_eq!(BulkheadPolicy::default(), BulkheadPolicy::HardReject);
     config.validate().expect("the defaults are valid");
     let empty: BulkheadConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(empty, config, "every field has its default in JSON");
@@ -122,7 +122,7 @@ fn defaults_are_25_slots_with_hard_reject() {
 
 /// Parses `policy` as a config's policy, checks it reads as `expected` and serialises back to
 /// the same JSON.
-fn round_trips(policy: &Value, expected: Policy) {
+fn round_trips(policy: &Value, expected: BulkheadPolicy) {
     let json = json!({"max_concurrent_calls": 10, "policy": policy});
     let config: BulkheadConfig =
         serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{policy} parses: {e}"));
@@ -132,7 +132,7 @@ fn round_trips(policy: &Value, expected: Policy) {
 
 #[test]
 fn hard_reject_round_trips_through_json() {
-    round_trips(&json!("hard_reject"), Policy::HardReject);
+    round_trips(&json!("hard_reject"), BulkheadPolicy::HardReject);
 }
 
 #[test]
@@ -150,26 +150,26 @@ fn queue_round_trips_through_json_with_a_humane_max_wait() {
 
 #[test]
 fn soft_allow_round_trips_through_json() {
-    round_trips(&json!("soft_allow"), Policy::SoftAllow);
+    round_trips(&json!("soft_allow"), BulkheadPolicy::SoftAllow);
 }
 
 #[test]
 fn soft_allow_with_signal_round_trips_through_json() {
     round_trips(
         &json!("soft_allow_with_signal"),
-        Policy::SoftAllowWithSignal,
+        BulkheadPolicy::SoftAllowWithSignal,
     );
 }
 
 #[test]
 fn policy_names_are_stable() {
     let names = [
-        Policy::HardReject,
+        BulkheadPolicy::HardReject,
         queue(1, 1),
-        Policy::SoftAllow,
-        Policy::SoftAllowWithSignal,
+        BulkheadPolicy::SoftAllow,
+        BulkheadPolicy::SoftAllowWithSignal,
     ]
-    .map(Policy::as_str);
+    .map(BulkheadPolicy::as_str);
     assert_eq!(
         names,
         [

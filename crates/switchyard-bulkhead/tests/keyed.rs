@@ -4,7 +4,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use switchyard_bulkhead::{BulkheadConfig, BulkheadFull, FullReason, KeyedBulkheadLayer, Policy};
+use switchyard_bulkhead::{
+    BulkheadConfig, BulkheadFull, BulkheadPolicy, FullReason, KeyedBulkheadLayer,
+};
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
 
 type Call = Pin<Box<dyn Future<Output = Result<&'static str, BoxError>> + Send>>;
@@ -21,7 +23,7 @@ fn keyed(
 ) {
     let layer = KeyedBulkheadLayer::new(
         "tenants",
-        BulkheadConfig::new(1, Policy::HardReject),
+        BulkheadConfig::new(1, BulkheadPolicy::HardReject),
         max_keys,
         |req: &Req| req.0,
     )
@@ -125,7 +127,7 @@ async fn a_new_key_is_refused_when_every_kept_bulkhead_is_busy() {
 
 #[test]
 fn a_queue_policy_cannot_be_keyed() {
-    let queue = Policy::Queue {
+    let queue = BulkheadPolicy::Queue {
         capacity: 4,
         max_wait: Duration::from_millis(10),
     };
@@ -138,7 +140,7 @@ fn a_queue_policy_cannot_be_keyed() {
 fn zero_max_keys_is_rejected() {
     let err = KeyedBulkheadLayer::new("k", BulkheadConfig::default(), 0, |r: &u32| *r).unwrap_err();
     assert_eq!(err.field(), "max_keys");
-    let bad = BulkheadConfig::new(0, Policy::HardReject);
+    let bad = BulkheadConfig::new(0, BulkheadPolicy::HardReject);
     let err = KeyedBulkheadLayer::new("k", bad, 8, |r: &u32| *r).unwrap_err();
     assert_eq!(err.field(), "max_concurrent_calls");
 }

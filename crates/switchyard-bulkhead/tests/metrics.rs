@@ -7,7 +7,7 @@ mod support;
 use std::task::Poll;
 
 use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
-use switchyard_bulkhead::{AdmissionController, BulkheadConfig, FullReason, Policy};
+use switchyard_bulkhead::{AdmissionController, BulkheadConfig, BulkheadPolicy, FullReason};
 use tokio::time::advance;
 use tower::{Service, ServiceExt};
 use tower_test::mock;
@@ -38,9 +38,11 @@ fn with_recorder<T>(scenario: impl FnOnce(&Snapshotter) -> T) -> T {
 #[test]
 fn refusals_are_counted_by_bulkhead_and_reason() {
     let recorded = with_recorder(|snapshotter| {
-        let orders =
-            AdmissionController::new("orders", &BulkheadConfig::new(1, Policy::HardReject))
-                .expect("a valid config");
+        let orders = AdmissionController::new(
+            "orders",
+            &BulkheadConfig::new(1, BulkheadPolicy::HardReject),
+        )
+        .expect("a valid config");
         paused_runtime().block_on(async {
             let _order = orders.try_acquire().unwrap();
             for _ in 0..2 {
@@ -86,7 +88,7 @@ fn refusals_are_counted_by_bulkhead_and_reason() {
 fn in_flight_gauge_counts_held_slots_and_not_refusals() {
     let recorded = with_recorder(|snapshotter| {
         paused_runtime().block_on(async {
-            let (mut svc, backend, controller) = bulkhead(3, Policy::HardReject);
+            let (mut svc, backend, controller) = bulkhead(3, BulkheadPolicy::HardReject);
             let _permit = controller.try_acquire().unwrap();
             let released = controller.try_acquire().unwrap();
             backend.hang(true);
@@ -161,10 +163,10 @@ fn queued_gauge_counts_waiters_and_not_the_ones_refused_or_cancelled() {
 #[test]
 fn over_capacity_counter_counts_admissions_beyond_the_limit() {
     let recorded = with_recorder(|snapshotter| {
-        let soft = controller(1, Policy::SoftAllow);
+        let soft = controller(1, BulkheadPolicy::SoftAllow);
         let signal = AdmissionController::new(
             "signal",
-            &BulkheadConfig::new(2, Policy::SoftAllowWithSignal),
+            &BulkheadConfig::new(2, BulkheadPolicy::SoftAllowWithSignal),
         )
         .expect("a valid config");
         let _soft: Vec<_> = (0..3).map(|_| soft.try_acquire().unwrap()).collect();
@@ -220,7 +222,7 @@ fn wait_histogram_records_each_queue_wait_in_seconds() {
 
 #[test]
 fn a_bulkhead_built_before_the_recorder_is_installed_records_nothing() {
-    let controller = controller(1, Policy::HardReject);
+    let controller = controller(1, BulkheadPolicy::HardReject);
 
     let recorded = with_recorder(|snapshotter| {
         let _held = controller.try_acquire().unwrap();

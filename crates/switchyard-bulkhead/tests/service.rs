@@ -7,8 +7,8 @@ mod support;
 use std::task::{Context, Poll, Waker};
 
 use switchyard_bulkhead::{
-    AdmissionController, Bulkhead, BulkheadConfig, BulkheadFull, BulkheadLayer, FullReason,
-    OverCapacity, Permit, Policy, ResponseFuture,
+    AdmissionController, Bulkhead, BulkheadConfig, BulkheadFull, BulkheadLayer, BulkheadPolicy,
+    FullReason, OverCapacity, Permit, ResponseFuture,
 };
 use switchyard_core::{BoxError, RejectionKind, find_rejection};
 use tokio::time::advance;
@@ -21,7 +21,7 @@ use support::{
 };
 
 /// A layer named [`NAME`] with `max_concurrent_calls` slots under `policy`.
-fn layer(max_concurrent_calls: u32, policy: Policy) -> BulkheadLayer {
+fn layer(max_concurrent_calls: u32, policy: BulkheadPolicy) -> BulkheadLayer {
     BulkheadLayer::new(NAME, &BulkheadConfig::new(max_concurrent_calls, policy))
         .expect("a valid config")
 }
@@ -30,7 +30,7 @@ fn layer(max_concurrent_calls: u32, policy: Policy) -> BulkheadLayer {
 
 #[tokio::test(start_paused = true)]
 async fn a_full_bulkhead_is_ready_without_polling_the_inner_service_and_refuses_the_call() {
-    let (mut svc, backend, controller) = bulkhead(1, Policy::HardReject);
+    let (mut svc, backend, controller) = bulkhead(1, BulkheadPolicy::HardReject);
     let _held = controller.try_acquire().expect("the one slot is free");
 
     let mut cx = Context::from_waker(Waker::noop());
@@ -63,7 +63,7 @@ async fn a_full_bulkhead_is_ready_without_polling_the_inner_service_and_refuses_
 
 #[tokio::test(start_paused = true)]
 async fn a_hanging_call_holds_the_slot_and_the_next_is_refused_though_the_inner_is_not_ready() {
-    let layer = layer(1, Policy::HardReject);
+    let layer = layer(1, BulkheadPolicy::HardReject);
     let controller = layer.controller().clone();
     let (mut svc, mut inner) = mock::spawn_layer::<u32, u32, _>(layer);
     inner.allow(1);
@@ -91,7 +91,7 @@ async fn a_hanging_call_holds_the_slot_and_the_next_is_refused_though_the_inner_
 
 #[tokio::test(start_paused = true)]
 async fn the_slot_is_released_as_soon_as_the_response_future_resolves() {
-    let layer = layer(1, Policy::HardReject);
+    let layer = layer(1, BulkheadPolicy::HardReject);
     let controller = layer.controller().clone();
     let (mut svc, mut inner) = mock::spawn_layer::<u32, u32, _>(layer);
     inner.allow(2);
@@ -120,7 +120,7 @@ async fn the_slot_is_released_as_soon_as_the_response_future_resolves() {
 
 #[tokio::test(start_paused = true)]
 async fn the_slot_is_released_when_the_response_future_is_dropped_before_completion() {
-    let (mut svc, backend, controller) = bulkhead(1, Policy::HardReject);
+    let (mut svc, backend, controller) = bulkhead(1, BulkheadPolicy::HardReject);
     backend.hang(true);
     svc.ready().await.unwrap();
     let mut hanging = Box::pin(svc.call(1));
@@ -136,7 +136,7 @@ async fn the_slot_is_released_when_the_response_future_is_dropped_before_complet
 
 #[tokio::test(start_paused = true)]
 async fn a_response_future_dropped_before_its_first_poll_releases_the_slot() {
-    let (mut svc, _, controller) = bulkhead(1, Policy::HardReject);
+    let (mut svc, _, controller) = bulkhead(1, BulkheadPolicy::HardReject);
     svc.ready().await.unwrap();
     let never_polled = svc.call(1);
     assert_eq!(controller.stats().in_flight, 1);
@@ -151,7 +151,7 @@ async fn a_response_future_dropped_before_its_first_poll_releases_the_slot() {
 
 #[tokio::test(start_paused = true)]
 async fn the_readied_instance_holds_its_slot_until_its_call() {
-    let (mut a, backend, controller) = bulkhead(1, Policy::HardReject);
+    let (mut a, backend, controller) = bulkhead(1, BulkheadPolicy::HardReject);
     let mut b = a.clone();
 
     a.ready().await.unwrap();
@@ -167,7 +167,7 @@ async fn the_readied_instance_holds_its_slot_until_its_call() {
 
 #[tokio::test(start_paused = true)]
 async fn clones_share_the_slots() {
-    let (svc, backend, controller) = bulkhead(2, Policy::HardReject);
+    let (svc, backend, controller) = bulkhead(2, BulkheadPolicy::HardReject);
     backend.hang(true);
     let mut clones: Vec<_> = (0..3).map(|_| svc.clone()).collect();
     let mut in_flight = Vec::new();
@@ -185,7 +185,7 @@ async fn clones_share_the_slots() {
 
 #[tokio::test(start_paused = true)]
 async fn a_clone_of_a_readied_service_starts_without_a_slot() {
-    let (mut a, _, controller) = bulkhead(1, Policy::HardReject);
+    let (mut a, _, controller) = bulkhead(1, BulkheadPolicy::HardReject);
     a.ready().await.unwrap();
 
     let mut b = a.clone();
@@ -198,7 +198,7 @@ async fn a_clone_of_a_readied_service_starts_without_a_slot() {
 #[tokio::test]
 #[should_panic(expected = "poll_ready must be called first")]
 async fn calling_a_clone_that_was_not_readied_panics() {
-    let (mut a, _, _) = bulkhead(2, Policy::HardReject);
+    let (mut a, _, _) = bulkhead(2, BulkheadPolicy::HardReject);
     a.ready().await.unwrap();
     let mut b = a.clone();
     drop(b.call(1));
@@ -206,7 +206,7 @@ async fn calling_a_clone_that_was_not_readied_panics() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_readied_service_gives_its_slot_back() {
-    let (svc, _, controller) = bulkhead(1, Policy::HardReject);
+    let (svc, _, controller) = bulkhead(1, BulkheadPolicy::HardReject);
     let mut a = svc.clone();
     a.ready().await.unwrap();
     assert_eq!(controller.stats().in_flight, 1);
@@ -219,8 +219,9 @@ async fn a_dropped_readied_service_gives_its_slot_back() {
 
 #[tokio::test(start_paused = true)]
 async fn services_of_a_layer_built_from_a_controller_share_its_slots() {
-    let controller = AdmissionController::new(NAME, &BulkheadConfig::new(1, Policy::HardReject))
-        .expect("a valid config");
+    let controller =
+        AdmissionController::new(NAME, &BulkheadConfig::new(1, BulkheadPolicy::HardReject))
+            .expect("a valid config");
     let layer = BulkheadLayer::from_controller(controller.clone());
     let mut first = layer.layer(Backend::new());
     let mut second = layer.layer(Backend::new());
@@ -401,7 +402,7 @@ async fn a_waiting_service_dropped_after_its_slot_was_handed_over_gives_the_slot
 
 #[tokio::test(start_paused = true)]
 async fn soft_allow_admits_calls_beyond_the_limit_and_counts_them() {
-    let (mut svc, backend, controller) = bulkhead(1, Policy::SoftAllow);
+    let (mut svc, backend, controller) = bulkhead(1, BulkheadPolicy::SoftAllow);
     let mut pressure = controller.pressure();
     backend.hang(true);
 
@@ -426,7 +427,7 @@ async fn soft_allow_admits_calls_beyond_the_limit_and_counts_them() {
 
 #[tokio::test(start_paused = true)]
 async fn soft_allow_with_signal_raises_pressure_over_the_limit_and_lowers_it_when_back_within() {
-    let (mut svc, backend, controller) = bulkhead(2, Policy::SoftAllowWithSignal);
+    let (mut svc, backend, controller) = bulkhead(2, BulkheadPolicy::SoftAllowWithSignal);
     let mut pressure = controller.pressure();
     let first = controller.try_acquire().unwrap();
     let second = controller.try_acquire().unwrap();
@@ -469,7 +470,7 @@ async fn soft_allow_with_signal_raises_pressure_over_the_limit_and_lowers_it_whe
 
 #[tokio::test(start_paused = true)]
 async fn signalled_responses_carry_over_capacity_only_when_admitted_beyond_the_limit() {
-    let layer = layer(1, Policy::SoftAllowWithSignal).signal_responses();
+    let layer = layer(1, BulkheadPolicy::SoftAllowWithSignal).signal_responses();
     let controller = layer.controller().clone();
     let mut svc = layer.layer(service_fn(|body: &'static str| async move {
         Ok::<_, BoxError>(http::Response::new(body))
@@ -491,7 +492,7 @@ async fn signalled_responses_carry_over_capacity_only_when_admitted_beyond_the_l
 
 #[tokio::test(start_paused = true)]
 async fn a_plain_soft_allow_bulkhead_marks_over_capacity_responses_too() {
-    let layer = layer(1, Policy::SoftAllow).signal_responses();
+    let layer = layer(1, BulkheadPolicy::SoftAllow).signal_responses();
     let _held = layer.controller().try_acquire().unwrap();
     let mut svc = layer.layer(service_fn(|()| async {
         Ok::<_, BoxError>(http::Response::new(()))
@@ -505,10 +506,10 @@ async fn a_plain_soft_allow_bulkhead_marks_over_capacity_responses_too() {
 #[tokio::test(start_paused = true)]
 async fn an_inner_poll_ready_error_propagates_and_gives_the_slot_back() {
     let policies = [
-        Policy::HardReject,
+        BulkheadPolicy::HardReject,
         queue(1, 100),
-        Policy::SoftAllow,
-        Policy::SoftAllowWithSignal,
+        BulkheadPolicy::SoftAllow,
+        BulkheadPolicy::SoftAllowWithSignal,
     ];
     for policy in policies {
         let (mut svc, backend, controller) = bulkhead(1, policy);
@@ -555,7 +556,7 @@ async fn an_inner_poll_ready_error_after_a_queued_wait_gives_the_slot_back() {
 async fn a_service_waiting_on_its_inner_readiness_holds_its_slot() {
     // As tower's `ConcurrencyLimit` does: the slot is taken first, then the inner service is
     // polled, and the slot is kept while the inner service is not ready.
-    let layer = layer(1, Policy::HardReject);
+    let layer = layer(1, BulkheadPolicy::HardReject);
     let controller = layer.controller().clone();
     let (mut svc, mut inner) = mock::spawn_layer::<u32, u32, _>(layer);
     inner.allow(0);
@@ -575,7 +576,7 @@ async fn a_service_waiting_on_its_inner_readiness_holds_its_slot() {
 
 #[tokio::test(start_paused = true)]
 async fn a_refusal_is_reconsidered_when_poll_ready_is_called_again_after_a_slot_frees() {
-    let (mut svc, backend, controller) = bulkhead(1, Policy::HardReject);
+    let (mut svc, backend, controller) = bulkhead(1, BulkheadPolicy::HardReject);
     let held = controller.try_acquire().unwrap();
     let mut cx = Context::from_waker(Waker::noop());
     assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));

@@ -22,7 +22,9 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use switchyard_core::{find_rejection, Classify, ErrorsAsFailures, Outcome, Rejection, RejectionKind};
+//! use switchyard_core::{
+//!     Classify, ErrorsAsFailures, Outcome, Rejection, RejectionKind, find_rejection,
+//! };
 //!
 //! // A layer's typed rejection...
 //! #[derive(Debug)]

@@ -240,7 +240,9 @@ pub fn find_rejection<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a dyn Reje
 /// use switchyard_core::{Rejection, RejectionKind};
 /// # #[derive(Debug)] struct Limited;
 /// # impl std::fmt::Display for Limited {
-/// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("rate limited: api") }
+/// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+/// #         f.write_str("rate limited: api")
+/// #     }
 /// # }
 /// # impl std::error::Error for Limited {}
 /// impl Rejection for Limited {

@@ -3,7 +3,8 @@
 //! A provider is a plain tower `Service`. This crate gives the registry, lifecycle and
 //! selection around such services:
 //!
-//! - a [`Registry`] of named factories that build a [`Provider`] from a JSON or typed config;
+//! - a [`ProviderRegistry`] of named factories that build a [`Provider`] from a JSON or typed
+//!   config;
 //! - opt-in lifecycle: [`Initialize`] (run once by the manager before first use; a failure
 //!   leaves that provider out with a clear error) and [`Close`] (run by
 //!   [`Manager::close_all`] in reverse initialization order, each with a deadline, every
@@ -21,7 +22,7 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use serde_json::json;
-//! use switchyard_provider::{Manager, Provider, Registry, Selection};
+//! use switchyard_provider::{Manager, Provider, ProviderRegistry, Selection};
 //! use tower::{BoxError, Service, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -30,7 +31,7 @@
 //! #[serde(deny_unknown_fields)]
 //! struct Greeter { greeting: String }
 //!
-//! let registry = Arc::new(Registry::<String, String>::new());
+//! let registry = Arc::new(ProviderRegistry::<String, String>::new());
 //! for language in ["en", "fr"] {
 //!     registry.register_typed(language, |config: Greeter| {
 //!         Ok::<_, BoxError>(Provider::new(service_fn(move |name: String| {
@@ -72,7 +73,7 @@ pub use error::{CloseErrors, CloseTimedOut, ProviderError};
 pub use lifecycle::{BoxProvider, Close, Initialize, Provider};
 pub use manager::{Manager, Selection};
 pub use patterns::DuplexChannel;
-pub use registry::Registry;
+pub use registry::ProviderRegistry;
 pub use switchyard_balance::Picked;
 
 /// The crate README's example, compiled as a doctest so the README never lies.

@@ -22,7 +22,7 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::error::{CloseErrors, CloseTimedOut, ProviderError};
 use crate::lifecycle::{BoxProvider, Hook};
-use crate::registry::Registry;
+use crate::registry::ProviderRegistry;
 
 /// How [`Manager::get`] (and the manager as a `Service`) picks a provider. Each is a
 /// switchyard-balance strategy over the initialized providers, so every one skips providers
@@ -96,7 +96,7 @@ struct State {
 }
 
 struct Inner<Req, Res> {
-    registry: Arc<Registry<Req, Res>>,
+    registry: Arc<ProviderRegistry<Req, Res>>,
     selection: Selection,
     state: Mutex<State>,
     default: Arc<ArcSwapOption<String>>,
@@ -108,7 +108,7 @@ const DEFAULT_CLOSE_DEADLINE: Duration = Duration::from_secs(30);
 
 type Wrap<Req, Res> = Box<dyn FnOnce(BoxProvider<Req, Res>) -> BoxProvider<Req, Res> + Send>;
 
-/// The provider manager: builds providers from a [`Registry`]'s
+/// The provider manager: builds providers from a [`ProviderRegistry`]'s
 /// factories, runs their opt-in [`Initialize`](crate::Initialize) once before first use,
 /// selects among them ([`Selection`]), and closes them ([`Close`](crate::Close)) in reverse
 /// initialization order.
@@ -166,7 +166,7 @@ where
     /// A manager named `name` (in errors, metrics and events) over `registry`'s factories.
     pub fn new(
         name: impl Into<Arc<str>>,
-        registry: Arc<Registry<Req, Res>>,
+        registry: Arc<ProviderRegistry<Req, Res>>,
         selection: Selection,
     ) -> Self {
         let default: Arc<ArcSwapOption<String>> = Arc::default();
@@ -210,8 +210,8 @@ where
     ///
     /// # Errors
     ///
-    /// The build's errors ([`Registry::build`]), [`ProviderError::Initialize`] (the provider
-    /// is left out; the others are untouched), [`ProviderError::AlreadyInitialized`], or
+    /// The build's errors ([`ProviderRegistry::build`]), [`ProviderError::Initialize`] (the
+    /// provider is left out; the others are untouched), [`ProviderError::AlreadyInitialized`], or
     /// [`ProviderError::Closed`] (a provider whose initialization finishes after
     /// [`close_all`](Self::close_all) started is closed at once).
     pub async fn initialize(&self, name: &str, config: &Value) -> Result<(), ProviderError> {
@@ -385,13 +385,13 @@ where
             })
     }
 
-    /// Closes every provider, in reverse initialization order: all leave the selection
-    /// first, then each [`Close`](crate::Close) runs, with `deadline` for each one. One
-    /// failing, panicking or timing out never skips the others. If this future is dropped
-    /// halfway, the providers not closed yet are closed by the next `close_all`. The manager stays closed:
-    /// later [`initialize`](Self::initialize) and [`get`](Self::get) calls fail with
-    /// [`ProviderError::Closed`]. Calls in flight keep their clones of the providers; drain
-    /// them first (a server's graceful shutdown) if closing would cut them.
+    /// Closes every provider, in reverse initialization order: all leave the selection first, then
+    /// each [`Close`](crate::Close) runs, with `deadline` for each one. One failing, panicking or
+    /// timing out never skips the others. If this future is dropped halfway, the providers not
+    /// closed yet are closed by the next `close_all`. The manager stays closed: later
+    /// [`initialize`](Self::initialize) and [`get`](Self::get) calls fail with
+    /// [`ProviderError::Closed`]. Calls in flight keep their clones of the providers; drain them
+    /// first (a server's graceful shutdown) if closing would cut them.
     ///
     /// # Errors
     ///
@@ -453,7 +453,7 @@ impl<Req, Res> Manager<Req, Res> {
     }
 
     /// The registry the manager builds from.
-    pub fn registry(&self) -> &Arc<Registry<Req, Res>> {
+    pub fn registry(&self) -> &Arc<ProviderRegistry<Req, Res>> {
         &self.inner.registry
     }
 

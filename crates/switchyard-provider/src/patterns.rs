@@ -8,8 +8,8 @@
 //! | sink | `Service<Req, Response = ()>` (or an ack type) | the whole stack |
 //! | duplex | `Service<Req, Response = DuplexChannel<I, O>>`: the call opens a bidirectional channel | rate limit and circuit breaker on opening, timeouts; **no retry** (a persistent connection reconnects at a higher level) and no bulkhead slot for the channel's life |
 //!
-//! Each function below builds a [`ResilienceLayer`] with its pattern's rules (switchyard-resilience's
-//! [`Pattern`] through [`ResilienceLayer::for_pattern`]); hand it to
+//! Each function below builds a [`ResilienceLayer`] with its pattern's rules
+//! (switchyard-resilience's [`Pattern`] through [`ResilienceLayer::for_pattern`]); hand it to
 //! [`Manager::initialize_with`](crate::Manager::initialize_with) or any `ServiceBuilder`.
 
 use std::sync::Arc;

@@ -25,12 +25,12 @@ type Factory<Req, Res> =
 /// Factories take a `serde_json::Value` ([`register`](Self::register)) or a typed config
 /// ([`register_typed`](Self::register_typed), whose errors name the bad field's JSON path).
 /// A factory that panics fails that build only.
-pub struct Registry<Req, Res> {
+pub struct ProviderRegistry<Req, Res> {
     factories: RwLock<HashMap<String, Factory<Req, Res>>>,
     instances: RwLock<HashMap<String, BoxProvider<Req, Res>>>,
 }
 
-impl<Req, Res> Default for Registry<Req, Res> {
+impl<Req, Res> Default for ProviderRegistry<Req, Res> {
     fn default() -> Self {
         Self {
             factories: RwLock::default(),
@@ -39,16 +39,16 @@ impl<Req, Res> Default for Registry<Req, Res> {
     }
 }
 
-impl<Req, Res> fmt::Debug for Registry<Req, Res> {
+impl<Req, Res> fmt::Debug for ProviderRegistry<Req, Res> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry")
+        f.debug_struct("ProviderRegistry")
             .field("factories", &self.factories())
             .field("instances", &self.instances())
             .finish()
     }
 }
 
-impl<Req, Res> Registry<Req, Res> {
+impl<Req, Res> ProviderRegistry<Req, Res> {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()

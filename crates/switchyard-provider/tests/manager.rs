@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use switchyard_provider::patterns;
 use switchyard_provider::{
-    Close, CloseTimedOut, Initialize, Manager, Provider, ProviderError, Registry, Selection,
+    Close, CloseTimedOut, Initialize, Manager, Provider, ProviderError, ProviderRegistry, Selection,
 };
 use switchyard_resilience::ResilienceConfig;
 use tower::{BoxError, Service, ServiceExt};
@@ -89,14 +89,14 @@ impl Close for Recorded {
 }
 
 struct Fixture {
-    registry: Arc<Registry<String, String>>,
+    registry: Arc<ProviderRegistry<String, String>>,
     log: Log,
     down: std::collections::HashMap<&'static str, Arc<AtomicBool>>,
 }
 
 /// A registry with one factory per name, each building a `Recorded` from a typed config.
 fn fixture(names: &[&'static str]) -> Fixture {
-    let registry = Arc::new(Registry::new());
+    let registry = Arc::new(ProviderRegistry::new());
     let log = Log::default();
     let mut down = std::collections::HashMap::new();
     for &name in names {
@@ -449,7 +449,7 @@ async fn calls_through_the_manager_are_counted_and_fail_over() {
 #[tokio::test(start_paused = true)]
 async fn initialize_with_wraps_the_provider_in_a_resilience_stack() {
     let attempts = Arc::new(AtomicUsize::new(0));
-    let registry = Arc::new(Registry::<String, String>::new());
+    let registry = Arc::new(ProviderRegistry::<String, String>::new());
     registry.register("flaky", {
         let attempts = Arc::clone(&attempts);
         move |_: &serde_json::Value| {
@@ -579,7 +579,7 @@ async fn a_provider_initialized_during_close_all_is_closed_at_once() {
         }
     }
 
-    let registry = Arc::new(Registry::<String, String>::new());
+    let registry = Arc::new(ProviderRegistry::<String, String>::new());
     registry.register("slow", {
         let (gate, started, log) = (Arc::clone(&gate), Arc::clone(&started), Arc::clone(&log));
         move |_: &serde_json::Value| {

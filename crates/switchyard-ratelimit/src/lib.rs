@@ -36,13 +36,12 @@
 //! # Tower semantics
 //!
 //! The decision is made in `poll_ready` and delivered by `call`: in reject mode `poll_ready`
-//! answers `Ok` and `call` returns a ready [`RateLimited`] (`tower::load_shed`'s pattern; an
-//! `Err` from `poll_ready` would tell tower the service is dead). In wait mode `poll_ready`
-//! sleeps (tokio time) until the limit admits the call, if that is within `max_wait`, and
-//! refuses otherwise; a keyed limit learns its key in `call`, so its waiting call waits in the
-//! response future with a clone of the inner service, readied once admitted. A refusal is decided afresh at every
-//! `poll_ready`. Time is tokio's
-//! ([`TokioClock`]), so paused-time tests control the limit.
+//! answers `Ok` and `call` returns a ready [`RateLimited`] (`tower::load_shed`'s pattern; an `Err`
+//! from `poll_ready` would tell tower the service is dead). In wait mode `poll_ready` sleeps (tokio
+//! time) until the limit admits the call, if that is within `max_wait`, and refuses otherwise; a
+//! keyed limit learns its key in `call`, so its waiting call waits in the response future with a
+//! clone of the inner service, readied once admitted. A refusal is decided afresh at every
+//! `poll_ready`. Time is tokio's ([`TokioClock`]), so paused-time tests control the limit.
 //!
 //! # Observability
 //!

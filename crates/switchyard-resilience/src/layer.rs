@@ -35,9 +35,10 @@ pub type Stack<S, RL = Either<RetryLayer, Identity>, C = ErrorsAsFailures> = May
     >,
 >;
 
-/// The retry stage of a stack, which a config may leave out: `Either<RetryLayer, Identity>` for `Clone`
-/// requests (`Right` when the config has no retry), [`HttpRetryLayer`] (which keeps handing the inner service a `ReplayBody` when it
-/// retries nothing, so the stack's request type does not depend on its config) for HTTP.
+/// The retry stage of a stack, which a config may leave out: `Either<RetryLayer, Identity>` for
+/// `Clone` requests (`Right` when the config has no retry), [`HttpRetryLayer`] (which keeps handing
+/// the inner service a `ReplayBody` when it retries nothing, so the stack's request type does not
+/// depend on its config) for HTTP.
 pub trait RetryStage {
     /// The same stage retrying nothing.
     #[must_use]
@@ -209,7 +210,8 @@ impl<RL, C> ResilienceLayer<RL, C> {
         self.fallback.as_deref()
     }
 
-    /// Handles on the stack's stateful layers, for status pages and a [`Registry`](crate::Registry).
+    /// Handles on the stack's stateful layers, for status pages and a
+    /// [`StackRegistry`](crate::StackRegistry).
     pub fn handles(&self) -> StackHandles {
         StackHandles {
             name: Arc::clone(&self.name),

@@ -5,13 +5,13 @@
 //! breaker → retry → per-attempt timeout, with an optional total timeout outside), so that a
 //! route's or a provider's resilience is a row of JSON rather than code. A [`FallbackLayer`]
 //! answers from another service when the stack fails, a [`TimeoutLayer`] maps tower's timeout
-//! to core's `Timeout` rejection, and a [`Registry`] collects the stacks' handles for status
+//! to core's `Timeout` rejection, and a [`StackRegistry`] collects the stacks' handles for status
 //! pages (state snapshots as serde data, `reset_all`).
 //!
 //! # Example
 //!
 //! ```
-//! use switchyard_resilience::{Registry, ResilienceConfig, ResilienceLayer};
+//! use switchyard_resilience::{StackRegistry, ResilienceConfig, ResilienceLayer};
 //! use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -24,7 +24,7 @@
 //!     "retry": { "max_attempts": 3, "backoff": { "initial": "10ms" } }
 //! }"#)?;
 //! let stack = ResilienceLayer::new("quotes", &config)?;
-//! let registry = Registry::new();
+//! let registry = StackRegistry::new();
 //! registry.register(stack.handles());
 //!
 //! let mut service = stack.layer(service_fn(|symbol: &'static str| async move {
@@ -51,7 +51,7 @@ mod timeout;
 pub use config::ResilienceConfig;
 pub use fallback::{Fallback, FallbackFuture, FallbackLayer};
 pub use layer::{Pattern, ResilienceLayer, RetryStage, Stack, StackHandles};
-pub use registry::{Registry, StackSnapshot};
+pub use registry::{StackRegistry, StackSnapshot};
 pub use timeout::{TimedOut, Timeout, TimeoutFuture, TimeoutLayer};
 
 /// The crate README's example, compiled as a doctest so the README never lies.

@@ -12,9 +12,9 @@ use crate::layer::StackHandles;
 /// The handles of every registered stack, by name. Cheap to clone; clones share the entries.
 ///
 /// ```
-/// use switchyard_resilience::{Registry, ResilienceConfig, ResilienceLayer};
+/// use switchyard_resilience::{StackRegistry, ResilienceConfig, ResilienceLayer};
 ///
-/// let registry = Registry::new();
+/// let registry = StackRegistry::new();
 /// let config = ResilienceConfig::from_json(r#"{ "circuit_breaker": {} }"#).unwrap();
 /// let stack = ResilienceLayer::new("payments", &config).unwrap();
 /// registry.register(stack.handles());
@@ -25,7 +25,7 @@ use crate::layer::StackHandles;
 /// registry.reset_all();
 /// ```
 #[derive(Debug, Clone, Default)]
-pub struct Registry {
+pub struct StackRegistry {
     stacks: Arc<RwLock<BTreeMap<Arc<str>, StackHandles>>>,
 }
 
@@ -40,7 +40,7 @@ pub struct StackSnapshot {
     pub bulkhead: Option<BulkheadStats>,
 }
 
-impl Registry {
+impl StackRegistry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use switchyard_breaker::{BreakerOpen, State};
+use switchyard_breaker::{BreakerOpen, BreakerState};
 use switchyard_core::{BoxError, RejectionKind, find_rejection};
 use switchyard_ratelimit::RateLimited;
 use switchyard_resilience::{
-    FallbackLayer, Pattern, Registry, ResilienceConfig, ResilienceLayer, TimedOut,
+    FallbackLayer, Pattern, ResilienceConfig, ResilienceLayer, StackRegistry, TimedOut,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -140,7 +140,7 @@ async fn an_open_breaker_refuses_before_the_retry_makes_any_attempt() {
     assert_eq!(flaky.calls(), 6, "two calls of three attempts each");
     assert_eq!(
         breaker.state(),
-        State::Open,
+        BreakerState::Open,
         "the breaker counted two calls, not six attempts"
     );
     let err = call(&mut svc).await.unwrap_err();
@@ -228,7 +228,7 @@ async fn a_cancelled_call_never_reaches_the_fallback() {
 
 #[tokio::test(start_paused = true)]
 async fn the_registry_snapshots_and_resets_every_stack() {
-    let registry = Registry::new();
+    let registry = StackRegistry::new();
     let layer = stack(
         r#"{ "circuit_breaker": { "trip": { "consecutive_failures": { "threshold": 1 } } }, "bulkhead": {} }"#,
     );
@@ -253,12 +253,12 @@ async fn the_registry_snapshots_and_resets_every_stack() {
     registry.register(layer.handles());
     assert_eq!(
         registry.get("orders").unwrap().breaker.unwrap().state(),
-        State::Open
+        BreakerState::Open
     );
     registry.reset_all();
     assert_eq!(
         registry.get("orders").unwrap().breaker.unwrap().state(),
-        State::Closed
+        BreakerState::Closed
     );
     assert!(registry.remove("orders").is_some());
     assert!(registry.snapshot().is_empty());

@@ -204,7 +204,12 @@ mod tests {
 
     #[test]
     fn a_backoff_walks_the_same_sequence_as_the_delays_it_is_made_of() {
-        for jitter in [Jitter::None, Jitter::Full, Jitter::Equal, Jitter::Decorrelated] {
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+        ] {
             let mut by_hand = fastrand::Rng::with_seed(3);
             let mut previous = ms(100);
             let expected: Vec<_> = (1..=8)

@@ -4,9 +4,9 @@
 //! ([`Router::register_local`], any tower `Service`), and a routes table — a SQLite file,
 //! hot-reloaded while calls run — says per service whether calls run locally, go to a remote
 //! transport (`http`, `grpc` with the `grpc` feature, or any strategy with a registered
-//! [`TransportFactory`]), or are switched off (`noop`). Each route's `config` column is a resilience stack (timeouts, rate limit,
-//! bulkhead, circuit breaker, retry, fallback) built around it and rebuilt only when that row
-//! changes.
+//! [`TransportFactory`]), or are switched off (`noop`). Each route's `config` column is a
+//! resilience stack (timeouts, rate limit, bulkhead, circuit breaker, retry, fallback) built around
+//! it and rebuilt only when that row changes.
 //!
 //! # Example: one row switches a service off
 //!
@@ -48,13 +48,14 @@
 //!
 //! # Errors
 //!
-//! Calls fail with boxed typed errors, each a core [`Rejection`](switchyard_core::Rejection)
-//! (so [`switchyard_core::rejection::http_response`] maps them): [`ServiceNotFound`] (404),
+//! Calls fail with boxed typed errors, each a core [`Rejection`](switchyard_core::Rejection) (so
+//! [`switchyard_core::rejection::http_response`] maps them): [`ServiceNotFound`] (404),
 //! [`NoFactory`], [`FactoryFailed`] (an endpoint the SSRF guard refuses is one, caused by
-//! [`SsrfBlocked`]) and [`InvalidConfig`] for a broken route (503; the other routes keep
-//! serving), [`SsrfBlocked`] when a host name resolves to an internal address at connect time
-//! (503), the breaker's [`BreakerOpen`](switchyard_breaker::BreakerOpen) (503 with
-//! `Retry-After`), the stack's [`TimedOut`](switchyard_resilience::TimedOut) (504), [`UpstreamFailed`] (502) and [`Panic`] (500).
+//! [`SsrfBlocked`]) and [`InvalidConfig`] for a broken route (503; the other routes keep serving),
+//! [`SsrfBlocked`] when a host name resolves to an internal address at connect time (503), the
+//! breaker's [`BreakerOpen`](switchyard_breaker::BreakerOpen) (503 with `Retry-After`), the stack's
+//! [`TimedOut`](switchyard_resilience::TimedOut) (504), [`UpstreamFailed`] (502) and [`Panic`]
+//! (500).
 //!
 //! # Observability
 //!

@@ -61,10 +61,11 @@ pub(crate) struct Inner<Req, Res> {
 /// 3. a row with strategy `local`, or no row, calls the local service;
 /// 4. otherwise [`ServiceNotFound`].
 ///
-/// Each route is built once per change of its row: the transport (or local) service, wrapped
-/// in the [`ResilienceLayer`](switchyard_resilience::ResilienceLayer) its config describes,
-/// with panics caught ([`Panic`]) and call metrics. Built routes live in an [`ArcSwap`] snapshot: a call takes no lock and never waits
-/// for the database; a reload swaps in a new snapshot that reuses every unchanged route.
+/// Each route is built once per change of its row: the transport (or local) service, wrapped in the
+/// [`ResilienceLayer`](switchyard_resilience::ResilienceLayer) its config describes, with panics
+/// caught ([`Panic`]) and call metrics. Built routes live in an [`ArcSwap`] snapshot: a call takes
+/// no lock and never waits for the database; a reload swaps in a new snapshot that reuses every
+/// unchanged route.
 ///
 /// `Router` is a `Service<(name, Req)>` (the name is any `AsRef<str>`) and cheap to clone:
 /// clones share everything. It is always ready; each call readies its route's service.
@@ -94,8 +95,9 @@ impl<Req, Res> fmt::Debug for Router<Req, Res> {
 
 impl Router<Bytes, Bytes> {
     /// A router over byte payloads with the built-in `http` transport ([`HttpTransport`], SSRF
-    /// guard on) and, with the `grpc` feature, the `grpc` transport (`GrpcTransport`, likewise). Register it again with [`HttpTransport::allow_internal`] to call services on
-    /// this machine or network.
+    /// guard on) and, with the `grpc` feature, the `grpc` transport (`GrpcTransport`, likewise).
+    /// Register it again with [`HttpTransport::allow_internal`] to call services on this machine or
+    /// network.
     pub fn new() -> Self {
         let router = Self::empty();
         router.register_transport("http", HttpTransport::new());

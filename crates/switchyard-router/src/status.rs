@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use switchyard_breaker::State as BreakerState;
+use switchyard_breaker::BreakerState;
 use switchyard_core::sync::lock;
 
 use crate::router::Router;

@@ -147,7 +147,7 @@ async fn reload_keeps_unchanged_routes_and_their_breaker_state() {
         "circuit open: payments"
     );
     let info = router.inspect("payments").unwrap();
-    assert_eq!(info.breaker, Some(switchyard_breaker::State::Open));
+    assert_eq!(info.breaker, Some(switchyard_breaker::BreakerState::Open));
     assert_eq!(
         info.last_call_error.as_deref(),
         Some("circuit open: payments")

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group};
-use switchyard_stream::{Message, Options, Pipeline};
+use switchyard_stream::{Message, Pipeline, StreamConfig};
 use tokio::sync::mpsc;
 use tower::{BoxError, service_fn};
 
@@ -59,7 +59,7 @@ fn pipeline(options: &str) -> Pipeline<Item> {
         work(&DONE).await;
         Ok::<_, BoxError>(())
     });
-    let options = Options::from_json(options).expect("options");
+    let options = StreamConfig::from_json(options).expect("options");
     Pipeline::keyed("bench", options, handler, |m: &Item| m.0.as_str()).expect("pipeline")
 }
 

@@ -1,18 +1,18 @@
-//! The stream's options: ordering, backpressure, retry and shutdown, as serde data.
+//! The stream's config: ordering, backpressure, retry and shutdown, as serde data.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchyard_bulkhead::{BulkheadConfig, MAX_CONCURRENT_CALLS, NO_DEADLINE, Policy};
+use switchyard_bulkhead::{BulkheadConfig, BulkheadPolicy, MAX_CONCURRENT_CALLS, NO_DEADLINE};
 use switchyard_core::ConfigError;
 use switchyard_retry::{BackoffConfig, Jitter};
 
 /// How one client stream is processed. Fixed once the stream starts.
 ///
 /// ```
-/// use switchyard_stream::{Options, OrderingMode, BackpressurePolicy};
+/// use switchyard_stream::{StreamConfig, OrderingMode, BackpressurePolicy};
 ///
-/// let options = Options::from_json(r#"{
+/// let options = StreamConfig::from_json(r#"{
 ///     "ordering": { "mode": "keyed_fifo", "capacity": 1000 },
 ///     "backpressure": { "policy": "queue", "capacity": 8, "queue_capacity": 64 },
 ///     "retry": { "max_attempts": 3, "backoff": "50ms" },
@@ -21,26 +21,26 @@ use switchyard_retry::{BackoffConfig, Jitter};
 /// assert_eq!(options.ordering.mode, OrderingMode::KeyedFifo);
 /// assert_eq!(options.backpressure.policy, BackpressurePolicy::Queue);
 ///
-/// let err = Options::from_json(r#"{ "retry": { "backof": "1s" } }"#).unwrap_err();
+/// let err = StreamConfig::from_json(r#"{ "retry": { "backof": "1s" } }"#).unwrap_err();
 /// assert_eq!(err.field(), "retry.backof");
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Options {
+pub struct StreamConfig {
     /// The order messages run in.
-    pub ordering: OrderingOptions,
+    pub ordering: OrderingConfig,
     /// Admission under load.
-    pub backpressure: BackpressureOptions,
+    pub backpressure: BackpressureConfig,
     /// Retries of each message.
-    pub retry: RetryOptions,
+    pub retry: MessageRetryConfig,
     /// Graceful termination.
-    pub shutdown: ShutdownOptions,
+    pub shutdown: ShutdownConfig,
 }
 
 /// The order messages run in.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct OrderingOptions {
+pub struct OrderingConfig {
     /// Global FIFO (one message at a time, in stream order) or FIFO per key.
     pub mode: OrderingMode,
     /// Messages that may wait for their turn at once, over all keys; one more is rejected with
@@ -64,7 +64,7 @@ pub enum OrderingMode {
 /// policies are switchyard-bulkhead's, run by its admission controller.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct BackpressureOptions {
+pub struct BackpressureConfig {
     /// What happens to a message whose turn comes when `capacity` messages execute.
     pub policy: BackpressurePolicy,
     /// Messages executing at once (over all keys). 0: unlimited (the policy never applies).
@@ -121,14 +121,14 @@ impl BackpressurePolicy {
 ///
 /// ```
 /// use std::time::Duration;
-/// use switchyard_stream::Options;
+/// use switchyard_stream::StreamConfig;
 /// use switchyard_retry::{BackoffConfig, Jitter};
 ///
 /// let ms = Duration::from_millis;
-/// let fixed = Options::from_json(r#"{ "retry": { "max_attempts": 3, "backoff": "50ms" } }"#)?;
+/// let fixed = StreamConfig::from_json(r#"{ "retry": { "backoff": "50ms" } }"#)?;
 /// assert_eq!(fixed.retry.backoff, BackoffConfig::constant(ms(50)));
 ///
-/// let growing = Options::from_json(r#"{ "retry": {
+/// let growing = StreamConfig::from_json(r#"{ "retry": {
 ///     "max_attempts": 5,
 ///     "backoff": { "initial": "10ms", "multiplier": 2.0, "max": "80ms" },
 ///     "jitter": "equal"
@@ -139,9 +139,9 @@ impl BackpressurePolicy {
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RetryOptions {
-    /// Attempts per message, the first included; 0 and 1 both mean no retry. Only
-    /// retryable failures are retried ([`FailureKind::is_retryable`](crate::FailureKind::is_retryable)).
+pub struct MessageRetryConfig {
+    /// Attempts per message, the first included; 0 and 1 both mean no retry. Only retryable
+    /// failures are retried ([`FailureKind::is_retryable`](crate::FailureKind::is_retryable)).
     pub max_attempts: u32,
     /// The pause before each retry (tokio time). Zero, the default: none.
     #[serde(with = "backoff_or_duration")]
@@ -150,7 +150,7 @@ pub struct RetryOptions {
     pub jitter: Jitter,
 }
 
-impl Default for RetryOptions {
+impl Default for MessageRetryConfig {
     /// No retry, no pause, no jitter.
     fn default() -> Self {
         Self {
@@ -198,9 +198,8 @@ mod backoff_or_duration {
         }
 
         fn visit_str<E: de::Error>(self, text: &str) -> Result<BackoffConfig, E> {
-            let pause: Duration = switchyard_core::duration::deserialize(
-                de::value::StrDeserializer::<E>::new(text),
-            )?;
+            let pause: Duration =
+                switchyard_core::duration::deserialize(de::value::StrDeserializer::<E>::new(text))?;
             Ok(BackoffConfig::constant(pause))
         }
 
@@ -213,7 +212,7 @@ mod backoff_or_duration {
 /// Graceful termination, when the pipeline is shut down.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ShutdownOptions {
+pub struct ShutdownConfig {
     /// How long messages already admitted may keep running once shutdown starts; after it,
     /// those still running are cancelled and reported as
     /// [`FailureKind::Shutdown`](crate::FailureKind::Shutdown).
@@ -224,7 +223,7 @@ pub struct ShutdownOptions {
     pub drain_on_close: bool,
 }
 
-impl Default for ShutdownOptions {
+impl Default for ShutdownConfig {
     fn default() -> Self {
         Self {
             grace_period: Duration::from_secs(30),
@@ -233,7 +232,7 @@ impl Default for ShutdownOptions {
     }
 }
 
-impl Options {
+impl StreamConfig {
     /// Reads and validates a JSON document.
     ///
     /// # Errors
@@ -270,7 +269,7 @@ impl Options {
         Ok(())
     }
 
-    /// The bulkhead config the backpressure options stand for (`None`: unlimited).
+    /// The bulkhead config the backpressure section stands for (`None`: unlimited).
     pub(crate) fn bulkhead(&self) -> Result<Option<BulkheadConfig>, ConfigError> {
         let b = &self.backpressure;
         if b.capacity == 0 {
@@ -289,8 +288,8 @@ impl Options {
             ));
         }
         let policy = match b.policy {
-            BackpressurePolicy::HardReject => Policy::HardReject,
-            BackpressurePolicy::Queue => Policy::Queue {
+            BackpressurePolicy::HardReject => BulkheadPolicy::HardReject,
+            BackpressurePolicy::Queue => BulkheadPolicy::Queue {
                 capacity: if b.queue_capacity == 0 {
                     u32::MAX
                 } else {
@@ -298,8 +297,8 @@ impl Options {
                 },
                 max_wait: b.max_wait.unwrap_or(NO_DEADLINE),
             },
-            BackpressurePolicy::SoftAllow => Policy::SoftAllow,
-            BackpressurePolicy::SoftAllowWithSignal => Policy::SoftAllowWithSignal,
+            BackpressurePolicy::SoftAllow => BulkheadPolicy::SoftAllow,
+            BackpressurePolicy::SoftAllowWithSignal => BulkheadPolicy::SoftAllowWithSignal,
         };
         Ok(Some(BulkheadConfig::new(b.capacity, policy)))
     }

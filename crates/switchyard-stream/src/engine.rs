@@ -8,14 +8,14 @@ use std::sync::atomic::Ordering;
 
 use futures::FutureExt;
 use switchyard_core::panic_message;
-use switchyard_retry::Backoff;
 use switchyard_core::sync::lock;
+use switchyard_retry::Backoff;
 use tokio::task::JoinSet;
 use tower::{BoxError, Service, ServiceExt};
 
+use crate::config::BackpressurePolicy;
 use crate::failure::FailureKind;
 use crate::lanes::{LaneId, Queued};
-use crate::options::BackpressurePolicy;
 use crate::run::Run;
 
 /// One admitted message, as the handler gets it: the item is the handler's to keep (to
@@ -132,7 +132,7 @@ impl<T: Clone + Send + 'static> Run<T> {
                 Ok(granted) => {
                     if granted.is_over_capacity() {
                         self.over_capacity.fetch_add(1, Ordering::Relaxed);
-                        if self.pipeline.options.backpressure.policy
+                        if self.pipeline.config.backpressure.policy
                             == BackpressurePolicy::SoftAllowWithSignal
                         {
                             running.over = true;
@@ -153,7 +153,7 @@ impl<T: Clone + Send + 'static> Run<T> {
         metrics.in_flight.increment(1.0);
         running.in_flight = true;
 
-        let retry = &self.pipeline.options.retry;
+        let retry = &self.pipeline.config.retry;
         let attempts = retry.max_attempts.max(1);
         let mut item = Some(item);
         // Made at the first retry: a message that succeeds at once pays nothing for it.
@@ -205,7 +205,10 @@ impl<T: Clone + Send + 'static> Run<T> {
             if kind.is_retryable() && attempt < attempts {
                 tracing::debug!(target: "switchyard_stream", pipeline = self.name(), seq, attempt, %error, "retrying a message");
                 let (backoff, rng) = backoff.get_or_insert_with(|| {
-                    (Backoff::new(retry.backoff, retry.jitter), fastrand::Rng::new())
+                    (
+                        Backoff::new(retry.backoff, retry.jitter),
+                        fastrand::Rng::new(),
+                    )
                 });
                 let pause = backoff.next_delay(rng);
                 if !pause.is_zero() {

@@ -58,7 +58,7 @@ impl<T: Clone + Send + 'static> Run<T> {
         batch: &mut Vec<T>,
         tasks: &mut JoinSet<()>,
     ) {
-        let capacity = self.pipeline.options.ordering.capacity;
+        let capacity = self.pipeline.config.ordering.capacity;
         let mut opened = Vec::new();
         let mut lanes = lock(&self.lanes);
         for item in batch.drain(..) {

@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
-//! use switchyard_stream::{Message, Options, Pipeline};
+//! use switchyard_stream::{Message, StreamConfig, Pipeline};
 //! use tower::{BoxError, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -24,7 +24,7 @@
 //!         async { Ok::<_, BoxError>(()) }
 //!     }
 //! });
-//! let options = Options::from_json(r#"{ "ordering": { "mode": "keyed_fifo" } }"#)?;
+//! let options = StreamConfig::from_json(r#"{ "ordering": { "mode": "keyed_fifo" } }"#)?;
 //! let pipeline = Pipeline::keyed("ledger", options, handler, |m: &(String, u32)| m.0.as_str())?;
 //!
 //! // In a tonic service: `pipeline.run(request.into_inner()).await`.
@@ -33,7 +33,8 @@
 //! let summary = pipeline.run(futures::stream::iter(messages)).await;
 //! assert_eq!((summary.received, summary.succeeded), (3, 3));
 //! summary.status()?;
-//! let alice: Vec<u32> = seen.lock().unwrap().iter().filter(|(k, _)| k == "alice").map(|(_, n)| *n).collect();
+//! let seen = seen.lock().unwrap();
+//! let alice: Vec<u32> = seen.iter().filter(|(k, _)| k == "alice").map(|(_, n)| *n).collect();
 //! assert_eq!(alice, [1, 2]);
 //! # Ok(())
 //! # }
@@ -50,6 +51,7 @@
 //! bounded), and the gauge `switchyard_stream_over_capacity{pipeline}`. Events under target
 //! `switchyard_stream`.
 
+mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod engine;
@@ -57,17 +59,16 @@ mod failure;
 mod gate;
 mod lanes;
 mod metrics;
-mod options;
 mod pipeline;
 mod receiver;
 mod run;
 
+pub use config::{
+    BackpressureConfig, BackpressurePolicy, MessageRetryConfig, OrderingConfig, OrderingMode,
+    ShutdownConfig, StreamConfig,
+};
 pub use engine::Message;
 pub use failure::{FailureKind, MAX_REPORTED_FAILURES, MessageFailure, Summary};
-pub use options::{
-    BackpressureOptions, BackpressurePolicy, Options, OrderingMode, OrderingOptions, RetryOptions,
-    ShutdownOptions,
-};
 pub use pipeline::Pipeline;
 
 /// The crate README's example, compiled as a doctest so the README never lies.

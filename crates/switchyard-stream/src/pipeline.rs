@@ -13,18 +13,18 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::{BoxError, Service};
 
+use crate::config::{OrderingMode, StreamConfig};
 use crate::engine::{Message, SpawnLane, lanes};
 use crate::failure::{FailureKind, Summary};
 use crate::gate::ShutdownWatch;
 use crate::metrics::Metrics;
-use crate::options::{Options, OrderingMode};
 use crate::receiver::{KeyFn, Taken, take_buffered};
 use crate::run::{CancelOnDrop, Run};
 
 pub(crate) struct Inner<T> {
     pub(crate) name: Arc<str>,
     pub(crate) metrics: Metrics,
-    pub(crate) options: Options,
+    pub(crate) config: StreamConfig,
     pub(crate) bulkhead: Option<BulkheadConfig>,
     pub(crate) spawn_lane: SpawnLane<T>,
     pub(crate) key: Option<KeyFn<T>>,
@@ -70,7 +70,7 @@ impl<T> Inner<T> {
     }
 }
 /// The ordered client-stream pipeline for one RPC method: a handler (any tower
-/// `Service<Message<T>>`), the [`Options`], and optionally a key function. Each call of
+/// `Service<Message<T>>`), the [`StreamConfig`], and optionally a key function. Each call of
 /// [`run`](Self::run) processes one client stream and answers its [`Summary`]; a service
 /// implementation calls it with the `tonic::Streaming<T>` its method receives.
 ///
@@ -101,7 +101,7 @@ impl<T> fmt::Debug for Pipeline<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
             .field("name", &self.inner.name)
-            .field("options", &self.inner.options)
+            .field("config", &self.inner.config)
             .field("keyed", &self.inner.key.is_some())
             .finish_non_exhaustive()
     }
@@ -112,9 +112,9 @@ impl<T> Pipeline<T> {
         &self.inner.name
     }
 
-    /// Its options.
-    pub fn options(&self) -> &Options {
-        &self.inner.options
+    /// The config it was built with.
+    pub fn config(&self) -> &StreamConfig {
+        &self.inner.config
     }
 
     /// Starts shutdown and waits until every running stream has finished. From now on every
@@ -153,7 +153,7 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
     /// (that needs [`keyed`](Self::keyed)).
     pub fn new<H>(
         name: impl Into<Arc<str>>,
-        options: Options,
+        config: StreamConfig,
         handler: H,
     ) -> Result<Self, ConfigError>
     where
@@ -161,13 +161,13 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
         H::Error: Into<BoxError> + 'static,
         H::Future: Send + 'static,
     {
-        if options.ordering.mode == OrderingMode::KeyedFifo {
+        if config.ordering.mode == OrderingMode::KeyedFifo {
             return Err(ConfigError::new(
                 "ordering.mode",
                 "keyed_fifo needs a key function: build the pipeline with Pipeline::keyed",
             ));
         }
-        Self::build(name.into(), options, lanes(handler), None)
+        Self::build(name.into(), config, lanes(handler), None)
     }
 
     /// A pipeline whose messages have keys, borrowed from each message by `key` (a field:
@@ -181,7 +181,7 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
     /// A [`ConfigError`] naming the first bad option.
     pub fn keyed<H, K>(
         name: impl Into<Arc<str>>,
-        options: Options,
+        config: StreamConfig,
         handler: H,
         key: K,
     ) -> Result<Self, ConfigError>
@@ -193,7 +193,7 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
     {
         Self::build(
             name.into(),
-            options,
+            config,
             lanes(handler),
             Some(KeyFn::Borrowed(Arc::new(key))),
         )
@@ -209,7 +209,7 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
     /// A [`ConfigError`] naming the first bad option.
     pub fn keyed_by<H, K, R>(
         name: impl Into<Arc<str>>,
-        options: Options,
+        config: StreamConfig,
         handler: H,
         key: K,
     ) -> Result<Self, ConfigError>
@@ -221,29 +221,29 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
         R: Into<Arc<str>>,
     {
         let key = KeyFn::Computed(Arc::new(move |item: &T| key(item).into()));
-        Self::build(name.into(), options, lanes(handler), Some(key))
+        Self::build(name.into(), config, lanes(handler), Some(key))
     }
 
     fn build(
         name: Arc<str>,
-        options: Options,
+        config: StreamConfig,
         spawn_lane: SpawnLane<T>,
         key: Option<KeyFn<T>>,
     ) -> Result<Self, ConfigError> {
-        options.validate()?;
-        let bulkhead = options.bulkhead()?;
+        config.validate()?;
+        let bulkhead = config.bulkhead()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 metrics: Metrics::new(
                     &name,
-                    if options.backpressure.capacity == 0 {
+                    if config.backpressure.capacity == 0 {
                         "unlimited"
                     } else {
-                        options.backpressure.policy.as_str()
+                        config.backpressure.policy.as_str()
                     },
                 ),
                 name,
-                options,
+                config,
                 bulkhead,
                 spawn_lane,
                 key,
@@ -269,7 +269,7 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
                     .expect("validated when the pipeline was built")
             }),
             lanes: Mutex::default(),
-            keyed: self.inner.options.ordering.mode == OrderingMode::KeyedFifo,
+            keyed: self.inner.config.ordering.mode == OrderingMode::KeyedFifo,
             empty: Arc::from(""),
             summary: Mutex::default(),
             succeeded: AtomicU64::new(0),
@@ -286,9 +286,9 @@ impl<T: Clone + Send + 'static> Pipeline<T> {
             closing: self.inner.closing.subscribe(),
             listening: true,
             deadline: None,
-            grace: self.inner.options.shutdown.grace_period,
+            grace: self.inner.config.shutdown.grace_period,
         };
-        let drain = self.inner.options.shutdown.drain_on_close;
+        let drain = self.inner.config.shutdown.drain_on_close;
         let mut tasks = JoinSet::new();
         let _cancel = CancelOnDrop(&run);
         let mut stream = std::pin::pin!(stream);

@@ -1,8 +1,8 @@
-//! Options that say no, and failure kinds mapped as core maps them.
+//! Config that says no, and failure kinds mapped as core maps them.
 
 use std::time::Duration;
 
-use switchyard_stream::{FailureKind, Options, Pipeline};
+use switchyard_stream::{FailureKind, Pipeline, StreamConfig};
 
 mod support;
 use support::*;
@@ -40,7 +40,10 @@ fn bad_options_name_their_field() {
             r#"{ "retry": { "backoff": { "initial": "1s", "maximum": "2s" } } }"#,
             "retry.backoff.maximum",
         ),
-        (r#"{ "retry": { "backoff": "2h" } }"#, "retry.backoff.initial"),
+        (
+            r#"{ "retry": { "backoff": "2h" } }"#,
+            "retry.backoff.initial",
+        ),
         (
             r#"{ "retry": { "backoff": "0s", "jitter": "decorrelated" } }"#,
             "retry.backoff.initial",
@@ -48,7 +51,7 @@ fn bad_options_name_their_field() {
         (r#"{ "retry": { "jitter": "lots" } }"#, "retry.jitter"),
     ] {
         assert_eq!(
-            Options::from_json(json).unwrap_err().field(),
+            StreamConfig::from_json(json).unwrap_err().field(),
             field,
             "{json}"
         );
@@ -79,15 +82,19 @@ fn a_backoff_reads_as_a_duration_or_an_object_and_writes_back_the_same() {
         r#"{"retry":{"max_attempts":3,"backoff":"50ms","jitter":"none"}}"#,
         r#"{"retry":{"max_attempts":3,"backoff":{"initial":"10ms","multiplier":2.0,"max":"1s"},"jitter":"full"}}"#,
     ] {
-        let options = Options::from_json(json).unwrap();
+        let options = StreamConfig::from_json(json).unwrap();
         let written = serde_json::to_string(&options).unwrap();
-        assert_eq!(Options::from_json(&written).unwrap(), options, "{written}");
+        assert_eq!(
+            StreamConfig::from_json(&written).unwrap(),
+            options,
+            "{written}"
+        );
         let retry = serde_json::to_value(&options).unwrap()["retry"].clone();
         let given: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(retry, given["retry"], "{written}");
     }
     // Unset: no pause and no jitter, as before a backoff could grow.
-    let options = Options::default();
+    let options = StreamConfig::default();
     assert_eq!(options.retry.backoff.initial, Duration::ZERO);
     assert_eq!(options.retry.backoff.max, Duration::ZERO);
     assert_eq!(options.retry.jitter, switchyard_retry::Jitter::None);

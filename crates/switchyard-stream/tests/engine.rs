@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use switchyard_stream::{FailureKind, Message, Options, Pipeline};
+use switchyard_stream::{FailureKind, Message, Pipeline, StreamConfig};
 use tokio::time::Instant;
 use tower::{BoxError, service_fn};
 
@@ -43,7 +43,7 @@ async fn failed_attempts_are_retried_with_backoff_up_to_the_limit() {
 
     // No retries configured: one attempt.
     let recorder = Recorder::new(Duration::ZERO);
-    let summary = run_all(&keyed(Options::default(), &recorder), &[("a", 1)]).await;
+    let summary = run_all(&keyed(StreamConfig::default(), &recorder), &[("a", 1)]).await;
     assert_eq!((summary.failed, summary.retries), (1, 0));
 }
 
@@ -78,9 +78,7 @@ async fn a_growing_backoff_doubles_the_pause_before_each_retry_up_to_its_max() {
 async fn jitter_keeps_each_pause_within_its_range() {
     let recorder = Recorder::new(Duration::ZERO);
     let pipeline = keyed(
-        options(
-            r#"{ "retry": { "max_attempts": 3, "backoff": "100ms", "jitter": "equal" } }"#,
-        ),
+        options(r#"{ "retry": { "max_attempts": 3, "backoff": "100ms", "jitter": "equal" } }"#),
         &recorder,
     );
     let started = Instant::now();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use metrics_util::debugging::DebuggingRecorder;
 use switchyard_core::test_util::Recorded;
-use switchyard_stream::{Message, Options, Pipeline};
+use switchyard_stream::{Message, Pipeline, StreamConfig};
 use tower::{BoxError, service_fn};
 
 type Item = (String, u32);
@@ -23,7 +23,7 @@ fn admissions_rejections_retries_and_gauges_are_recorded() {
             }
             Ok(())
         });
-        let options = Options::from_json(
+        let options = StreamConfig::from_json(
             r#"{ "ordering": { "mode": "keyed_fifo" },
                  "backpressure": { "policy": "hard_reject", "capacity": 1 },
                  "retry": { "max_attempts": 2 } }"#,

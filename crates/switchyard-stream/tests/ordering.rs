@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use switchyard_stream::{FailureKind, Options, Pipeline};
+use switchyard_stream::{FailureKind, Pipeline, StreamConfig};
 use tokio::time::Instant;
 
 mod support;
@@ -11,7 +11,7 @@ use support::*;
 #[tokio::test(start_paused = true)]
 async fn fifo_runs_one_message_at_a_time_in_stream_order() {
     let recorder = Recorder::new(Duration::from_millis(10));
-    let pipeline = Pipeline::new("test", Options::default(), recorder.handler()).unwrap();
+    let pipeline = Pipeline::new("test", StreamConfig::default(), recorder.handler()).unwrap();
     let started = Instant::now();
     let summary = run_all(&pipeline, &[("a", 0), ("b", 0), ("a", 0), ("c", 0)]).await;
     assert_eq!((summary.received, summary.succeeded), (4, 4));

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use switchyard_stream::demo::ledger_client::LedgerClient;
 use switchyard_stream::demo::ledger_server::{Ledger, LedgerServer};
 use switchyard_stream::demo::{Entry, Posted};
-use switchyard_stream::{Message, Options, Pipeline};
+use switchyard_stream::{Message, Pipeline, StreamConfig};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tower::{BoxError, service_fn};
@@ -57,7 +57,7 @@ fn books(accounts: &Accounts) -> Pipeline<Entry> {
             Ok(())
         }
     });
-    let options = Options::from_json(
+    let options = StreamConfig::from_json(
         r#"{ "ordering": { "mode": "keyed_fifo" },
              "backpressure": { "policy": "queue", "capacity": 16 },
              "retry": { "max_attempts": 2, "backoff": "1ms" } }"#,

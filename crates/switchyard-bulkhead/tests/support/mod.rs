@@ -6,7 +6,8 @@
 #![allow(dead_code, unused_imports)]
 
 use switchyard_bulkhead::{
-    AdmissionController, Bulkhead, BulkheadConfig, BulkheadFull, BulkheadLayer, FullReason, Policy,
+    AdmissionController, Bulkhead, BulkheadConfig, BulkheadFull, BulkheadLayer, BulkheadPolicy,
+    FullReason,
 };
 use switchyard_core::BoxError;
 use tower::{Layer, Service, ServiceExt};
@@ -18,15 +19,15 @@ pub(crate) use switchyard_core::test_util::{
 };
 
 /// The queue policy with `capacity` waiters and a wait of `max_wait_ms`.
-pub(crate) fn queue(capacity: u32, max_wait_ms: u64) -> Policy {
-    Policy::Queue {
+pub(crate) fn queue(capacity: u32, max_wait_ms: u64) -> BulkheadPolicy {
+    BulkheadPolicy::Queue {
         capacity,
         max_wait: ms(max_wait_ms),
     }
 }
 
 /// A controller named [`NAME`] with `max_concurrent_calls` slots under `policy`.
-pub(crate) fn controller(max_concurrent_calls: u32, policy: Policy) -> AdmissionController {
+pub(crate) fn controller(max_concurrent_calls: u32, policy: BulkheadPolicy) -> AdmissionController {
     AdmissionController::new(NAME, &BulkheadConfig::new(max_concurrent_calls, policy))
         .expect("a valid config")
 }
@@ -34,7 +35,7 @@ pub(crate) fn controller(max_concurrent_calls: u32, policy: Policy) -> Admission
 /// A bulkhead named [`NAME`] around a fresh [`Backend`], with its controller.
 pub(crate) fn bulkhead(
     max_concurrent_calls: u32,
-    policy: Policy,
+    policy: BulkheadPolicy,
 ) -> (Bulkhead<Backend>, Backend, AdmissionController) {
     let layer = BulkheadLayer::new(NAME, &BulkheadConfig::new(max_concurrent_calls, policy))
         .expect("a valid config");

@@ -101,7 +101,9 @@ impl<Res, E> Classify<Res, E> for ErrorsAsFailures {
 /// # }
 /// # impl std::error::Error for Full {}
 /// # impl switchyard_core::Rejection for Full {
-/// #     fn kind(&self) -> switchyard_core::RejectionKind { switchyard_core::RejectionKind::BulkheadFull }
+/// #     fn kind(&self) -> switchyard_core::RejectionKind {
+/// #         switchyard_core::RejectionKind::BulkheadFull
+/// #     }
 /// # }
 /// # switchyard_core::rejection::register::<Full>();
 /// let classifier = IgnoreRejections::new(ErrorsAsFailures);

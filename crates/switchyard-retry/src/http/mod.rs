@@ -4,11 +4,11 @@
 //! [`HttpRetryLayer`] is two layers in one: [`BufferBody`] reads the request body into a
 //! [`ReplayBody`] (up to `max_body_bytes`, 64 KiB by default), then tower's `Retry` with a
 //! [`RetryPolicy`] over [`HttpReplay`] retries. The inner service therefore receives
-//! `http::Request<ReplayBody<B>>` — a hyper-util client's body type can be `ReplayBody<B>`; a
-//! tonic `Channel` wants its own body type, so map it in between
-//! (`tower::util::MapRequestLayer::new(|r: http::Request<ReplayBody<_>>| r.map(tonic::body::Body::new))`)
-//! — and its errors must be `BoxError` (`tower::util::MapErrLayer::new(Into::into)` below, for
-//! a client whose error type is its own).
+//! `http::Request<ReplayBody<B>>` — a hyper-util client's body type can be `ReplayBody<B>`; a tonic
+//! `Channel` wants its own body type, so map it in between (`tower::util::MapRequestLayer::new(|r:
+//! http::Request<ReplayBody<_>>| r.map(tonic::body::Body::new))`) — and its errors must be
+//! `BoxError` (`tower::util::MapErrLayer::new(Into::into)` below, for a client whose error type is
+//! its own).
 //!
 //! # Bodies are read before the first attempt
 //!

@@ -72,10 +72,10 @@ fn valid_strategy(strategy: &str) -> bool {
 
 /// Reads and writes the routes table (the admin API), validating what it writes.
 ///
-/// Every write is one statement, committed at once; a router watching the file picks it up
-/// within its poll interval, or at once when the admin came from the router's own
-/// [`SqliteSource::admin`](crate::SqliteSource::admin). Methods run on tokio's blocking pool; [`Admin::blocking`] gives
-/// the same operations for synchronous callers (a CLI).
+/// Every write is one statement, committed at once; a router watching the file picks it up within
+/// its poll interval, or at once when the admin came from the router's own
+/// [`SqliteSource::admin`](crate::SqliteSource::admin). Methods run on tokio's blocking pool;
+/// [`Admin::blocking`] gives the same operations for synchronous callers (a CLI).
 #[derive(Clone)]
 pub struct Admin {
     conn: Arc<Mutex<Connection>>,

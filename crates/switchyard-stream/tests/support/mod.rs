@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switchyard_stream::{FailureKind, Message, Options, Pipeline, Summary};
+use switchyard_stream::{FailureKind, Message, Pipeline, StreamConfig, Summary};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tower::{BoxError, service_fn};
@@ -117,8 +117,8 @@ impl Drop for Done {
     }
 }
 
-pub(crate) fn options(json: &str) -> Options {
-    Options::from_json(json).unwrap()
+pub(crate) fn options(json: &str) -> StreamConfig {
+    StreamConfig::from_json(json).unwrap()
 }
 
 pub(crate) fn items(list: &[(&str, u32)]) -> Vec<Result<Item, tonic::Status>> {
@@ -127,7 +127,7 @@ pub(crate) fn items(list: &[(&str, u32)]) -> Vec<Result<Item, tonic::Status>> {
         .collect()
 }
 
-pub(crate) fn keyed(options: Options, recorder: &Recorder) -> Pipeline<Item> {
+pub(crate) fn keyed(options: StreamConfig, recorder: &Recorder) -> Pipeline<Item> {
     Pipeline::keyed("test", options, recorder.handler(), |m: &Item| m.0.as_str()).unwrap()
 }
 
