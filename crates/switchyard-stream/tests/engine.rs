@@ -69,8 +69,8 @@ async fn a_growing_backoff_doubles_the_pause_before_each_retry_up_to_its_max() {
     assert_eq!((summary.succeeded, summary.retries), (2, 3));
     assert_eq!(
         started.elapsed(),
-        Duration::from_millis(30),
-        "keyed: a's 10 ms beside b's 10 + 20 ms"
+        Duration::from_millis(40),
+        "in FIFO order: a's 10 ms, then b's 10 + 20 ms (not 20 + 30 ms, carried on from a's)"
     );
 }
 
