@@ -7,6 +7,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer};
+
 /// A config value was rejected: which field, and why.
 ///
 /// `Display` reads `invalid `field`: reason`.
@@ -60,6 +63,55 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Reads a config from a JSON document, naming the JSON path of a field that fails to parse
+/// or is unknown (`retry.backoff.initial`); a document that fails as a whole (malformed JSON,
+/// not an object) is named `root`. It does not validate: call the config's `validate()` next.
+///
+/// ```
+/// use serde::Deserialize;
+/// use switchyard_core::config::from_json;
+///
+/// #[derive(Debug, Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Limits {
+///     burst: u32,
+/// }
+///
+/// let limits: Limits = from_json(r#"{ "burst": 5 }"#, "limits").unwrap();
+/// assert_eq!(limits.burst, 5);
+/// assert_eq!(from_json::<Limits>(r#"{ "burst": -1 }"#, "limits").unwrap_err().field(), "burst");
+/// assert_eq!(from_json::<Limits>("[", "limits").unwrap_err().field(), "limits");
+/// ```
+///
+/// # Errors
+///
+/// A [`ConfigError`] naming the field, with serde's message as the reason.
+pub fn from_json<T: DeserializeOwned>(text: &str, root: &'static str) -> Result<T, ConfigError> {
+    deserialize(&mut serde_json::Deserializer::from_str(text), root)
+}
+
+/// Reads a config from any serde deserializer (a `serde_json::Value` already parsed, say), as
+/// [`from_json`] does from text.
+///
+/// # Errors
+///
+/// A [`ConfigError`] naming the path of the field that failed, or `root`.
+pub fn deserialize<'de, T, D>(deserializer: D, root: &'static str) -> Result<T, ConfigError>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." {
+            Cow::Borrowed(root)
+        } else {
+            Cow::Owned(path)
+        };
+        ConfigError::new(field, err.into_inner().to_string())
+    })
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,6 @@ use std::sync::{Arc, RwLock};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use switchyard_core::ConfigError;
 use switchyard_core::sync::{read, write};
 use tower::BoxError;
 
@@ -81,18 +80,13 @@ impl<Req, Res> ProviderRegistry<Req, Res> {
         E: Into<BoxError>,
     {
         let factory: Factory<Req, Res> = Arc::new(move |provider, config| {
-            let config: C = serde_path_to_error::deserialize(config).map_err(|err| {
-                let path = err.path().to_string();
-                let path = if path == "." {
-                    "config".to_owned()
-                } else {
-                    path
-                };
-                ProviderError::InvalidConfig {
-                    provider: provider.to_owned(),
-                    error: ConfigError::new(path, err.into_inner().to_string()),
-                }
-            })?;
+            let config: C =
+                switchyard_core::config::deserialize(config, "config").map_err(|error| {
+                    ProviderError::InvalidConfig {
+                        provider: provider.to_owned(),
+                        error,
+                    }
+                })?;
             factory(config).map_err(|e| ProviderError::Factory {
                 provider: provider.to_owned(),
                 source: e.into(),

@@ -72,16 +72,7 @@ impl ResilienceConfig {
     /// A [`ConfigError`] naming the JSON path of the first bad field: one that does not parse
     /// (`retry.backoff.initial`), is unknown, or holds a value that cannot work.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        let config: Self = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-            let path = err.path().to_string();
-            let path = if path == "." {
-                "config".to_owned()
-            } else {
-                path
-            };
-            ConfigError::new(path, err.into_inner().to_string())
-        })?;
+        let config: Self = switchyard_core::config::from_json(text, "config")?;
         config.validate()?;
         Ok(config)
     }

@@ -239,18 +239,9 @@ impl StreamConfig {
     ///
     /// A [`ConfigError`] naming the JSON path of the first bad field.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        let options: Self = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-            let path = err.path().to_string();
-            let path = if path == "." {
-                "options".to_owned()
-            } else {
-                path
-            };
-            ConfigError::new(path, err.into_inner().to_string())
-        })?;
-        options.validate()?;
-        Ok(options)
+        let config: Self = switchyard_core::config::from_json(text, "options")?;
+        config.validate()?;
+        Ok(config)
     }
 
     /// Checks every field.
