@@ -29,6 +29,8 @@ use tokio::time::Instant;
 use crate::config::CircuitBreakerConfig;
 use crate::policy::{CallRecord, Policy, WindowStats};
 
+// === impl BreakerState: the states and their packed word ===
+
 /// The state of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -134,6 +136,8 @@ fn nanos_of(wait: Duration) -> u64 {
     u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX)
 }
 
+// === Permit and Refusal ===
+
 /// The right to make one call, issued by [`Circuit::acquire`]: the epoch it was issued in and
 /// whether it is a half-open probe, packed in one non-zero word so that `Option<Permit>` is a
 /// single word too (it travels in every response future).
@@ -168,6 +172,8 @@ pub(crate) struct Refusal {
     /// backpressure mode must wake then, or a hung probe would strand it.
     pub(crate) recheck_in: Option<Duration>,
 }
+
+// === impl Circuit: the state machine ===
 
 #[derive(Debug)]
 struct Settings {

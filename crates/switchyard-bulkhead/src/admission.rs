@@ -21,6 +21,8 @@ use crate::config::{AdaptiveConfig, BulkheadConfig, BulkheadPolicy};
 use crate::error::{BulkheadFull, FullReason};
 use crate::observe::Metrics;
 
+// === the shared counters ===
+
 /// Aligns its content to its own cache line, away from the `Arc` count every permit writes.
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -52,6 +54,8 @@ struct Inner {
     pressure: watch::Sender<bool>,
     metrics: Metrics,
 }
+
+// === impl AdmissionController ===
 
 /// Hands out the slots of one bulkhead. Cheap to clone; clones share the slots.
 #[derive(Clone)]
@@ -342,6 +346,8 @@ impl fmt::Debug for AdmissionController {
     }
 }
 
+// === impl Inner: slots, the queue, the adaptive limit ===
+
 impl Inner {
     /// The adaptive limit's reaction to one finished call (see `AdmissionController::record`).
     fn record(&self, ok: bool, latency: std::time::Duration) {
@@ -432,6 +438,8 @@ impl Inner {
         }
     }
 }
+
+// === impl Permit ===
 
 /// A place in the queue, left when dropped (also when the waiting future is cancelled).
 struct QueueSeat<'a>(&'a Inner);

@@ -24,6 +24,8 @@ use crate::error::{CloseErrors, CloseTimedOut, ProviderError};
 use crate::lifecycle::{BoxProvider, Hook};
 use crate::registry::ProviderRegistry;
 
+// === Selection ===
+
 /// How [`Manager::get`] (and the manager as a `Service`) picks a provider. Each is a
 /// switchyard-balance strategy over the initialized providers, so every one skips providers
 /// that are unhealthy (an active check or [`Manager::set_health`]) or ejected by outlier
@@ -75,6 +77,8 @@ impl Selection {
     }
 }
 
+// === the providers and their lifecycle state ===
+
 /// An initialized provider's close hook, kept in initialization order.
 struct Entry {
     name: String,
@@ -107,6 +111,8 @@ struct Inner<Req, Res> {
 const DEFAULT_CLOSE_DEADLINE: Duration = Duration::from_secs(30);
 
 type Wrap<Req, Res> = Box<dyn FnOnce(BoxProvider<Req, Res>) -> BoxProvider<Req, Res> + Send>;
+
+// === impl Manager ===
 
 /// The provider manager: builds providers from a [`ProviderRegistry`]'s
 /// factories, runs their opt-in [`Initialize`](crate::Initialize) once before first use,
@@ -569,6 +575,8 @@ async fn close_one(name: &str, close: &Hook, deadline: Duration) -> Result<(), B
         Err(_) => Err(Box::new(CloseTimedOut { after: deadline })),
     }
 }
+
+// === impl Service for Manager ===
 
 impl<Req, Res> Service<Req> for Manager<Req, Res>
 where

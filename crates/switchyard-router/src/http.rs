@@ -27,6 +27,8 @@ use crate::transport::{RouteService, RouteSpec, TransportFactory};
 /// How long an idle pooled connection stays open.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+// === the SSRF guard: resolving and checking every address ===
+
 /// A name resolver the HTTP transport can use instead of the system's (`getaddrinfo`).
 pub type Resolver = BoxCloneSyncService<Name, Vec<SocketAddr>, BoxError>;
 
@@ -206,6 +208,8 @@ pub(crate) fn system_resolver() -> Resolver {
     )
 }
 
+// === impl HttpTransport: the factory ===
+
 /// The `http` transport factory: each route's calls are POSTed to its endpoint, the payload as
 /// the request body and the response body as the answer.
 ///
@@ -363,6 +367,8 @@ impl TransportFactory<Bytes, Bytes> for HttpTransport {
         }))
     }
 }
+
+// === impl Service for HttpRoute: one call ===
 
 struct HttpRouteShared {
     client: Client<HttpConnector<GuardedResolver>, Full<Bytes>>,
