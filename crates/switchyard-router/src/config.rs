@@ -58,7 +58,10 @@ impl RouteConfig {
             Some(object @ Value::Object(_)) => object,
             Some(_) => return Err(ConfigError::new("transport", "expected a JSON object")),
         };
-        let resilience = ResilienceConfig::from_json(&Value::Object(fields).to_string())?;
+        // Read from the parsed value, not printed and parsed again.
+        let resilience: ResilienceConfig =
+            switchyard_core::config::deserialize(Value::Object(fields), "config")?;
+        resilience.validate()?;
         Ok(Self {
             resilience,
             transport,
