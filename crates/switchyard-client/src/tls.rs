@@ -26,7 +26,7 @@ use crate::error::{AuthCode, CredentialError};
 /// assert_eq!(tls.server_name.as_deref(), Some("billing.internal"));
 /// // The files are read when the connector is built, not when the config is parsed.
 /// let err = tls.client_config(&[b"http/1.1"]).unwrap_err();
-/// assert_eq!(err.field(), "ca_file");
+/// assert_eq!(err.field(), "cert_file");
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -120,6 +120,11 @@ impl TlsConfig {
     /// certificate; or the system's root store is empty when no `ca_file` is given.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Result<ClientConfig, CredentialError> {
         self.validate()?;
+        // The files this config names first, so their errors come before the system's.
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some((certificates(cert, "cert_file")?, private_key(key)?)),
+            _ => None,
+        };
         let roots = match &self.ca_file {
             Some(path) => private_roots(path)?,
             None => system_roots()?,
@@ -129,19 +134,15 @@ impl TlsConfig {
             .with_safe_default_protocol_versions()
             .expect("ring supports the default protocol versions")
             .with_root_certificates(roots);
-        let mut config = match (&self.cert_file, &self.key_file) {
-            (Some(cert), Some(key)) => {
-                let chain = certificates(cert, "cert_file")?;
-                let key = private_key(key)?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| {
-                    CredentialError::new(
-                        AuthCode::MissingMtlsCerts,
-                        "key_file",
-                        format!("cannot be used with `cert_file`: {e}"),
-                    )
-                })?
-            }
-            _ => builder.with_no_client_auth(),
+        let mut config = match identity {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
+                CredentialError::new(
+                    AuthCode::MissingMtlsCerts,
+                    "key_file",
+                    format!("cannot be used with `cert_file`: {e}"),
+                )
+            })?,
+            None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(config)

@@ -23,7 +23,11 @@ fn answer(seen: Seen) -> http::Response<String> {
         body,
         client_certificate,
     } = seen;
-    let cert = if client_certificate { "with" } else { "without" };
+    let cert = if client_certificate {
+        "with"
+    } else {
+        "without"
+    };
     http::Response::new(format!(
         "{} {} {cert} a client certificate: {}",
         parts.method,

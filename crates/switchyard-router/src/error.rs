@@ -304,63 +304,6 @@ impl Rejection for UpstreamFailed {
     }
 }
 
-/// The SSRF guard refused an address: the endpoint is, or resolves to, a loopback, private,
-/// link-local, unique-local, unspecified or IPv4-mapped address, and the transport does not
-/// allow internal targets. Maps to 503 / `UNAVAILABLE` (the route is misconfigured).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SsrfBlocked {
-    host: String,
-    reason: &'static str,
-    service: Option<Arc<str>>,
-}
-
-impl SsrfBlocked {
-    pub(crate) fn new(host: impl Into<String>, reason: &'static str) -> Self {
-        Self {
-            host: host.into(),
-            reason,
-            service: None,
-        }
-    }
-
-    pub(crate) fn for_service(mut self, service: Arc<str>) -> Self {
-        self.service = Some(service);
-        self
-    }
-
-    /// The route whose call was refused, when refused at connect time (at build time the
-    /// enclosing [`FactoryFailed`] names it).
-    pub fn service(&self) -> Option<&str> {
-        self.service.as_deref()
-    }
-
-    /// The host (name or address) that was refused.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-}
-
-impl fmt::Display for SsrfBlocked {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(service) = &self.service {
-            write!(f, "route {service}: ")?;
-        }
-        write!(f, "blocked internal target {}: {}", self.host, self.reason)
-    }
-}
-
-impl Error for SsrfBlocked {}
-
-impl Rejection for SsrfBlocked {
-    fn kind(&self) -> RejectionKind {
-        RejectionKind::RouteUnavailable
-    }
-
-    fn subject(&self) -> Option<&str> {
-        self.service.as_deref()
-    }
-}
-
 /// Registers every rejection type of this crate (and the two it re-exports) with core.
 pub(crate) fn register_all() {
     switchyard_core::rejection::register::<ServiceNotFound>();
@@ -369,7 +312,7 @@ pub(crate) fn register_all() {
     switchyard_core::rejection::register::<InvalidConfig>();
     switchyard_core::rejection::register::<Panic>();
     switchyard_core::rejection::register::<UpstreamFailed>();
-    switchyard_core::rejection::register::<SsrfBlocked>();
+    switchyard_client::register_rejections();
     switchyard_core::rejection::register::<switchyard_resilience::TimedOut>();
     switchyard_core::rejection::register::<switchyard_breaker::BreakerOpen>();
 }

@@ -17,8 +17,9 @@ use tonic::{Request, Status};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service};
 
-use crate::error::UpstreamFailed;
-use crate::http::{Guard, Resolver};
+use switchyard_client::{Guard, Resolver, TlsConfig};
+
+use crate::http::{call_failed, route_connector, route_endpoint};
 use crate::transport::{RouteService, RouteSpec, TransportFactory};
 
 /// A gRPC codec that passes messages through as bytes: the routed payload *is* the encoded
@@ -65,17 +66,19 @@ impl Decoder for RawCodec {
 /// is the payload and whose response message is the answer, both as encoded bytes
 /// ([`RawCodec`]).
 ///
-/// The route's endpoint names the server and the method:
-/// `http://host:port/package.Service/Method`. Each route gets its own lazily connected tonic
-/// [`Channel`] (HTTP/2, cleartext); it is dropped with the route. A non-OK status fails the call
-/// with [`UpstreamFailed`], the `tonic::Status` as its source. The deadline is the route's
-/// resilience `timeout`.
+/// The route's endpoint names the server and the method: `http://host:port/package.Service/Method`.
+/// Each route gets its own lazily connected tonic [`Channel`] (HTTP/2: over TLS for `https://`,
+/// cleartext for `http://`); it is dropped with the route. A non-OK status fails the call with
+/// [`UpstreamFailed`](crate::UpstreamFailed), the `tonic::Status` as its source. The deadline is
+/// the route's resilience `timeout`.
 ///
-/// Route options (the config's `transport` object): none yet; unknown keys are refused.
+/// Route options (the config's `transport` object): `tls`, as the `http` transport's
+/// ([`TlsConfig`]: `ca_file`, `cert_file` + `key_file`, `server_name`); unknown keys are
+/// refused.
 ///
 /// The SSRF guard is the `http` transport's: IP literals are checked when the route is built,
 /// names on every resolved address at connect time; [`allow_internal`](Self::allow_internal)
-/// opts out. `https` endpoints are refused (no TLS yet).
+/// opts out. A TLS handshake that fails is a [`TlsFailed`](crate::TlsFailed) naming the route.
 ///
 /// Building a route spawns the channel's worker task, so routes of this strategy must be built
 /// inside a tokio runtime (as [`Router::reload_from`](crate::Router::reload_from) does).
@@ -87,7 +90,7 @@ pub struct GrpcTransport {
 impl fmt::Debug for GrpcTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrpcTransport")
-            .field("allow_internal", &self.guard.allow_internal)
+            .field("allow_internal", &self.guard.internal_allowed())
             .finish_non_exhaustive()
     }
 }
@@ -101,7 +104,7 @@ impl GrpcTransport {
     /// Whether endpoints may be internal (loopback, private...). Off by default.
     #[must_use]
     pub fn allow_internal(mut self, allow: bool) -> Self {
-        self.guard.allow_internal = allow;
+        self.guard = self.guard.allow_internal(allow);
         self
     }
 
@@ -109,19 +112,22 @@ impl GrpcTransport {
     /// it returns.
     #[must_use]
     pub fn with_resolver(mut self, resolver: Resolver) -> Self {
-        self.guard.resolver = resolver;
+        self.guard = self.guard.with_resolver(resolver);
         self
     }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GrpcOptions {}
+struct GrpcOptions {
+    #[serde(default)]
+    tls: TlsConfig,
+}
 
 impl TransportFactory<Bytes, Bytes> for GrpcTransport {
     fn build(&self, spec: &RouteSpec<'_>) -> Result<RouteService<Bytes, Bytes>, BoxError> {
-        let shape = "http://host:port/package.Service/Method";
-        let uri = self.guard.endpoint(spec, shape)?;
+        let shape = "http[s]://host:port/package.Service/Method";
+        let uri = route_endpoint(&self.guard, spec, shape)?;
         let authority = uri.authority().ok_or("an endpoint with no host")?;
         let path = uri.path();
         let method_ok = path
@@ -136,11 +142,14 @@ impl TransportFactory<Bytes, Bytes> for GrpcTransport {
             )
             .into());
         }
-        let _: GrpcOptions = serde_json::from_value(spec.options.clone())
+        let options: GrpcOptions = serde_json::from_value(spec.options.clone())
             .map_err(|e| format!("invalid transport options: {e}"))?;
         let path = PathAndQuery::from_str(path)?;
-        let channel = Endpoint::from_shared(format!("http://{authority}"))?
-            .connect_with_connector_lazy(self.guard.connector());
+        // gRPC is HTTP/2: offered by ALPN over TLS, spoken directly over plain TCP.
+        let connector = route_connector(&self.guard, &uri, &options.tls, &[b"h2"], None)?;
+        let scheme = uri.scheme_str().unwrap_or("http");
+        let channel = Endpoint::from_shared(format!("{scheme}://{authority}"))?
+            .connect_with_connector_lazy(connector);
         Ok(BoxCloneSyncService::new(GrpcRoute {
             client: tonic::client::Grpc::new(channel),
             shared: Arc::new(Shared {
@@ -177,21 +186,12 @@ impl Service<Bytes> for GrpcRoute {
         let mut client = self.client.clone();
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
-            let failed =
-                |e: BoxError| Box::new(UpstreamFailed::error(Arc::clone(&shared.service), e));
+            let failed = |e: BoxError| call_failed(&shared.service, e);
             client.ready().await.map_err(|e| failed(e.into()))?;
             let response = client
                 .unary(Request::new(payload), shared.path.clone(), RawCodec)
                 .await
-                .map_err(|status| {
-                    if let Some(blocked) =
-                        switchyard_core::find_cause::<crate::SsrfBlocked>(&status)
-                    {
-                        let blocked = blocked.clone().for_service(Arc::clone(&shared.service));
-                        return Box::new(blocked) as BoxError;
-                    }
-                    failed(Box::new(status))
-                })?;
+                .map_err(|status| failed(Box::new(status)))?;
             Ok(response.into_inner())
         })
     }

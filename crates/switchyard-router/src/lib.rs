@@ -93,12 +93,11 @@ mod transport;
 
 pub use config::RouteConfig;
 pub use error::{
-    FactoryFailed, InvalidConfig, NoFactory, Panic, ServiceNotFound, SourceError, SsrfBlocked,
-    UpstreamFailed,
+    FactoryFailed, InvalidConfig, NoFactory, Panic, ServiceNotFound, SourceError, UpstreamFailed,
 };
 #[cfg(feature = "grpc")]
 pub use grpc::{GrpcTransport, RawCodec};
-pub use http::{HttpTransport, Resolver, internal_reason};
+pub use http::HttpTransport;
 pub use layer::{RouteLayer, Routed};
 pub use reload::{RETRY_INTERVAL, WatchHandle};
 pub use route::{Route, RouteFuture};
@@ -106,6 +105,9 @@ pub use router::{LOCAL, NOOP, Router};
 pub use source::{RouteRow, RouteSource};
 pub use sqlite::{Admin, AdminError, SqliteSource};
 pub use status::{ReloadReport, RouterStatus, ServiceInfo};
+pub use switchyard_client::{
+    CredentialError, Resolver, SsrfBlocked, TlsConfig, TlsFailed, TlsFailure, internal_reason,
+};
 pub use transport::{RouteService, RouteSpec, TransportFactory};
 
 /// The crate README's example, compiled as a doctest so the README never lies.

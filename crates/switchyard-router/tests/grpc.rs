@@ -128,7 +128,9 @@ async fn the_ssrf_guard_and_bad_endpoints_break_only_their_route() {
             .with_endpoint(format!("http://localhost:{}/echo.Echo/Say", addr.port())),
         RouteRow::new("no-method", "grpc").with_endpoint("http://example.com/"),
         RouteRow::new("no-endpoint", "grpc"),
-        RouteRow::new("tls", "grpc").with_endpoint("https://example.com/a.B/C"),
+        RouteRow::new("tls", "grpc")
+            .with_endpoint("https://example.com/a.B/C")
+            .with_config(r#"{"transport": {"tls": {"cert_file": "/etc/client.pem"}}}"#),
         RouteRow::new("options", "grpc")
             .with_endpoint("http://example.com/a.B/C")
             .with_config(r#"{"transport": {"tls": true}}"#),
@@ -137,8 +139,8 @@ async fn the_ssrf_guard_and_bad_endpoints_break_only_their_route() {
         ("literal", "loopback"),
         ("no-method", "expected a path /package.Service/Method"),
         ("no-endpoint", "needs an endpoint"),
-        ("tls", "https endpoints are not supported"),
-        ("options", "unknown field `tls`"),
+        ("tls", "AUTH_1104 invalid `transport.tls.key_file`"),
+        ("options", "expected struct TlsConfig"),
     ] {
         let err = call(&router, name, "x").await.unwrap_err();
         assert!(

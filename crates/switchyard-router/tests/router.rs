@@ -245,12 +245,19 @@ async fn bad_rows_break_only_their_own_route() {
         (
             http("r14", "ftp://example.com/x"),
             failed,
-            "expected http://",
+            "expected http[s]://",
         ),
         (
-            http("r15", "https://example.com/x"),
+            http("r15", "https://example.com/x")
+                .with_config(r#"{"transport": {"tls": {"ca_file": "/no/such/ca.pem"}}}"#),
             failed,
-            "https endpoints are not supported",
+            "AUTH_1104 invalid `transport.tls.ca_file`",
+        ),
+        (
+            http("r15b", "http://example.com/x")
+                .with_config(r#"{"transport": {"tls": {"server_name": "example.com"}}}"#),
+            failed,
+            "TLS settings need an https endpoint",
         ),
         (http("r16", "http://127.0.0.1:9/x"), ssrf, "loopback"),
         (http("r17", "http://10.1.2.3/x"), ssrf, "private"),
