@@ -249,16 +249,18 @@ async fn unary_calls_reach_a_tonic_server_over_tls_and_mtls() {
         serde_json::json!({ "ca_file": ca_file, "cert_file": cert_file, "key_file": key_file }),
     );
     mtls_row.service_name = "mtls".into();
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, TestCa::new("another CA").cert_pem()).unwrap();
     let mut untrusted_row = with(
         format!("https://{tls}/echo.Echo/Say"),
-        serde_json::json!({}),
+        serde_json::json!({ "ca_file": other_ca }),
     );
     untrusted_row.service_name = "untrusted".into();
     router.reload(vec![tls_row, mtls_row, untrusted_row]);
 
     assert_eq!(call(&router, "tls", "hi").await.unwrap(), "said:hi");
     assert_eq!(call(&router, "mtls", "hi").await.unwrap(), "said:hi");
-    // The system's roots do not know the test CA.
+    // Trusting another CA only.
     let err = call(&router, "untrusted", "hi").await.unwrap_err();
     let failed = find_cause::<switchyard_router::TlsFailed>(&*err)
         .unwrap_or_else(|| panic!("a TLS failure in {err:?}"));
