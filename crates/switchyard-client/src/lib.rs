@@ -12,6 +12,11 @@
 //!   is a [`TlsFailed`] saying why ([`TlsFailure`]: unknown CA, name mismatch, expired, a
 //!   client certificate required or refused).
 //!
+//! - **Credentials** ([`AuthConfig`], [`AuthLayer`]): an API key, a bearer token, basic
+//!   credentials, custom headers or a client certificate, each secret given in the config or
+//!   named by an environment variable (`token_env`); headers marked sensitive, secrets masked
+//!   in `Debug` output and never in an error.
+//!
 //! [`Guard::connector`] builds the one connector type ([`Connector`]): hyper-util's TCP
 //! connector over the guarded resolver, under hyper-rustls.
 //!
@@ -31,6 +36,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod auth;
 mod connector;
 mod error;
 mod failure;
@@ -39,6 +45,7 @@ mod ssrf;
 pub mod test_util;
 mod tls;
 
+pub use auth::{AuthConfig, AuthHeaders, AuthLayer, Authorized};
 pub use connector::{Connector, Guard};
 pub use error::{AuthCode, CredentialError};
 pub use failure::{TlsFailed, TlsFailure};

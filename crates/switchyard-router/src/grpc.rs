@@ -17,9 +17,9 @@ use tonic::{Request, Status};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service};
 
-use switchyard_client::{Guard, Resolver, TlsConfig};
+use switchyard_client::{AuthConfig, AuthHeaders, Guard, Resolver, TlsConfig};
 
-use crate::http::{call_failed, route_connector, route_endpoint};
+use crate::http::{call_failed, route_connector, route_credentials, route_endpoint};
 use crate::transport::{RouteService, RouteSpec, TransportFactory};
 
 /// A gRPC codec that passes messages through as bytes: the routed payload *is* the encoded
@@ -72,9 +72,9 @@ impl Decoder for RawCodec {
 /// [`UpstreamFailed`](crate::UpstreamFailed), the `tonic::Status` as its source. The deadline is
 /// the route's resilience `timeout`.
 ///
-/// Route options (the config's `transport` object): `tls`, as the `http` transport's
-/// ([`TlsConfig`]: `ca_file`, `cert_file` + `key_file`, `server_name`); unknown keys are
-/// refused.
+/// Route options (the config's `transport` object): `tls` and `auth`, as the `http`
+/// transport's ([`TlsConfig`], [`AuthConfig`]: the credentials travel as request metadata);
+/// unknown keys are refused.
 ///
 /// The SSRF guard is the `http` transport's: IP literals are checked when the route is built,
 /// names on every resolved address at connect time; [`allow_internal`](Self::allow_internal)
@@ -122,6 +122,8 @@ impl GrpcTransport {
 struct GrpcOptions {
     #[serde(default)]
     tls: TlsConfig,
+    #[serde(default)]
+    auth: AuthConfig,
 }
 
 impl TransportFactory<Bytes, Bytes> for GrpcTransport {
@@ -146,7 +148,9 @@ impl TransportFactory<Bytes, Bytes> for GrpcTransport {
             .map_err(|e| format!("invalid transport options: {e}"))?;
         let path = PathAndQuery::from_str(path)?;
         // gRPC is HTTP/2: offered by ALPN over TLS, spoken directly over plain TCP.
-        let connector = route_connector(&self.guard, &uri, &options.tls, &[b"h2"], None)?;
+        let (tls, auth) = route_credentials(&options.tls, &options.auth)?;
+        let metadata = metadata_of(&auth);
+        let connector = route_connector(&self.guard, &uri, &tls, &[b"h2"], None)?;
         let scheme = uri.scheme_str().unwrap_or("http");
         let channel = Endpoint::from_shared(format!("{scheme}://{authority}"))?
             .connect_with_connector_lazy(connector);
@@ -154,14 +158,23 @@ impl TransportFactory<Bytes, Bytes> for GrpcTransport {
             client: tonic::client::Grpc::new(channel),
             shared: Arc::new(Shared {
                 path,
+                metadata,
                 service: spec.service.into(),
             }),
         }))
     }
 }
 
+/// The auth headers as gRPC metadata (ASCII values; names are lower case already).
+fn metadata_of(auth: &AuthHeaders) -> tonic::metadata::MetadataMap {
+    let mut headers = http::HeaderMap::new();
+    auth.apply(&mut headers);
+    tonic::metadata::MetadataMap::from_headers(headers)
+}
+
 struct Shared {
     path: PathAndQuery,
+    metadata: tonic::metadata::MetadataMap,
     service: Arc<str>,
 }
 
@@ -189,7 +202,11 @@ impl Service<Bytes> for GrpcRoute {
             let failed = |e: BoxError| call_failed(&shared.service, e);
             client.ready().await.map_err(|e| failed(e.into()))?;
             let response = client
-                .unary(Request::new(payload), shared.path.clone(), RawCodec)
+                .unary(
+                    Request::from_parts(shared.metadata.clone(), Default::default(), payload),
+                    shared.path.clone(),
+                    RawCodec,
+                )
                 .await
                 .map_err(|status| failed(Box::new(status)))?;
             Ok(response.into_inner())

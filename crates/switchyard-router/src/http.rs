@@ -15,7 +15,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
-use switchyard_client::{Connector, Guard, Resolver, SsrfBlocked, TlsConfig, TlsFailed};
+use switchyard_client::{
+    AuthConfig, AuthHeaders, Connector, Guard, Resolver, SsrfBlocked, TlsConfig, TlsFailed,
+};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service};
 
@@ -61,6 +63,33 @@ pub(crate) fn route_connector(
         .map_err(|e| e.within("transport.tls"))?)
 }
 
+/// A route's credentials: the headers its `transport.auth` adds, and the TLS settings once an
+/// `mtls` auth's files are merged into `transport.tls`.
+pub(crate) fn route_credentials(
+    tls: &TlsConfig,
+    auth: &AuthConfig,
+) -> Result<(TlsConfig, AuthHeaders), BoxError> {
+    let within = |e: switchyard_client::CredentialError| e.within("transport.auth");
+    let headers = auth.headers().map_err(within)?;
+    let Some(mtls) = auth.tls().map_err(within)? else {
+        return Ok((tls.clone(), headers));
+    };
+    if tls.cert_file.is_some() || tls.key_file.is_some() {
+        return Err(
+            "invalid `transport.auth`: an mtls auth and `transport.tls.cert_file` both \
+                    name a client certificate; keep one"
+                .into(),
+        );
+    }
+    let merged = TlsConfig {
+        ca_file: tls.ca_file.clone().or(mtls.ca_file),
+        cert_file: mtls.cert_file,
+        key_file: mtls.key_file,
+        server_name: tls.server_name.clone(),
+    };
+    Ok((merged, headers))
+}
+
 /// A failed call's error, typed: the SSRF guard's refusal or a TLS failure when one caused it,
 /// else the upstream failure.
 pub(crate) fn call_failed(service: &Arc<str>, err: BoxError) -> BoxError {
@@ -86,6 +115,7 @@ pub(crate) fn call_failed(service: &Arc<str>, err: BoxError) -> BoxError {
 /// | `max_response_bytes` | 4194304 (4 MiB) | a longer response fails the call |
 /// | `connect_timeout` | `"10s"` | how long connecting may take |
 /// | `tls` | system roots | for `https` endpoints: `ca_file`, `cert_file` + `key_file` (mTLS), `server_name` ([`TlsConfig`]) |
+/// | `auth` | none | credentials on every request: `api_key`, `bearer`, `basic`, `custom` headers, or `mtls` ([`AuthConfig`]) |
 ///
 /// The route's deadline is its config's `timeout` (the resilience stack's), which fails a call
 /// with [`TimedOut`](switchyard_resilience::TimedOut). A non-2xx answer, a refused connection or an
@@ -153,6 +183,8 @@ struct HttpOptions {
     connect_timeout: Duration,
     #[serde(default)]
     tls: TlsConfig,
+    #[serde(default)]
+    auth: AuthConfig,
 }
 
 const fn default_connect_timeout() -> Duration {
@@ -174,10 +206,11 @@ impl TransportFactory<Bytes, Bytes> for HttpTransport {
             .map_err(|e| format!("invalid transport options: {e}"))?;
         let content_type = header::HeaderValue::from_str(&options.content_type)
             .map_err(|_| format!("invalid content_type {:?}", options.content_type))?;
+        let (tls, auth) = route_credentials(&options.tls, &options.auth)?;
         let connector = route_connector(
             &self.guard,
             &uri,
-            &options.tls,
+            &tls,
             &[b"http/1.1"],
             Some(options.connect_timeout),
         )?;
@@ -190,6 +223,7 @@ impl TransportFactory<Bytes, Bytes> for HttpTransport {
                 client,
                 uri,
                 content_type,
+                auth,
                 max_response_bytes: options.max_response_bytes,
                 service: spec.service.into(),
             }),
@@ -203,6 +237,7 @@ struct HttpRouteShared {
     client: Client<Connector, Full<Bytes>>,
     uri: Uri,
     content_type: header::HeaderValue,
+    auth: AuthHeaders,
     max_response_bytes: usize,
     service: Arc<str>,
 }
@@ -225,11 +260,12 @@ impl Service<Bytes> for HttpRoute {
     fn call(&mut self, payload: Bytes) -> Self::Future {
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
-            let request = Request::builder()
+            let mut request = Request::builder()
                 .method(Method::POST)
                 .uri(shared.uri.clone())
                 .header(header::CONTENT_TYPE, shared.content_type.clone())
                 .body(Full::new(payload))?;
+            shared.auth.apply(request.headers_mut());
             let response = shared
                 .client
                 .request(request)

@@ -106,7 +106,8 @@ pub use source::{RouteRow, RouteSource};
 pub use sqlite::{Admin, AdminError, SqliteSource};
 pub use status::{ReloadReport, RouterStatus, ServiceInfo};
 pub use switchyard_client::{
-    CredentialError, Resolver, SsrfBlocked, TlsConfig, TlsFailed, TlsFailure, internal_reason,
+    AuthConfig, CredentialError, Resolver, SsrfBlocked, TlsConfig, TlsFailed, TlsFailure,
+    internal_reason,
 };
 pub use transport::{RouteService, RouteSpec, TransportFactory};
 
