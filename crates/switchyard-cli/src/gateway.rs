@@ -17,6 +17,7 @@ use tower::{BoxError, ServiceExt};
 use crate::admin::{admin_delete, admin_get, admin_list, admin_put};
 use crate::metrics::metrics_text;
 use crate::status::{status_json, status_page};
+use crate::tls::ServerTls;
 
 /// The largest request body the gateway reads by default (1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -28,6 +29,7 @@ pub struct Gateway {
     pub(crate) admin: Option<(Admin, Arc<str>)>,
     pub(crate) metrics: Option<PrometheusHandle>,
     pub(crate) max_body_bytes: usize,
+    pub(crate) tls: Option<Arc<ServerTls>>,
 }
 
 impl Gateway {
@@ -38,6 +40,7 @@ impl Gateway {
             admin: None,
             metrics: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            tls: None,
         }
     }
 
@@ -53,6 +56,13 @@ impl Gateway {
     #[must_use]
     pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
         self.metrics = Some(handle);
+        self
+    }
+
+    /// Reports `tls`'s state (the certificate served, the last reload) in `/status`.
+    #[must_use]
+    pub fn with_tls(mut self, tls: Arc<ServerTls>) -> Self {
+        self.tls = Some(tls);
         self
     }
 

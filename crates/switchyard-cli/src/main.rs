@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use switchyard_cli::{DEFAULT_MAX_BODY_BYTES, ServeConfig};
+use switchyard_cli::{DEFAULT_MAX_BODY_BYTES, ServeConfig, ServerTlsFiles};
 use switchyard_router::{Admin, RouteRow};
 
 /// Resilience and routing for tower services: an HTTP gateway whose routes — local, remote or
@@ -42,6 +42,16 @@ enum Command {
         /// The largest request body accepted, in bytes.
         #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
         max_body_bytes: usize,
+        /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this PEM certificate chain; reloaded
+        /// when the file changes (a pair that does not load keeps the previous one serving).
+        #[arg(long, requires = "tls_key", value_name = "FILE")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+        #[arg(long, requires = "tls_cert", value_name = "FILE")]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates signed by the CA(s) in this PEM file (mTLS).
+        #[arg(long, requires = "tls_cert", value_name = "FILE")]
+        tls_client_ca: Option<PathBuf>,
     },
     /// Read and change the routes table (a running server picks changes up by itself).
     Routes {
@@ -112,6 +122,9 @@ fn main() -> ExitCode {
             allow_internal,
             admin_token,
             max_body_bytes,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
         } => serve(ServeConfig {
             db,
             listen,
@@ -119,6 +132,11 @@ fn main() -> ExitCode {
             allow_internal,
             admin_token,
             max_body_bytes,
+            tls: tls_cert.zip(tls_key).map(|(cert, key)| ServerTlsFiles {
+                cert,
+                key,
+                client_ca: tls_client_ca,
+            }),
         }),
         Command::Routes { db, command } => match routes(&db, command) {
             Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_router::SqliteSource;
@@ -12,6 +13,7 @@ use tower::BoxError;
 use crate::demo::{builtin_router, seed_rows};
 use crate::gateway::{Gateway, app};
 use crate::metrics::prometheus;
+use crate::tls::{ServerTls, ServerTlsFiles, serve_tls};
 
 /// The settings of `switchyard serve`.
 #[derive(Debug, Clone)]
@@ -28,6 +30,9 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// The request body limit.
     pub max_body_bytes: usize,
+    /// Serve HTTPS with these files (reloaded when they change, checked every
+    /// `poll_interval`); plain HTTP when unset.
+    pub tls: Option<ServerTlsFiles>,
 }
 
 /// Runs the gateway until `shutdown` resolves, then stops accepting connections and waits for
@@ -35,12 +40,18 @@ pub struct ServeConfig {
 ///
 /// # Errors
 ///
-/// The database cannot be opened or seeded, or the address cannot be bound.
+/// The database cannot be opened or seeded, the address cannot be bound, or the TLS files do
+/// not load.
 pub async fn serve(
     config: ServeConfig,
     ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
+    // The TLS files first: a bad pair is a usage error, reported before anything starts.
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(ServerTls::load(files.clone())?)),
+        None => None,
+    };
     // The recorder first: metric handles made before it is installed stay no-ops for good.
     let metrics = prometheus();
     let db = config.db.clone();
@@ -82,11 +93,34 @@ pub async fn serve(
     if let Some(token) = config.admin_token.filter(|t| !t.is_empty()) {
         gateway = gateway.with_admin(admin, token);
     }
+    let reloads = tls.as_ref().map(|tls| {
+        gateway = gateway.clone().with_tls(Arc::clone(tls));
+        let tls = Arc::clone(tls);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let tls = Arc::clone(&tls);
+                // Reading files blocks: off the runtime's workers.
+                let _ = tokio::task::spawn_blocking(move || tls.reload_if_changed()).await;
+            }
+        })
+    });
 
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
+    tracing::info!(%addr, https = tls.is_some(), "listening");
     ready(addr);
+    if let Some(tls) = tls {
+        serve_tls(listener, tls, app(gateway), shutdown, SHUTDOWN_GRACE).await?;
+        watcher.stop();
+        for task in [upkeep, reloads].into_iter().flatten() {
+            task.abort();
+        }
+        tracing::info!("stopped");
+        return Ok(());
+    }
     // Graceful: on the signal, stop accepting and let in-flight requests finish, for at most
     // the grace period.
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
@@ -106,8 +140,8 @@ pub async fn serve(
         ),
     }
     watcher.stop();
-    if let Some(upkeep) = upkeep {
-        upkeep.abort();
+    for task in [upkeep, reloads].into_iter().flatten() {
+        task.abort();
     }
     tracing::info!("stopped");
     Ok(())

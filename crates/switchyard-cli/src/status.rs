@@ -13,6 +13,7 @@ pub(crate) async fn status_json(State(gateway): State<Gateway>) -> Response {
     axum::Json(json!({
         "router": gateway.router.status(),
         "services": gateway.router.services(),
+        "tls": gateway.tls.as_ref().map(|tls| tls.status()),
     }))
     .into_response()
 }

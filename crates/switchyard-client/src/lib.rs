@@ -52,7 +52,7 @@ pub use failure::{TlsFailed, TlsFailure};
 pub use ssrf::{
     GuardedResolver, Resolver, SsrfBlocked, check_literal_host, internal_reason, system_resolver,
 };
-pub use tls::TlsConfig;
+pub use tls::{TlsConfig, load_certificates, load_private_key};
 
 /// Registers this crate's rejection types with core, so `find_rejection` sees them in any
 /// error chain. Idempotent; transports call it when they are built.

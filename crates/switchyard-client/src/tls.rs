@@ -122,7 +122,10 @@ impl TlsConfig {
         self.validate()?;
         // The files this config names first, so their errors come before the system's.
         let identity = match (&self.cert_file, &self.key_file) {
-            (Some(cert), Some(key)) => Some((certificates(cert, "cert_file")?, private_key(key)?)),
+            (Some(cert), Some(key)) => Some((
+                load_certificates(cert, "cert_file")?,
+                load_private_key(key, "key_file")?,
+            )),
             _ => None,
         };
         let roots = match &self.ca_file {
@@ -149,8 +152,14 @@ impl TlsConfig {
     }
 }
 
-/// The certificates of a PEM file, at least one.
-fn certificates(
+/// The certificates of a PEM file, at least one; an error names `field`. For servers too
+/// (the gateway's own certificate).
+///
+/// # Errors
+///
+/// [`AuthCode::MissingMtlsCerts`]: the file cannot be read, is not PEM, or holds no
+/// certificate.
+pub fn load_certificates(
     path: &Path,
     field: &'static str,
 ) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
@@ -171,8 +180,16 @@ fn certificates(
     Ok(certs)
 }
 
-/// The first private key of a PEM file: PKCS#8, PKCS#1 or SEC1.
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CredentialError> {
+/// The first private key of a PEM file (PKCS#8, PKCS#1 or SEC1); an error names `field`.
+///
+/// # Errors
+///
+/// [`AuthCode::MissingMtlsCerts`]: the file cannot be read, is not PEM, or holds no
+/// unencrypted key.
+pub fn load_private_key(
+    path: &Path,
+    field: &'static str,
+) -> Result<PrivateKeyDer<'static>, CredentialError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| {
         let reason = match e {
             rustls::pki_types::pem::Error::NoItemsFound => {
@@ -182,7 +199,7 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CredentialError> {
         };
         CredentialError::new(
             AuthCode::MissingMtlsCerts,
-            "key_file",
+            field,
             format!("{}: {reason}", path.display()),
         )
     })
@@ -198,7 +215,7 @@ fn pem_reason(err: &rustls::pki_types::pem::Error) -> String {
 /// The CA certificates of `path` as the only roots.
 fn private_roots(path: &Path) -> Result<RootCertStore, CredentialError> {
     let mut roots = RootCertStore::empty();
-    for cert in certificates(path, "ca_file")? {
+    for cert in load_certificates(path, "ca_file")? {
         roots.add(cert).map_err(|e| {
             CredentialError::new(
                 AuthCode::MissingMtlsCerts,
