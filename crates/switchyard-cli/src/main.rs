@@ -165,11 +165,16 @@ fn serve(config: ServeConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let result = runtime.block_on(switchyard_cli::serve(
         config,
         |addr| {
             // Scripts and tests read the bound address (useful with port 0) from stdout.
-            println!("switchyard listening on http://{addr}");
+            println!("switchyard listening on {scheme}://{addr}");
             let _ = std::io::stdout().flush();
         },
         switchyard_cli::shutdown_signal(),

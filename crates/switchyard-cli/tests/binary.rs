@@ -246,3 +246,91 @@ fn the_routes_commands_read_write_and_refuse_bad_input() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--poll-interval"));
 }
+
+/// `serve --tls-cert --tls-key`, then `curl --cacert` against it, as an operator would.
+#[test]
+fn serve_over_https_answers_curl_with_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = switchyard_client::test_util::TestCa::new("gateway CA");
+    let (cert, key) = ca
+        .server(&["127.0.0.1", "localhost"])
+        .write(dir.path(), "server");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--db")
+        .arg(dir.path().join("routes.db"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let server = Server {
+        addr: line
+            .trim()
+            .strip_prefix("switchyard listening on https://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap(),
+        child,
+    };
+    let url = format!("https://localhost:{}/billing", server.addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", server.addr.port());
+    let curl = |extra: &[&str]| {
+        Command::new("curl")
+            .args([
+                "--silent",
+                "--show-error",
+                "--max-time",
+                "10",
+                "--resolve",
+                &resolve,
+                "-d",
+                "$100",
+            ])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl runs")
+    };
+    let out = curl(&["--cacert", ca_file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "billed:$100");
+    // Without the CA, curl refuses the certificate.
+    let out = curl(&[]);
+    assert!(!out.status.success());
+
+    // A missing key is refused before anything listens.
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(dir.path().join("missing.key"))
+        .arg("--db")
+        .arg(dir.path().join("routes.db"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("AUTH_1104 invalid `tls_key`"), "{stderr}");
+    // And --tls-cert alone is a usage error.
+    let out = Command::new(BIN)
+        .args(["serve", "--tls-cert"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
