@@ -11,6 +11,7 @@ use tower::{BoxError, Layer};
 
 use crate::config::RouteConfig;
 use crate::error::{FactoryFailed, InvalidConfig, NoFactory, ServiceNotFound};
+use crate::files::CredentialFiles;
 use crate::observe::{RouteMetrics, observed};
 use crate::router::{LOCAL, NOOP, Router, State};
 use crate::source::RouteRow;
@@ -43,6 +44,7 @@ where
                     updated_at: row.updated_at,
                     locals_used: Vec::new(),
                     handles: None,
+                    files: CredentialFiles::of_config(row.config.as_deref()),
                 }
             }
         }
@@ -61,6 +63,8 @@ where
             locals_used: Vec::new(),
             target: Target::Noop,
             handles: None,
+            // Stamped before the build reads them: a change made meanwhile is seen next time.
+            files: CredentialFiles::of_config(row.config.as_deref()),
         };
         match self.build_target(state, row, &name, &strategy, &mut entry) {
             Ok(target) => entry.target = target,

@@ -77,6 +77,7 @@ mod build;
 mod config;
 mod diff;
 mod error;
+mod files;
 #[cfg(feature = "grpc")]
 mod grpc;
 mod http;

@@ -64,8 +64,31 @@ where
         result
     }
 
+    /// Rebuilds the routes whose credential files (`transport.tls` and `transport.auth`
+    /// certificates and keys) changed on disk since they were built, keeping every other route
+    /// as it is. The watcher calls it on each poll; returns the reload's report when a route
+    /// was rebuilt.
+    pub fn refresh_files(&self) -> Option<ReloadReport> {
+        let table = self.inner.table.load();
+        let stale: Vec<&Arc<str>> = table
+            .routes
+            .iter()
+            .filter(|(_, entry)| !entry.files.is_empty() && entry.files.changed())
+            .map(|(name, _)| name)
+            .collect();
+        if stale.is_empty() {
+            return None;
+        }
+        tracing::info!(target: "switchyard_router", routes = ?stale, "credential files changed; rebuilding their routes");
+        drop(table);
+        let mut state = lock(&self.inner.state);
+        let rows = state.rows.clone();
+        Some(self.rebuild(&mut state, rows, true))
+    }
+
     /// Reloads from `source` whenever it reports a change, until the handle is dropped or
-    /// stopped. Call [`reload_from`](Self::reload_from) once first so the router serves the
+    /// stopped. On the source's poll interval (every second if it has none) it also rebuilds
+    /// the routes whose credential files changed ([`refresh_files`](Self::refresh_files)). Call [`reload_from`](Self::reload_from) once first so the router serves the
     /// table from its first call; the watcher then follows changes.
     ///
     /// A reload that fails (a locked or unreadable database) is retried every
@@ -79,9 +102,23 @@ where
         Res: Sync,
     {
         let router = self.clone();
+        let every = source.poll_every().unwrap_or(FILE_CHECK_INTERVAL);
         let task = tokio::spawn(async move {
+            let mut files = tokio::time::interval(every);
+            files.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                match source.changed().await {
+                // The source's wait is kept across file checks, never restarted by them.
+                let changed = source.changed();
+                tokio::pin!(changed);
+                let changed = loop {
+                    tokio::select! {
+                        changed = &mut changed => break changed,
+                        _ = files.tick() => {
+                            router.refresh_files();
+                        }
+                    }
+                };
+                match changed {
                     Ok(()) => {
                         while router.reload_from(&source).await.is_err() {
                             tokio::time::sleep(RETRY_INTERVAL).await;
@@ -188,6 +225,9 @@ where
         self.inner.reloads.subscribe()
     }
 }
+
+/// How often a watcher checks credential files when its source has no poll interval.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A handle on a [`Router::watch`] task; dropping it stops the watcher.
 #[derive(Debug)]

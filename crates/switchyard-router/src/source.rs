@@ -67,6 +67,12 @@ pub trait RouteSource: Send + Sync + 'static {
     /// allowed: a reload with no change keeps every route). An error is reported in the
     /// router's status and the watcher tries again after its interval.
     fn changed(&self) -> impl Future<Output = Result<(), SourceError>> + Send;
+
+    /// How often the source looks for changes, if it polls: the watcher checks the routes'
+    /// credential files as often. `None` (the default): every second.
+    fn poll_every(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Checks a service name: 1 to 128 characters from `[A-Za-z0-9._-]`, so it is a safe URL path

@@ -8,6 +8,7 @@ use tower::BoxError;
 
 use crate::diff::Built;
 use crate::error::{FactoryFailed, InvalidConfig, NoFactory, ServiceNotFound};
+use crate::files::CredentialFiles;
 use crate::observe::RouteMetrics;
 use crate::router::LOCAL;
 use crate::source::RouteRow;
@@ -60,6 +61,8 @@ pub(crate) struct Entry<Req, Res> {
     pub(crate) target: Target<Req, Res>,
     pub(crate) handles: Option<StackHandles>,
     pub(crate) metrics: Arc<RouteMetrics>,
+    /// The credential files the build read, stamped: a change rebuilds the route.
+    pub(crate) files: CredentialFiles,
 }
 
 impl<Req, Res> Built for Entry<Req, Res> {
@@ -67,6 +70,8 @@ impl<Req, Res> Built for Entry<Req, Res> {
         *self.strategy == *row.strategy
             && self.endpoint == row.endpoint
             && self.config == row.config
+            // A renewed certificate or key is a change of the route, though not of its row.
+            && !self.files.changed()
     }
 
     fn is_broken(&self) -> bool {
@@ -141,5 +146,6 @@ where
         updated_at: 0,
         locals_used: vec![(Arc::clone(name), local.generation)],
         handles: None,
+        files: CredentialFiles::default(),
     }
 }

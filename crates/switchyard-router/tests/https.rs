@@ -158,3 +158,86 @@ async fn an_unusable_tls_file_breaks_only_its_route() {
     );
     assert_eq!(call(&router, "local").await.expect("served"), "$100");
 }
+
+#[tokio::test]
+async fn a_renewed_ca_file_rebuilds_only_the_routes_that_read_it() {
+    let old_ca = TestCa::new("old CA");
+    let new_ca = TestCa::new("the new CA, renewed");
+    // The upstream already presents a certificate of the new CA.
+    let upstream = HttpsServer::start(
+        TestCa::server_config(&new_ca.server(&["127.0.0.1"]), None),
+        answer,
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("a dir");
+    let ca_file = write(&dir, "ca.pem", &old_ca.cert_pem());
+    let router = router();
+    router.register_local(
+        "local",
+        tower::service_fn(|b: Bytes| async move { Ok::<_, BoxError>(b) }),
+    );
+    router.reload(vec![
+        route(
+            "billing",
+            &upstream.url("/charge"),
+            &serde_json::json!({ "ca_file": ca_file }),
+        ),
+        RouteRow::new("local", "local"),
+    ]);
+    let err = call(&router, "billing").await.expect_err("the old CA");
+    assert_eq!(
+        find_cause::<TlsFailed>(&*err).map(TlsFailed::failure),
+        Some(TlsFailure::UnknownIssuer)
+    );
+    assert!(router.refresh_files().is_none(), "nothing changed yet");
+
+    write(&dir, "ca.pem", &new_ca.cert_pem());
+    let report = router.refresh_files().expect("the route is rebuilt");
+    assert_eq!((report.changed, report.unchanged), (1, 1), "{report:?}");
+    assert_eq!(
+        call(&router, "billing").await.expect("billed"),
+        "billed:$100:tls"
+    );
+    assert!(router.refresh_files().is_none(), "rebuilt once");
+}
+
+#[tokio::test]
+async fn the_watcher_picks_up_a_renewed_file_on_its_poll() {
+    let old_ca = TestCa::new("old CA");
+    let new_ca = TestCa::new("the new CA, renewed");
+    let upstream = HttpsServer::start(
+        TestCa::server_config(&new_ca.server(&["127.0.0.1"]), None),
+        answer,
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("a dir");
+    let ca_file = write(&dir, "ca.pem", &old_ca.cert_pem());
+    let source = switchyard_router::SqliteSource::open(dir.path().join("routes.db"))
+        .expect("a routes file")
+        .poll_interval(std::time::Duration::from_millis(10));
+    source
+        .admin()
+        .expect("an admin")
+        .upsert(route(
+            "billing",
+            &upstream.url("/charge"),
+            &serde_json::json!({ "ca_file": ca_file }),
+        ))
+        .await
+        .expect("written");
+    let router = router();
+    router.reload_from(&source).await.expect("loaded");
+    let _watch = router.watch(source);
+    assert!(call(&router, "billing").await.is_err(), "the old CA");
+    write(&dir, "ca.pem", &new_ca.cert_pem());
+    // Bounded: a failure deadline, not a wait.
+    let mut served = false;
+    for _ in 0..500 {
+        if call(&router, "billing").await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(served, "the renewed CA was never picked up");
+}

@@ -152,4 +152,8 @@ impl RouteSource for SqliteSource {
             }
         }
     }
+
+    fn poll_every(&self) -> Option<Duration> {
+        Some(self.inner.interval)
+    }
 }

@@ -1,0 +1,107 @@
+//! The credential files a route's build read (its `transport.tls` and `transport.auth`
+//! certificates and keys), stamped, so a renewal on disk rebuilds the route without a restart.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+/// A file's modification time and length when the route was built; `None` if it could not
+/// be read then (a route broken by a missing file is rebuilt once the file appears).
+type Stamp = Option<(SystemTime, u64)>;
+
+/// The credential files of one route, as they were when it was built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CredentialFiles {
+    files: Vec<(PathBuf, Stamp)>,
+}
+
+/// The keys of `transport.tls` and `transport.auth` that name files.
+const FILE_KEYS: [&str; 3] = ["ca_file", "cert_file", "key_file"];
+
+impl CredentialFiles {
+    /// The files a route config names, stamped now. A config that does not parse names none
+    /// (the route is broken by it, and its row must change to fix it).
+    pub(crate) fn of_config(config: Option<&str>) -> Self {
+        let Some(transport) = config
+            .and_then(|text| serde_json::from_str::<Value>(text).ok())
+            .and_then(|mut v| v.get_mut("transport").map(Value::take))
+        else {
+            return Self::default();
+        };
+        let mut files = Vec::new();
+        for section in ["tls", "auth"] {
+            for key in FILE_KEYS {
+                if let Some(path) = transport
+                    .get(section)
+                    .and_then(|s| s.get(key))
+                    .and_then(Value::as_str)
+                {
+                    let path = PathBuf::from(path);
+                    if !files.iter().any(|(p, _)| *p == path) {
+                        let stamp = stamp(&path);
+                        files.push((path, stamp));
+                    }
+                }
+            }
+        }
+        Self { files }
+    }
+
+    /// Whether any file's modification time or length differs from when it was stamped.
+    pub(crate) fn changed(&self) -> bool {
+        self.files.iter().any(|(path, then)| stamp(path) != *then)
+    }
+
+    /// Whether the route reads no file.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+fn stamp(path: &std::path::Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_files_of_tls_and_auth_are_stamped_and_a_change_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let key = dir.path().join("client.key");
+        std::fs::write(&ca, "one").unwrap();
+        let config = serde_json::json!({ "transport": {
+            "tls": { "ca_file": ca, "server_name": "x" },
+            "auth": { "method": "mtls", "cert_file": ca, "key_file": key },
+        }})
+        .to_string();
+        let files = CredentialFiles::of_config(Some(&config));
+        // The CA named twice counts once; the missing key is stamped as missing.
+        assert_eq!(files.files.len(), 2);
+        assert!(!files.changed());
+        std::fs::write(&key, "appeared").unwrap();
+        assert!(files.changed(), "a file that appears is a change");
+        let files = CredentialFiles::of_config(Some(&config));
+        std::fs::write(&ca, "renewed").unwrap();
+        assert!(files.changed(), "a rewritten file is a change");
+    }
+
+    #[test]
+    fn configs_without_files_or_unparsable_name_none() {
+        for config in [
+            None,
+            Some(""),
+            Some("{"),
+            Some(r#"{"timeout": "1s"}"#),
+            Some(r#"{"transport": {"tls": {"ca_file": 5}}}"#),
+        ] {
+            let files = CredentialFiles::of_config(config);
+            assert!(files.is_empty(), "{config:?}");
+            assert!(!files.changed());
+        }
+    }
+}
