@@ -121,10 +121,10 @@ pub(crate) fn call_failed(service: &Arc<str>, err: BoxError) -> BoxError {
 /// with [`TimedOut`](switchyard_resilience::TimedOut). A non-2xx answer, a refused connection or an
 /// oversized response fails it with [`UpstreamFailed`].
 ///
-/// **SSRF guard.** Unless [`allow_internal`](Self::allow_internal) is set, an endpoint whose
-/// host is an internal address ([`internal_reason`]) is refused when the route is built, and a
-/// host *name* is checked on every address it resolves to when a connection is made, so DNS
-/// rebinding cannot reach an internal address either, for `https` as for `http`.
+/// **SSRF guard.** Unless [`allow_internal`](Self::allow_internal) is set, an endpoint whose host
+/// is an internal address ([`internal_reason`](crate::internal_reason)) is refused when the route
+/// is built, and a host *name* is checked on every address it resolves to when a connection is
+/// made, so DNS rebinding cannot reach an internal address either, for `https` as for `http`.
 ///
 /// **TLS.** An `https` endpoint is verified against the system's root store, or the
 /// `tls.ca_file` CA; a `tls.cert_file` + `tls.key_file` pair is presented to servers that ask

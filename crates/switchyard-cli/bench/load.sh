@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The gateway under load, against the peer a user would otherwise pick, in one run:
+#
+#   local   a local route with a full resilience stack   vs  bare axum doing the same work
+#   proxy   an `http` route to an upstream               vs  nginx proxy_pass to the same upstream
+#   tls     HTTPS termination, then the http route       vs  nginx terminating with the same cert,
+#           to the same upstream                              then proxy_pass to the same upstream
+#
+# Each pair is driven by wrk alternately, A B A B (ROUNDS rounds of DURATION each), so both
+# see the same machine; the script prints req/s and p99 per round, and the ratios of the
+# medians. Traffic stays on 127.0.0.1. Needs wrk, nginx and openssl (Debian: apt-get install
+# wrk nginx-light openssl); builds the release binary and the bare axum example itself.
+#
+#   bash crates/switchyard-cli/bench/load.sh                 # every case
+#   CASES="proxy" ROUNDS=5 DURATION=10s bash crates/switchyard-cli/bench/load.sh
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+
+CASES=${CASES:-"local proxy tls"}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+
+for tool in wrk nginx openssl; do
+    command -v "$tool" >/dev/null || { echo "load.sh needs $tool (apt-get install wrk nginx-light openssl)" >&2; exit 1; }
+done
+
+cargo build --release --quiet -p switchyard-cli --bin switchyard --example bare_axum
+BIN=target/release/switchyard
+BARE=target/release/examples/bare_axum
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo -n '$100' > "$WORK/body"
+cat > "$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = "$100"
+LUA
+
+# A certificate for 127.0.0.1, shared by both TLS sides.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "nothing listens on port $1" >&2
+    exit 1
+}
+
+# The upstream of the proxy cases, and the bare baseline of the local case.
+"$BARE" 127.0.0.1:19001 > /dev/null & PIDS+=($!)
+wait_port 19001
+
+# switchyard: the local route with every section of the stack, and an http route to the
+# upstream. The first server creates the routes file; the second reads the same one over HTTPS.
+DB="$WORK/routes.db"
+STACK='{"timeout":"2s","rate_limit":{"rate":"1000000/s"},"bulkhead":{"max_concurrent_calls":10000},"circuit_breaker":{"trip":{"consecutive_failures":{"threshold":1000}}},"retry":{"max_attempts":2}}'
+RUST_LOG=error "$BIN" serve --db "$DB" --listen 127.0.0.1:19002 --allow-internal > /dev/null 2>&1 & PIDS+=($!)
+wait_port 19002
+"$BIN" routes --db "$DB" set billing --strategy local --config "$STACK" >/dev/null
+"$BIN" routes --db "$DB" set upstream --strategy http --endpoint http://127.0.0.1:19001/charge >/dev/null
+RUST_LOG=error "$BIN" serve --db "$DB" --listen 127.0.0.1:19003 --allow-internal \
+    --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" > /dev/null 2>&1 & PIDS+=($!)
+sleep 1   # the first server's poll picks the new rows up
+
+# nginx: proxy_pass to the same upstream (keepalive, as switchyard pools), and TLS termination
+# in front of the bare baseline.
+mkdir -p "$WORK/nginx"
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 2;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log error;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
+    fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+    upstream bare { server 127.0.0.1:19001; keepalive 128; }
+    server {
+        listen 127.0.0.1:19004;
+        location / { proxy_pass http://bare/charge; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+    server {
+        listen 127.0.0.1:19005 ssl;
+        ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
+        location / { proxy_pass http://bare/charge; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+NGINX
+nginx -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+for port in 19003 19004 19005; do wait_port "$port"; done
+
+# One wrk round: prints "req/s p99_ms".
+round() {
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/post.lua" "$1" 2>/dev/null |
+        awk '/Requests\/sec/ {rps=$2} /^ +99%/ {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v} END {printf "%.0f %.3f\n", rps, p99}'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+compare() { # name, url A (switchyard), url B (peer), peer name
+    local name=$1 a=$2 b=$3 peer=$4 ra=() rb=()
+    round "$a" >/dev/null; round "$b" >/dev/null   # warm both
+    for i in $(seq 1 "$ROUNDS"); do
+        ra+=("$(round "$a")"); rb+=("$(round "$b")")
+        echo "  $name round $i: switchyard ${ra[-1]}  $peer ${rb[-1]}  (req/s p99_ms)"
+    done
+    local a_rps b_rps a_p99 b_p99
+    a_rps=$(printf '%s\n' "${ra[@]}" | cut -d' ' -f1 | median)
+    b_rps=$(printf '%s\n' "${rb[@]}" | cut -d' ' -f1 | median)
+    a_p99=$(printf '%s\n' "${ra[@]}" | cut -d' ' -f2 | median)
+    b_p99=$(printf '%s\n' "${rb[@]}" | cut -d' ' -f2 | median)
+    awk -v n="$name" -v p="$peer" -v ar="$a_rps" -v br="$b_rps" -v ap="$a_p99" -v bp="$b_p99" \
+        'BEGIN {printf "%s: switchyard %d req/s p99 %.2f ms | %s %d req/s p99 %.2f ms | req/s x%.2f, p99 x%.2f\n", n, ar, ap, p, br, bp, ar/br, ap/bp}'
+}
+
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS alternating rounds per case"
+for case in $CASES; do
+    case $case in
+        local) compare local http://127.0.0.1:19002/billing http://127.0.0.1:19001/billing "bare axum" ;;
+        proxy) compare proxy http://127.0.0.1:19002/upstream http://127.0.0.1:19004/upstream "nginx" ;;
+        tls) compare tls https://127.0.0.1:19003/upstream https://127.0.0.1:19005/upstream "nginx" ;;
+        *) echo "unknown case $case" >&2; exit 1 ;;
+    esac
+done
