@@ -14,9 +14,8 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9001".to_owned());
-    let billing = post(|body: Bytes| async move {
-        format!("billed:{}", String::from_utf8_lossy(&body))
-    });
+    let billing =
+        post(|body: Bytes| async move { format!("billed:{}", String::from_utf8_lossy(&body)) });
     let app = axum::Router::new()
         .route("/billing", billing.clone())
         .route("/charge", billing);
