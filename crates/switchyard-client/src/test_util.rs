@@ -77,6 +77,25 @@ impl TestCa {
         self.issue(&[name], ExtendedKeyUsagePurpose::ClientAuth, false)
     }
 
+    /// A client certificate for `name` whose key is `key_pem` (PKCS#8 PEM, RSA or EC: rcgen
+    /// makes only EC keys, so an RSA key comes from a file).
+    ///
+    /// # Panics
+    ///
+    /// If `key_pem` is not a PKCS#8 key ring can sign with.
+    pub fn client_with_key(&self, name: &str, key_pem: &str) -> Issued {
+        let key = KeyPair::from_pem(key_pem).expect("a PKCS#8 key");
+        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("a valid name");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer).expect("a signature");
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key_pem.to_owned(),
+        }
+    }
+
     fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose, expired: bool) -> Issued {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("valid names");

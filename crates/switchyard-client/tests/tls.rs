@@ -380,3 +380,96 @@ fn tls_config_round_trips_and_refuses_unknown_fields() {
     assert!(TlsConfig::default().is_default());
     assert_eq!(tls.files().count(), 3);
 }
+
+/// The private key inside a PKCS#8 PEM, re-labelled: for RSA the inner key *is* PKCS#1's
+/// `RSAPrivateKey`, for EC it is SEC1's `ECPrivateKey`. A minimal DER walk (definite lengths,
+/// as PKCS#8 always has), so the test needs no ASN.1 crate.
+fn inner_key_pem(pkcs8_pem: &str, label: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body: String = pkcs8_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = b64.decode(body).expect("base64");
+    // Returns (content start, content length) of the element at `at`.
+    let element = |at: usize| -> (usize, usize) {
+        let first = der[at + 1] as usize;
+        if first < 0x80 {
+            (at + 2, first)
+        } else {
+            let n = first & 0x7f;
+            let len = der[at + 2..at + 2 + n]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+            (at + 2 + n, len)
+        }
+    };
+    let (mut at, _) = element(0); // the outer SEQUENCE
+    for _ in 0..2 {
+        // skip the version INTEGER and the AlgorithmIdentifier SEQUENCE
+        let (start, len) = element(at);
+        at = start + len;
+    }
+    assert_eq!(der[at], 0x04, "the key OCTET STRING");
+    let (start, len) = element(at);
+    let wrapped = b64.encode(&der[start..start + len]);
+    let lines: Vec<&str> = wrapped
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+#[tokio::test]
+async fn client_keys_in_pkcs1_and_sec1_work_as_pkcs8_does() {
+    let ca = TestCa::new("test CA");
+    let clients = TestCa::new("client CA");
+    let config = TestCa::server_config(&ca.server(&["127.0.0.1"]), Some(&clients));
+    let upstream = HttpsServer::start(config, answer).await;
+    let files = Files::new();
+    let ca_file = files.ca(&ca);
+    let rsa_pkcs8 = include_str!("fixtures/rsa-2048.pkcs8.pem");
+    let rsa = clients.client_with_key("rsa-client", rsa_pkcs8);
+    let ec = clients.client("ec-client");
+    let cases = [
+        ("RSA, PKCS#8", rsa.cert_pem.clone(), rsa.key_pem.clone()),
+        (
+            "RSA, PKCS#1",
+            rsa.cert_pem.clone(),
+            inner_key_pem(rsa_pkcs8, "RSA PRIVATE KEY"),
+        ),
+        ("EC, PKCS#8", ec.cert_pem.clone(), ec.key_pem.clone()),
+        (
+            "EC, SEC1",
+            ec.cert_pem.clone(),
+            inner_key_pem(&ec.key_pem, "EC PRIVATE KEY"),
+        ),
+    ];
+    for (i, (format, cert, key)) in cases.into_iter().enumerate() {
+        assert!(
+            key.starts_with(match format {
+                "RSA, PKCS#1" => "-----BEGIN RSA PRIVATE KEY-----",
+                "EC, SEC1" => "-----BEGIN EC PRIVATE KEY-----",
+                _ => "-----BEGIN PRIVATE KEY-----",
+            }),
+            "{format}"
+        );
+        let tls = TlsConfig {
+            ca_file: Some(ca_file.clone()),
+            cert_file: Some(files.write(&format!("client-{i}.pem"), &cert)),
+            key_file: Some(files.write(&format!("client-{i}.key"), &key)),
+            server_name: None,
+        };
+        let answer = post(connector(&tls), &upstream.url("/charge")).await;
+        assert_eq!(
+            answer.unwrap_or_else(|e| panic!("{format}: {e}")),
+            "POST /charge with a client certificate: $100",
+            "{format}"
+        );
+    }
+}
