@@ -5,6 +5,8 @@
 #   proxy   an `http` route to an upstream               vs  nginx proxy_pass to the same upstream
 #   tls     HTTPS termination, then the http route       vs  nginx terminating with the same cert,
 #           to the same upstream                              then proxy_pass to the same upstream
+#   https   an `https` route to a TLS upstream (verified) vs  nginx proxy_pass https:// to it
+#           (the upstream: nginx answering a fixed body over TLS, the same for both)
 #
 # Each pair is driven by wrk alternately, A B A B (ROUNDS rounds of DURATION each), so both
 # see the same machine; the script prints req/s and p99 per round, and the ratios of the
@@ -16,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
-CASES=${CASES:-"local proxy tls"}
+CASES=${CASES:-"local proxy tls https"}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -45,10 +47,15 @@ wrk.method = "POST"
 wrk.body = "$100"
 LUA
 
-# A certificate for 127.0.0.1, shared by both TLS sides.
+# A CA and a certificate for 127.0.0.1 it signs, shared by every TLS side (a verifying client
+# refuses a self-signed CA certificate used as a server's).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+    -subj "/CN=load CA" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$WORK/key.pem" -out "$WORK/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$WORK/ext"
+openssl x509 -req -in "$WORK/server.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
+    -CAcreateserial -days 2 -extfile "$WORK/ext" -out "$WORK/cert.pem" 2>/dev/null
 
 wait_port() {
     for _ in $(seq 1 200); do
@@ -71,6 +78,8 @@ RUST_LOG=error "$BIN" serve --db "$DB" --listen 127.0.0.1:19002 --allow-internal
 wait_port 19002
 "$BIN" routes --db "$DB" set billing --strategy local --config "$STACK" >/dev/null
 "$BIN" routes --db "$DB" set upstream --strategy http --endpoint http://127.0.0.1:19001/charge >/dev/null
+"$BIN" routes --db "$DB" set secure --strategy http --endpoint https://127.0.0.1:19006/charge \
+    --config "{\"transport\":{\"tls\":{\"ca_file\":\"$WORK/ca.pem\"}}}" >/dev/null
 RUST_LOG=error "$BIN" serve --db "$DB" --listen 127.0.0.1:19003 --allow-internal \
     --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" > /dev/null 2>&1 & PIDS+=($!)
 sleep 1   # the first server's poll picks the new rows up
@@ -90,22 +99,43 @@ http {
     upstream bare { server 127.0.0.1:19001; keepalive 128; }
     server {
         listen 127.0.0.1:19004;
-        location / { proxy_pass http://bare/charge; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        location / { rewrite ^ /charge break; proxy_pass http://bare; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+    upstream tls_upstream { server 127.0.0.1:19006; keepalive 128; }
+    server {
+        listen 127.0.0.1:19006 ssl;
+        ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
+        location / { return 200 "billed:\$100"; }
+    }
+    server {
+        listen 127.0.0.1:19007;
+        location / {
+            rewrite ^ /charge break; proxy_pass https://tls_upstream; proxy_http_version 1.1; proxy_set_header Connection "";
+            proxy_ssl_verify on; proxy_ssl_trusted_certificate $WORK/ca.pem; proxy_ssl_name 127.0.0.1;
+            proxy_ssl_session_reuse on;
+        }
     }
     server {
         listen 127.0.0.1:19005 ssl;
         ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
-        location / { proxy_pass http://bare/charge; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        location / { rewrite ^ /charge break; proxy_pass http://bare; proxy_http_version 1.1; proxy_set_header Connection ""; }
     }
 }
 NGINX
 nginx -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!)
-for port in 19003 19004 19005; do wait_port "$port"; done
+for port in 19003 19004 19005 19006 19007; do wait_port "$port"; done
 
-# One wrk round: prints "req/s p99_ms".
+# One wrk round: prints "req/s p99_ms". A round with any failed answer (non-2xx, socket
+# errors) stops the script: a fast error is not throughput.
 round() {
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/post.lua" "$1" 2>/dev/null |
-        awk '/Requests\/sec/ {rps=$2} /^ +99%/ {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v} END {printf "%.0f %.3f\n", rps, p99}'
+    local out
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/post.lua" "$1" 2>&1)
+    if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
+        echo "failed answers from $1:" >&2
+        grep -E "Non-2xx|Socket errors" <<<"$out" >&2
+        exit 1
+    fi
+    awk '/Requests\/sec/ {rps=$2} /^ +99%/ {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v} END {printf "%.0f %.3f\n", rps, p99}' <<<"$out"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -132,6 +162,7 @@ for case in $CASES; do
         local) compare local http://127.0.0.1:19002/billing http://127.0.0.1:19001/billing "bare axum" ;;
         proxy) compare proxy http://127.0.0.1:19002/upstream http://127.0.0.1:19004/upstream "nginx" ;;
         tls) compare tls https://127.0.0.1:19003/upstream https://127.0.0.1:19005/upstream "nginx" ;;
+        https) compare https http://127.0.0.1:19002/secure http://127.0.0.1:19007/secure "nginx" ;;
         *) echo "unknown case $case" >&2; exit 1 ;;
     esac
 done
