@@ -86,10 +86,11 @@ where
         Some(self.rebuild(&mut state, rows, true))
     }
 
-    /// Reloads from `source` whenever it reports a change, until the handle is dropped or
-    /// stopped. On the source's poll interval (every second if it has none) it also rebuilds
-    /// the routes whose credential files changed ([`refresh_files`](Self::refresh_files)). Call [`reload_from`](Self::reload_from) once first so the router serves the
-    /// table from its first call; the watcher then follows changes.
+    /// Reloads from `source` whenever it reports a change, until the handle is dropped or stopped.
+    /// On the source's poll interval (every second if it has none) it also rebuilds the routes
+    /// whose credential files changed ([`refresh_files`](Self::refresh_files)). Call
+    /// [`reload_from`](Self::reload_from) once first so the router serves the table from its first
+    /// call; the watcher then follows changes.
     ///
     /// A reload that fails (a locked or unreadable database) is retried every
     /// [`RETRY_INTERVAL`] until one succeeds, the last good snapshot serving meanwhile: the
