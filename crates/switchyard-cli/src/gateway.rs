@@ -23,13 +23,26 @@ use crate::tls::ServerTls;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Everything the gateway's handlers share.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Gateway {
     pub(crate) router: Router,
     pub(crate) admin: Option<(Admin, Arc<str>)>,
     pub(crate) metrics: Option<PrometheusHandle>,
     pub(crate) max_body_bytes: usize,
     pub(crate) tls: Option<Arc<ServerTls>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The admin token is a secret: only whether there is one.
+        f.debug_struct("Gateway")
+            .field("router", &self.router)
+            .field("admin", &self.admin.is_some())
+            .field("metrics", &self.metrics.is_some())
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl Gateway {

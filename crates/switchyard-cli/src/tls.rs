@@ -41,9 +41,19 @@ impl ServerTlsFiles {
             .flatten()
     }
 
-    /// The files' bytes, to notice a change (renewals keep the name and change the content).
-    fn contents(&self) -> Vec<Option<Vec<u8>>> {
-        self.paths().map(|p| std::fs::read(p).ok()).collect()
+    /// A digest of each file's bytes, to notice a change (renewals keep the name and change
+    /// the content). Only the digest is kept: the key's bytes stay out of memory dumps and
+    /// `Debug` output.
+    fn contents(&self) -> Vec<Option<(u64, usize)>> {
+        self.paths()
+            .map(|p| {
+                std::fs::read(p).ok().map(|bytes| {
+                    let mut hasher = std::hash::DefaultHasher::new();
+                    std::hash::Hash::hash(&bytes, &mut hasher);
+                    (std::hash::Hasher::finish(&hasher), bytes.len())
+                })
+            })
+            .collect()
     }
 
     /// A server config from the files as they are now.
@@ -99,12 +109,20 @@ pub struct TlsStatus {
 }
 
 /// The gateway's HTTPS: the config served now, and what is needed to reload it.
-#[derive(Debug)]
 pub struct ServerTls {
     files: ServerTlsFiles,
     current: ArcSwap<ServerConfig>,
-    seen: Mutex<Vec<Option<Vec<u8>>>>,
+    seen: Mutex<Vec<Option<(u64, usize)>>>,
     status: Mutex<TlsStatus>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("files", &self.files)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerTls {
@@ -193,7 +211,9 @@ pub(crate) async fn serve_tls(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
+                    // Out of descriptors, say: pause instead of spinning on the error.
                     tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },

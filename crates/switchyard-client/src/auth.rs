@@ -102,6 +102,19 @@ impl fmt::Debug for AuthConfig {
     }
 }
 
+/// Headers a `custom` auth may not set: the transport frames the request with them.
+const FRAMING: [&str; 9] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "connection",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "content-type",
+];
+
 /// The methods, as written in configs.
 const METHODS: [&str; 6] = ["none", "api_key", "bearer", "basic", "mtls", "custom"];
 
@@ -189,6 +202,13 @@ impl AuthConfig {
                             "not a valid HTTP header name",
                         )
                     })?;
+                    if FRAMING.contains(&name.as_str()) {
+                        return Err(CredentialError::new(
+                            AuthCode::UnsupportedMethod,
+                            field,
+                            "a connection or framing header, which the transport sets itself",
+                        ));
+                    }
                     let value = HeaderValue::from_str(value)
                         .map(|mut v| {
                             v.set_sensitive(true);

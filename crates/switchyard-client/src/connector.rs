@@ -95,13 +95,15 @@ impl Guard {
     /// The URL does not parse, has another scheme or no host, or is refused by the guard
     /// ([`SsrfBlocked`](crate::SsrfBlocked)).
     pub fn endpoint(&self, endpoint: &str, shape: &str) -> Result<Uri, BoxError> {
-        let uri = Uri::from_str(endpoint).map_err(|e| format!("invalid URL {endpoint:?}: {e}"))?;
+        // The URL as errors show it: credentials in it masked.
+        let shown = || redact_url(endpoint);
+        let uri = Uri::from_str(endpoint).map_err(|e| format!("invalid URL {:?}: {e}", shown()))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) {
-            return Err(format!("invalid URL {endpoint:?}: expected {shape}").into());
+            return Err(format!("invalid URL {:?}: expected {shape}", shown()).into());
         }
         let host = uri
             .host()
-            .ok_or_else(|| format!("invalid URL {endpoint:?}: no host"))?;
+            .ok_or_else(|| format!("invalid URL {:?}: no host", shown()))?;
         check_literal_host(host, self.allow_internal)?;
         Ok(uri)
     }
@@ -160,4 +162,34 @@ fn plaintext_only() -> Arc<ClientConfig> {
                 .with_no_client_auth(),
         )
     }))
+}
+
+/// A URL as status pages, logs and errors show it: user information and query string, which
+/// may hold credentials, masked (`***`).
+///
+/// ```
+/// use switchyard_client::redact_url;
+///
+/// assert_eq!(redact_url("https://ann:pw@billing.example.com/charge?key=k"),
+///     "https://***@billing.example.com/charge?***");
+/// assert_eq!(redact_url("https://billing.example.com/charge"), "https://billing.example.com/charge");
+/// ```
+pub fn redact_url(endpoint: &str) -> String {
+    let Ok(uri) = endpoint.parse::<Uri>() else {
+        return "(unparsable)".to_owned();
+    };
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return uri.path().to_owned();
+    };
+    if !authority.as_str().contains('@') && uri.query().is_none() {
+        return endpoint.to_owned();
+    }
+    let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+    let user = if authority.as_str().contains('@') {
+        "***@"
+    } else {
+        ""
+    };
+    let query = if uri.query().is_some() { "?***" } else { "" };
+    format!("{scheme}://{user}{host}{}{query}", uri.path())
 }

@@ -46,7 +46,7 @@ pub mod test_util;
 mod tls;
 
 pub use auth::{AuthConfig, AuthHeaders, AuthLayer, Authorized};
-pub use connector::{Connector, Guard};
+pub use connector::{Connector, Guard, redact_url};
 pub use error::{AuthCode, CredentialError};
 pub use failure::{TlsFailed, TlsFailure};
 pub use ssrf::{

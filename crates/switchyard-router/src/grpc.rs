@@ -19,7 +19,9 @@ use tower::{BoxError, Service};
 
 use switchyard_client::{AuthConfig, AuthHeaders, Guard, Resolver, TlsConfig};
 
-use crate::http::{call_failed, route_connector, route_credentials, route_endpoint};
+use crate::http::{
+    call_failed, route_connector, route_credentials, route_endpoint, transport_options,
+};
 use crate::transport::{RouteService, RouteSpec, TransportFactory};
 
 /// A gRPC codec that passes messages through as bytes: the routed payload *is* the encoded
@@ -144,11 +146,10 @@ impl TransportFactory<Bytes, Bytes> for GrpcTransport {
             )
             .into());
         }
-        let options: GrpcOptions = serde_json::from_value(spec.options.clone())
-            .map_err(|e| format!("invalid transport options: {e}"))?;
+        let options: GrpcOptions = transport_options(&spec.options)?;
         let path = PathAndQuery::from_str(path)?;
         // gRPC is HTTP/2: offered by ALPN over TLS, spoken directly over plain TCP.
-        let (tls, auth) = route_credentials(&options.tls, &options.auth)?;
+        let (tls, auth) = route_credentials(&self.guard, &uri, &options.tls, &options.auth)?;
         let metadata = metadata_of(&auth);
         let connector = route_connector(&self.guard, &uri, &tls, &[b"h2"], None)?;
         let scheme = uri.scheme_str().unwrap_or("http");

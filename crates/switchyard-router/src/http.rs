@@ -54,7 +54,8 @@ pub(crate) fn route_connector(
     let https = uri.scheme_str() == Some("https");
     if !https && !tls.is_default() {
         return Err(format!(
-            "invalid `transport.tls`: TLS settings need an https endpoint, not {uri}"
+            "invalid `transport.tls`: TLS settings need an https endpoint, not {}",
+            switchyard_client::redact_url(&uri.to_string())
         )
         .into());
     }
@@ -65,12 +66,26 @@ pub(crate) fn route_connector(
 
 /// A route's credentials: the headers its `transport.auth` adds, and the TLS settings once an
 /// `mtls` auth's files are merged into `transport.tls`.
+///
+/// Header credentials on an `http://` endpoint would travel in clear: refused unless the
+/// transport allows internal targets (a trusted network).
 pub(crate) fn route_credentials(
+    guard: &Guard,
+    uri: &Uri,
     tls: &TlsConfig,
     auth: &AuthConfig,
 ) -> Result<(TlsConfig, AuthHeaders), BoxError> {
     let within = |e: switchyard_client::CredentialError| e.within("transport.auth");
     let headers = auth.headers().map_err(within)?;
+    if !headers.is_empty() && uri.scheme_str() != Some("https") && !guard.internal_allowed() {
+        return Err(format!(
+            "invalid `transport.auth`: {} credentials would travel in clear to {}; use an \
+             https endpoint (or allow internal targets, for a trusted network)",
+            auth.method(),
+            switchyard_client::redact_url(&uri.to_string())
+        )
+        .into());
+    }
     let Some(mtls) = auth.tls().map_err(within)? else {
         return Ok((tls.clone(), headers));
     };
@@ -88,6 +103,41 @@ pub(crate) fn route_credentials(
         server_name: tls.server_name.clone(),
     };
     Ok((merged, headers))
+}
+
+/// A route's `transport` options, read with serde; an error names the field by its path and,
+/// under `auth`, does not repeat the value (it may be a secret: serde's messages quote it).
+pub(crate) fn transport_options<T: serde::de::DeserializeOwned>(
+    options: &serde_json::Value,
+) -> Result<T, BoxError> {
+    switchyard_core::config::deserialize::<T, _>(options.clone(), "transport").map_err(|e| {
+        let field = e.field();
+        let path = if field == "transport" {
+            field.to_owned()
+        } else {
+            format!("transport.{field}")
+        };
+        let reason = if field == "auth" || field.starts_with("auth.") {
+            withhold_value(e.reason())
+        } else {
+            e.reason().to_owned()
+        };
+        format!("invalid transport options: `{path}`: {reason}").into()
+    })
+}
+
+/// serde's reason without the value it quotes: unknown and missing fields name keys only,
+/// and a wrong value keeps what was expected.
+fn withhold_value(reason: &str) -> String {
+    if reason.starts_with("unknown field") || reason.starts_with("missing field") {
+        return reason.to_owned();
+    }
+    match reason.split_once(", expected ") {
+        Some((_, expected)) => {
+            format!("invalid value (not repeated: it may be a secret), expected {expected}")
+        }
+        None => "invalid value (not repeated: it may be a secret)".to_owned(),
+    }
 }
 
 /// A failed call's error, typed: the SSRF guard's refusal or a TLS failure when one caused it,
@@ -202,11 +252,10 @@ const fn default_max_response_bytes() -> usize {
 impl TransportFactory<Bytes, Bytes> for HttpTransport {
     fn build(&self, spec: &RouteSpec<'_>) -> Result<RouteService<Bytes, Bytes>, BoxError> {
         let uri = route_endpoint(&self.guard, spec, "http[s]://host[:port]/path")?;
-        let options: HttpOptions = serde_json::from_value(spec.options.clone())
-            .map_err(|e| format!("invalid transport options: {e}"))?;
+        let options: HttpOptions = transport_options(&spec.options)?;
         let content_type = header::HeaderValue::from_str(&options.content_type)
             .map_err(|_| format!("invalid content_type {:?}", options.content_type))?;
-        let (tls, auth) = route_credentials(&options.tls, &options.auth)?;
+        let (tls, auth) = route_credentials(&self.guard, &uri, &options.tls, &options.auth)?;
         let connector = route_connector(
             &self.guard,
             &uri,

@@ -65,9 +65,12 @@ where
     }
 
     /// Rebuilds the routes whose credential files (`transport.tls` and `transport.auth`
-    /// certificates and keys) changed on disk since they were built, keeping every other route
-    /// as it is. The watcher calls it on each poll; returns the reload's report when a route
-    /// was rebuilt.
+    /// certificates and keys) changed on disk since they were built. Every other route is
+    /// kept as built, but for broken ones, which every rebuild retries. It is not a reload of
+    /// the rows: the status's last reload and last source error stay as they were. The watcher
+    /// calls it on each poll, off the runtime's workers (it reads files and runs the
+    /// factories of the routes it rebuilds on the calling thread); returns the rebuild's
+    /// report when a route was rebuilt.
     pub fn refresh_files(&self) -> Option<ReloadReport> {
         let table = self.inner.table.load();
         let stale: Vec<&Arc<str>> = table
@@ -83,7 +86,7 @@ where
         drop(table);
         let mut state = lock(&self.inner.state);
         let rows = state.rows.clone();
-        Some(self.rebuild(&mut state, rows, true))
+        Some(self.rebuild(&mut state, rows, false))
     }
 
     /// Reloads from `source` whenever it reports a change, until the handle is dropped or stopped.
@@ -115,7 +118,8 @@ where
                     tokio::select! {
                         changed = &mut changed => break changed,
                         _ = files.tick() => {
-                            router.refresh_files();
+                            let router = router.clone();
+                            let _ = tokio::task::spawn_blocking(move || router.refresh_files()).await;
                         }
                     }
                 };
@@ -194,7 +198,7 @@ where
             tracing::debug!(
                 target: "switchyard_router",
                 changed = report.changed,
-                "routes rebuilt for a new local service"
+                "routes rebuilt (a local service or a credential file changed)"
             );
             self.inner.reloads.send_modify(|n| *n += 1);
             return report;

@@ -155,24 +155,7 @@ pub(crate) fn info<Req, Res>(
     }
 }
 
-/// An endpoint as status pages show it: without user information or query string, which may
-/// hold credentials.
+/// An endpoint as status pages show it ([`switchyard_client::redact_url`]).
 pub(crate) fn redact(endpoint: &str) -> String {
-    let Ok(uri) = endpoint.parse::<http::Uri>() else {
-        return "(unparsable)".to_owned();
-    };
-    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return uri.path().to_owned();
-    };
-    if !authority.as_str().contains('@') && uri.query().is_none() {
-        return endpoint.to_owned();
-    }
-    let host = authority.as_str().rsplit('@').next().unwrap_or_default();
-    let user = if authority.as_str().contains('@') {
-        "***@"
-    } else {
-        ""
-    };
-    let query = if uri.query().is_some() { "?***" } else { "" };
-    format!("{scheme}://{user}{host}{}{query}", uri.path())
+    switchyard_client::redact_url(endpoint)
 }

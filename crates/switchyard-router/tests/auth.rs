@@ -247,3 +247,59 @@ async fn secrets_never_show_in_status_errors_or_debug_output() {
     }
     assert!(bad.to_string().contains("transport.auth.token"), "{bad}");
 }
+
+#[tokio::test]
+async fn a_wrongly_typed_secret_is_not_repeated_in_the_routes_error() {
+    let addr = upstream().await;
+    let router = router();
+    router.reload(vec![
+        route(
+            "number",
+            addr,
+            &serde_json::json!({ "method": "bearer", "token": 987_654_321 }),
+        ),
+        RouteRow::new("string", "http")
+            .with_endpoint(format!("http://{addr}/echo"))
+            .with_config(r#"{"transport": {"auth": "Bearer sk_live_SECRET"}}"#),
+    ]);
+    for (name, secret, field) in [
+        ("number", "987654321", "transport.auth.token"),
+        ("string", "sk_live_SECRET", "transport.auth"),
+    ] {
+        let err = call(&router, name).await.expect_err(name);
+        let seen = format!("{err} {err:?} {:?}", router.services());
+        assert!(!seen.contains(secret), "{name}: {seen}");
+        assert!(err.to_string().contains(field), "{name}: {err}");
+        assert!(err.to_string().contains("not repeated"), "{name}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn header_credentials_over_plain_http_need_a_trusted_network() {
+    // The guard on (no internal targets): a bearer token to an http:// endpoint would travel
+    // in clear, so the route is refused when it is built (nothing is sent).
+    let router = Router::new();
+    router.reload(vec![
+        RouteRow::new("clear", "http")
+            .with_endpoint("http://billing.example.com/charge")
+            .with_config(
+                serde_json::json!({ "transport": { "auth": { "method": "bearer", "token": "t" } } })
+                    .to_string(),
+            ),
+        RouteRow::new("framing", "http")
+            .with_endpoint("https://billing.example.com/charge")
+            .with_config(
+                serde_json::json!({ "transport": { "auth": { "method": "custom", "headers": { "Host": "evil.example" } } } })
+                    .to_string(),
+            ),
+    ]);
+    let err = call(&router, "clear").await.expect_err("refused");
+    assert!(find_cause::<FactoryFailed>(&*err).is_some(), "{err}");
+    assert!(err.to_string().contains("would travel in clear"), "{err}");
+    let err = call(&router, "framing").await.expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("AUTH_1105 invalid `transport.auth.headers.Host`"),
+        "{err}"
+    );
+}
