@@ -146,7 +146,7 @@ impl TransportFactory<Bytes, Bytes> for GrpcTransport {
             )
             .into());
         }
-        let options: GrpcOptions = transport_options(&spec.options)?;
+        let options: GrpcOptions = transport_options(spec.options)?;
         let path = PathAndQuery::from_str(path)?;
         // gRPC is HTTP/2: offered by ALPN over TLS, spoken directly over plain TCP.
         let (tls, auth) = route_credentials(&self.guard, &uri, &options.tls, &options.auth)?;

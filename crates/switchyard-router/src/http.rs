@@ -252,7 +252,7 @@ const fn default_max_response_bytes() -> usize {
 impl TransportFactory<Bytes, Bytes> for HttpTransport {
     fn build(&self, spec: &RouteSpec<'_>) -> Result<RouteService<Bytes, Bytes>, BoxError> {
         let uri = route_endpoint(&self.guard, spec, "http[s]://host[:port]/path")?;
-        let options: HttpOptions = transport_options(&spec.options)?;
+        let options: HttpOptions = transport_options(spec.options)?;
         let content_type = header::HeaderValue::from_str(&options.content_type)
             .map_err(|_| format!("invalid content_type {:?}", options.content_type))?;
         let (tls, auth) = route_credentials(&self.guard, &uri, &options.tls, &options.auth)?;
