@@ -1,14 +1,17 @@
 //! The credential files a route's build read (its `transport.tls` and `transport.auth`
 //! certificates and keys), stamped, so a renewal on disk rebuilds the route without a restart.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 use serde_json::Value;
 
-/// A file's modification time and length when the route was built; `None` if it could not
-/// be read then (a route broken by a missing file is rebuilt once the file appears).
-type Stamp = Option<(SystemTime, u64)>;
+/// A digest and the length of a file's content when the route was built; `None` if it could
+/// not be read then (a route broken by a missing or unreadable file is rebuilt once it can
+/// be read). Content, not modification time: a rewrite with the same bytes (a renewal agent
+/// re-rendering the same certificate) rebuilds nothing, and a `chmod` that makes a key
+/// readable is seen. The digest only tells a change apart; it is not a security measure.
+type Stamp = Option<(u64, u64)>;
 
 /// The credential files of one route, as they were when it was built.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,7 +51,7 @@ impl CredentialFiles {
         Self { files }
     }
 
-    /// Whether any file's modification time or length differs from when it was stamped.
+    /// Whether any file's content differs from when it was stamped.
     pub(crate) fn changed(&self) -> bool {
         self.files.iter().any(|(path, then)| stamp(path) != *then)
     }
@@ -60,8 +63,10 @@ impl CredentialFiles {
 }
 
 fn stamp(path: &std::path::Path) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    let bytes = std::fs::read(path).ok()?;
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Some((hasher.finish(), bytes.len() as u64))
 }
 
 #[cfg(test)]
@@ -86,8 +91,13 @@ mod tests {
         std::fs::write(&key, "appeared").unwrap();
         assert!(files.changed(), "a file that appears is a change");
         let files = CredentialFiles::of_config(Some(&config));
-        std::fs::write(&ca, "renewed").unwrap();
-        assert!(files.changed(), "a rewritten file is a change");
+        std::fs::write(&ca, "one").unwrap();
+        assert!(
+            !files.changed(),
+            "the same bytes written again are no change"
+        );
+        std::fs::write(&ca, "two").unwrap();
+        assert!(files.changed(), "new bytes of the same length are a change");
     }
 
     #[test]

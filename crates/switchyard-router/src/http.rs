@@ -89,6 +89,13 @@ pub(crate) fn route_credentials(
     let Some(mtls) = auth.tls().map_err(within)? else {
         return Ok((tls.clone(), headers));
     };
+    if tls.ca_file.is_some() && mtls.ca_file.is_some() {
+        return Err(
+            "invalid `transport.auth.ca_file`: `transport.tls.ca_file` names the CA \
+                    already; keep one"
+                .into(),
+        );
+    }
     if tls.cert_file.is_some() || tls.key_file.is_some() {
         return Err(
             "invalid `transport.auth`: an mtls auth and `transport.tls.cert_file` both \

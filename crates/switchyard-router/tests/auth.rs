@@ -286,6 +286,15 @@ async fn header_credentials_over_plain_http_need_a_trusted_network() {
                 serde_json::json!({ "transport": { "auth": { "method": "bearer", "token": "t" } } })
                     .to_string(),
             ),
+        RouteRow::new("two-cas", "http")
+            .with_endpoint("https://billing.example.com/charge")
+            .with_config(
+                serde_json::json!({ "transport": {
+                    "tls": { "ca_file": "/etc/a.pem" },
+                    "auth": { "method": "mtls", "cert_file": "/c", "key_file": "/k", "ca_file": "/etc/b.pem" },
+                } })
+                .to_string(),
+            ),
         RouteRow::new("framing", "http")
             .with_endpoint("https://billing.example.com/charge")
             .with_config(
@@ -296,6 +305,11 @@ async fn header_credentials_over_plain_http_need_a_trusted_network() {
     let err = call(&router, "clear").await.expect_err("refused");
     assert!(find_cause::<FactoryFailed>(&*err).is_some(), "{err}");
     assert!(err.to_string().contains("would travel in clear"), "{err}");
+    let err = call(&router, "two-cas").await.expect_err("refused");
+    assert!(
+        err.to_string().contains("invalid `transport.auth.ca_file`"),
+        "{err}"
+    );
     let err = call(&router, "framing").await.expect_err("refused");
     assert!(
         err.to_string()
