@@ -21,13 +21,14 @@ pub type Resolver = BoxCloneSyncService<Name, Vec<SocketAddr>, BoxError>;
 
 /// Why an address is internal, or `None` for a public one.
 ///
-/// Internal: loopback, private (RFC 1918), carrier-grade NAT (100.64/10), link-local,
-/// unspecified and "this network" (0/8), broadcast, benchmarking (198.18/15), IETF protocol
-/// assignments (192.0.0/24), reserved (240/4), multicast; IPv6 loopback, unspecified,
-/// unique-local (fc00::/7), link-local (fe80::/10), site-local (fec0::/10), multicast (ff00::/8),
-/// Teredo (2001::/32); and every IPv6 form that carries an IPv4 address — IPv4-mapped
-/// (::ffff:0:0/96), IPv4-compatible (::/96), NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4
-/// (2002::/16) — which would otherwise reach an internal IPv4 host past the IPv4 checks.
+/// Internal: loopback, private (RFC 1918), carrier-grade NAT (100.64/10), link-local, unspecified
+/// and "this network" (0/8), broadcast, benchmarking (198.18/15), IETF protocol assignments
+/// (192.0.0/24), documentation (TEST-NET: 192.0.2/24, 198.51.100/24, 203.0.113/24), reserved
+/// (240/4), multicast; IPv6 loopback, unspecified, unique-local (fc00::/7), link-local (fe80::/10),
+/// site-local (fec0::/10), multicast (ff00::/8), Teredo (2001::/32); and every IPv6 form that
+/// carries an IPv4 address — IPv4-mapped (::ffff:0:0/96), IPv4-translated (::ffff:0:0:0/96),
+/// IPv4-compatible (::/96), NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4 (2002::/16) — which would
+/// otherwise reach an internal IPv4 host past the IPv4 checks.
 pub fn internal_reason(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => internal_v4(v4),
@@ -47,6 +48,8 @@ pub fn internal_reason(ip: IpAddr) -> Option<&'static str> {
                 Some("multicast address")
             } else if v6.to_ipv4_mapped().is_some() {
                 Some("IPv4-mapped IPv6 address")
+            } else if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 {
+                Some("IPv4-translated IPv6 address")
             } else if s[..6].iter().all(|x| *x == 0) {
                 Some("IPv4-compatible IPv6 address")
             } else if (s[0] == 0x64 && s[1] == 0xff9b) && (s[2..6] == [0; 4] || s[2] == 1) {
@@ -80,6 +83,9 @@ fn internal_v4(v4: std::net::Ipv4Addr) -> Option<&'static str> {
         Some("benchmarking address")
     } else if a == 192 && b == 0 && c == 0 {
         Some("IETF protocol assignment address")
+    } else if (a, b, c) == (192, 0, 2) || (a, b, c) == (198, 51, 100) || (a, b, c) == (203, 0, 113)
+    {
+        Some("documentation address (TEST-NET)")
     } else if a >= 224 {
         Some("multicast or reserved address")
     } else {
