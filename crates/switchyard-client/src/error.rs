@@ -52,8 +52,8 @@ impl fmt::Display for AuthCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialError {
     code: AuthCode,
-    field: Cow<'static, str>,
-    reason: String,
+    /// The field and the reason: core's config error, with the code beside it.
+    error: ConfigError,
 }
 
 impl CredentialError {
@@ -65,8 +65,7 @@ impl CredentialError {
     ) -> Self {
         Self {
             code,
-            field: field.into(),
-            reason: reason.into(),
+            error: ConfigError::new(field, reason.into()),
         }
     }
 
@@ -74,8 +73,8 @@ impl CredentialError {
     #[must_use]
     pub fn within(self, section: &str) -> Self {
         Self {
-            field: Cow::Owned(format!("{section}.{}", self.field)),
-            ..self
+            code: self.code,
+            error: self.error.within(section),
         }
     }
 
@@ -86,18 +85,18 @@ impl CredentialError {
 
     /// The dotted path of the field.
     pub fn field(&self) -> &str {
-        &self.field
+        self.error.field()
     }
 
     /// Why it was rejected.
     pub fn reason(&self) -> &str {
-        &self.reason
+        self.error.reason()
     }
 }
 
 impl fmt::Display for CredentialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} invalid `{}`: {}", self.code, self.field, self.reason)
+        write!(f, "{} {}", self.code, self.error)
     }
 }
 
@@ -106,6 +105,9 @@ impl Error for CredentialError {}
 impl From<CredentialError> for ConfigError {
     /// The same field and reason, the code first in the reason.
     fn from(err: CredentialError) -> Self {
-        ConfigError::new(err.field, format!("{}: {}", err.code, err.reason))
+        ConfigError::new(
+            err.error.field().to_owned(),
+            format!("{}: {}", err.code, err.error.reason()),
+        )
     }
 }

@@ -73,6 +73,15 @@ pub use classify::{
 pub use config::ConfigError;
 pub use rejection::{Rejection, RejectionKind, find_cause, find_rejection, panic_message};
 
+/// Seconds since the Unix epoch by the wall clock (`0` for a clock set before 1970), for what
+/// status pages report (the time of a reload, of an error). Never for a decision: decisions use
+/// tokio's clock, which tests pause.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The error type every switchyard layer returns, as in tower: layers require
 /// `S::Error: Into<BoxError>` so stacks compose without nested error enums.
 pub type BoxError = tower::BoxError;

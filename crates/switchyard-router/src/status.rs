@@ -1,7 +1,7 @@
 //! What the router tells status pages: reload reports, service snapshots (endpoints
 //! redacted), the router's health.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use switchyard_breaker::BreakerState;
@@ -16,11 +16,7 @@ pub(crate) struct StatusInner {
     pub(crate) last_error: Option<(String, u64)>,
 }
 
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub(crate) use switchyard_core::unix_now;
 
 /// What a reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
