@@ -2,16 +2,26 @@
 //! certificates and keys), stamped, so a renewal on disk rebuilds the route without a restart.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde_json::Value;
 
-/// A digest and the length of a file's content when the route was built; `None` if it could
-/// not be read then (a route broken by a missing or unreadable file is rebuilt once it can
-/// be read). Content, not modification time: a rewrite with the same bytes (a renewal agent
-/// re-rendering the same certificate) rebuilds nothing, and a `chmod` that makes a key
-/// readable is seen. The digest only tells a change apart; it is not a security measure.
-type Stamp = Option<(u64, u64)>;
+/// A file as the route's build read it: its modification time and length, and a digest of its
+/// content; `None` if it could not be read then (a route broken by a missing or unreadable file
+/// is rebuilt once it can be read). A check stats the file and reads it only when the time or
+/// length moved, so an unchanged file costs one `stat` per poll; the content decides, so a
+/// rewrite with the same bytes (a renewal agent re-rendering the same certificate) rebuilds
+/// nothing (though, its stamp kept, such a file is read again at each poll until the route is
+/// next rebuilt). The digest only tells a change apart; it is not a security measure.
+type Stamp = Option<Seen>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    modified: SystemTime,
+    len: u64,
+    digest: u64,
+}
 
 /// The credential files of one route, as they were when it was built.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,7 +63,19 @@ impl CredentialFiles {
 
     /// Whether any file's content differs from when it was stamped.
     pub(crate) fn changed(&self) -> bool {
-        self.files.iter().any(|(path, then)| stamp(path) != *then)
+        self.files.iter().any(|(path, then)| match then {
+            // Unreadable then: changed once it can be read.
+            None => std::fs::read(path).is_ok(),
+            Some(then) => match std::fs::metadata(path) {
+                Err(_) => true,
+                Ok(meta)
+                    if meta.modified().ok() == Some(then.modified) && meta.len() == then.len =>
+                {
+                    false
+                }
+                Ok(_) => stamp(path).is_none_or(|now| now.digest != then.digest),
+            },
+        })
     }
 
     /// Whether the route reads no file.
@@ -62,11 +84,16 @@ impl CredentialFiles {
     }
 }
 
-fn stamp(path: &std::path::Path) -> Stamp {
+fn stamp(path: &Path) -> Stamp {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
     let bytes = std::fs::read(path).ok()?;
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);
-    Some((hasher.finish(), bytes.len() as u64))
+    Some(Seen {
+        modified,
+        len: bytes.len() as u64,
+        digest: hasher.finish(),
+    })
 }
 
 #[cfg(test)]
