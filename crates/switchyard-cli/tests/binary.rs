@@ -59,6 +59,12 @@ struct Server {
 
 impl Server {
     fn start(db: &Path) -> Self {
+        Self::start_with(db, &[], "http")
+    }
+
+    /// `serve` on a free port over `db`, with `extra` arguments; the first line names the
+    /// address, under `scheme`.
+    fn start_with(db: &Path, extra: &[&std::ffi::OsStr], scheme: &str) -> Self {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -69,6 +75,7 @@ impl Server {
                 "--db",
             ])
             .arg(db)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -80,7 +87,7 @@ impl Server {
             .unwrap();
         let addr = line
             .trim()
-            .strip_prefix("switchyard listening on http://")
+            .strip_prefix(format!("switchyard listening on {scheme}://").as_str())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .unwrap();
@@ -257,31 +264,16 @@ fn serve_over_https_answers_curl_with_the_ca() {
         .write(dir.path(), "server");
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.cert_pem()).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .arg("--db")
-        .arg(dir.path().join("routes.db"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let server = Server {
-        addr: line
-            .trim()
-            .strip_prefix("switchyard listening on https://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap(),
-        child,
-    };
+    let server = Server::start_with(
+        &dir.path().join("routes.db"),
+        &[
+            "--tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--tls-key".as_ref(),
+            key.as_os_str(),
+        ],
+        "https",
+    );
     let url = format!("https://localhost:{}/billing", server.addr.port());
     let resolve = format!("localhost:{}:127.0.0.1", server.addr.port());
     let curl = |extra: &[&str]| {

@@ -22,6 +22,16 @@ fn answer(seen: Seen) -> http::Response<String> {
     ))
 }
 
+/// An HTTPS upstream on 127.0.0.1 with a certificate of `ca`, requiring client certificates
+/// of `clients` when given.
+async fn upstream(ca: &TestCa, clients: Option<&TestCa>) -> HttpsServer {
+    HttpsServer::start(
+        TestCa::server_config(&ca.server(&["127.0.0.1"]), clients),
+        answer,
+    )
+    .await
+}
+
 fn router() -> Router {
     let router = Router::new();
     router.register_transport("http", HttpTransport::new().allow_internal(true));
@@ -51,11 +61,7 @@ fn route(name: &str, url: &str, tls: &serde_json::Value) -> RouteRow {
 #[tokio::test]
 async fn an_https_route_reaches_its_upstream_through_a_private_ca() {
     let ca = TestCa::new("test CA");
-    let upstream = HttpsServer::start(
-        TestCa::server_config(&ca.server(&["127.0.0.1"]), None),
-        answer,
-    )
-    .await;
+    let upstream = upstream(&ca, None).await;
     let dir = tempfile::tempdir().expect("a dir");
     let ca_file = write(&dir, "ca.pem", &ca.cert_pem());
     let router = router();
@@ -74,11 +80,7 @@ async fn an_https_route_reaches_its_upstream_through_a_private_ca() {
 async fn a_failed_handshake_is_a_tls_failure_naming_the_route_and_a_502() {
     let ca = TestCa::new("test CA");
     let other = TestCa::new("another CA");
-    let upstream = HttpsServer::start(
-        TestCa::server_config(&other.server(&["127.0.0.1"]), None),
-        answer,
-    )
-    .await;
+    let upstream = upstream(&other, None).await;
     let dir = tempfile::tempdir().expect("a dir");
     let ca_file = write(&dir, "ca.pem", &ca.cert_pem());
     let router = router();
@@ -101,11 +103,7 @@ async fn a_failed_handshake_is_a_tls_failure_naming_the_route_and_a_502() {
 async fn an_upstream_that_wants_a_client_certificate_gets_the_routes_one() {
     let ca = TestCa::new("test CA");
     let clients = TestCa::new("client CA");
-    let upstream = HttpsServer::start(
-        TestCa::server_config(&ca.server(&["127.0.0.1"]), Some(&clients)),
-        answer,
-    )
-    .await;
+    let upstream = upstream(&ca, Some(&clients)).await;
     let dir = tempfile::tempdir().expect("a dir");
     let ca_file = write(&dir, "ca.pem", &ca.cert_pem());
     let (cert_file, key_file) = clients.client("billing").write(dir.path(), "client");
@@ -164,11 +162,7 @@ async fn a_renewed_ca_file_rebuilds_only_the_routes_that_read_it() {
     let old_ca = TestCa::new("old CA");
     let new_ca = TestCa::new("the new CA, renewed");
     // The upstream already presents a certificate of the new CA.
-    let upstream = HttpsServer::start(
-        TestCa::server_config(&new_ca.server(&["127.0.0.1"]), None),
-        answer,
-    )
-    .await;
+    let upstream = upstream(&new_ca, None).await;
     let dir = tempfile::tempdir().expect("a dir");
     let ca_file = write(&dir, "ca.pem", &old_ca.cert_pem());
     let router = router();
@@ -205,11 +199,7 @@ async fn a_renewed_ca_file_rebuilds_only_the_routes_that_read_it() {
 async fn the_watcher_picks_up_a_renewed_file_on_its_poll() {
     let old_ca = TestCa::new("old CA");
     let new_ca = TestCa::new("the new CA, renewed");
-    let upstream = HttpsServer::start(
-        TestCa::server_config(&new_ca.server(&["127.0.0.1"]), None),
-        answer,
-    )
-    .await;
+    let upstream = upstream(&new_ca, None).await;
     let dir = tempfile::tempdir().expect("a dir");
     let ca_file = write(&dir, "ca.pem", &old_ca.cert_pem());
     let source = switchyard_router::SqliteSource::open(dir.path().join("routes.db"))
