@@ -111,3 +111,35 @@ impl From<CredentialError> for ConfigError {
         )
     }
 }
+
+/// A config error read by serde, without the value serde's message quotes when the field sits
+/// in an `auth` section (`auth`, `auth.token`, `transport.auth.password`): that value may be a
+/// secret. Unknown and missing fields name keys only and are kept; a wrong value keeps what
+/// was expected. Other fields are returned as they are.
+///
+/// ```
+/// use switchyard_client::withhold_secret_values;
+/// use switchyard_core::ConfigError;
+///
+/// let err = ConfigError::new("auth.token", "invalid type: integer `123456`, expected a string");
+/// let err = withhold_secret_values(err);
+/// assert_eq!(err.field(), "auth.token");
+/// assert!(!err.reason().contains("123456"));
+/// assert!(err.reason().ends_with("expected a string"));
+/// ```
+pub fn withhold_secret_values(error: ConfigError) -> ConfigError {
+    if !error.field().split('.').any(|segment| segment == "auth") {
+        return error;
+    }
+    let reason = error.reason();
+    if reason.starts_with("unknown field") || reason.starts_with("missing field") {
+        return error;
+    }
+    let withheld = match reason.split_once(", expected ") {
+        Some((_, expected)) => {
+            format!("invalid value (not repeated: it may be a secret), expected {expected}")
+        }
+        None => "invalid value (not repeated: it may be a secret)".to_owned(),
+    };
+    ConfigError::new(error.field().to_owned(), withheld)
+}

@@ -47,7 +47,7 @@ mod tls;
 
 pub use auth::{AuthConfig, AuthHeaders, AuthLayer, Authorized};
 pub use connector::{Connector, Guard, redact_url};
-pub use error::{AuthCode, CredentialError};
+pub use error::{AuthCode, CredentialError, withhold_secret_values};
 pub use failure::{TlsFailed, TlsFailure};
 pub use ssrf::{
     GuardedResolver, Resolver, SsrfBlocked, check_literal_host, internal_reason, system_resolver,

@@ -113,38 +113,18 @@ pub(crate) fn route_credentials(
 }
 
 /// A route's `transport` options, read with serde; an error names the field by its path and,
-/// under `auth`, does not repeat the value (it may be a secret: serde's messages quote it).
+/// under `auth`, does not repeat the value ([`switchyard_client::withhold_secret_values`]).
 pub(crate) fn transport_options<T: serde::de::DeserializeOwned>(
     options: &serde_json::Value,
 ) -> Result<T, BoxError> {
     switchyard_core::config::deserialize::<T, _>(options.clone(), "transport").map_err(|e| {
-        let field = e.field();
-        let path = if field == "transport" {
-            field.to_owned()
-        } else {
-            format!("transport.{field}")
+        let e = switchyard_client::withhold_secret_values(e);
+        let path = match e.field() {
+            "transport" => "transport".to_owned(),
+            field => format!("transport.{field}"),
         };
-        let reason = if field == "auth" || field.starts_with("auth.") {
-            withhold_value(e.reason())
-        } else {
-            e.reason().to_owned()
-        };
-        format!("invalid transport options: `{path}`: {reason}").into()
+        format!("invalid transport options: `{path}`: {}", e.reason()).into()
     })
-}
-
-/// serde's reason without the value it quotes: unknown and missing fields name keys only,
-/// and a wrong value keeps what was expected.
-fn withhold_value(reason: &str) -> String {
-    if reason.starts_with("unknown field") || reason.starts_with("missing field") {
-        return reason.to_owned();
-    }
-    match reason.split_once(", expected ") {
-        Some((_, expected)) => {
-            format!("invalid value (not repeated: it may be a secret), expected {expected}")
-        }
-        None => "invalid value (not repeated: it may be a secret)".to_owned(),
-    }
 }
 
 /// A failed call's error, typed: the SSRF guard's refusal or a TLS failure when one caused it,
