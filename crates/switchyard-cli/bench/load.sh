@@ -3,6 +3,9 @@
 #
 #   local   a local route with a full resilience stack   vs  bare axum doing the same work
 #   proxy   an `http` route to an upstream               vs  nginx proxy_pass to the same upstream
+#   hyper   the same `http` route                         vs  a bare hyper proxy to it (axum's
+#                                                              server + hyper-util's client, per
+#                                                              core: the floor of a hyper gateway)
 #   tls     HTTPS termination, then the http route       vs  nginx terminating with the same cert,
 #           to the same upstream                              then proxy_pass to the same upstream
 #   https   an `https` route to a TLS upstream (verified) vs  nginx proxy_pass https:// to it
@@ -11,16 +14,18 @@
 # Each pair is driven by wrk alternately, A B A B (ROUNDS rounds of DURATION each), so both
 # see the same machine; the script prints req/s and p99 per round, and the ratios of the
 # medians. Traffic stays on 127.0.0.1. Needs wrk, nginx and openssl (Debian: apt-get install
-# wrk nginx-light openssl); builds the release binary and the bare axum example itself.
+# wrk nginx-light openssl); builds the release binary and the two bare examples itself.
 #
 #   bash crates/switchyard-cli/bench/load.sh                 # every case
 #   CASES="proxy" ROUNDS=5 DURATION=10s bash crates/switchyard-cli/bench/load.sh
+#   WORKERS=shared CASES="proxy hyper" bash crates/switchyard-cli/bench/load.sh   # one runtime
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
-CASES=${CASES:-"local proxy tls https"}
+CASES=${CASES:-"local proxy hyper tls https"}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
+WORKERS=${WORKERS:-}        # `switchyard serve --workers` (default: one per core)
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 
@@ -28,9 +33,10 @@ for tool in wrk nginx openssl; do
     command -v "$tool" >/dev/null || { echo "load.sh needs $tool (apt-get install wrk nginx-light openssl)" >&2; exit 1; }
 done
 
-cargo build --release --quiet -p switchyard-cli --bin switchyard --example bare_axum
+cargo build --release --quiet -p switchyard-cli --bin switchyard --example bare_axum --example bare_proxy
 BIN=target/release/switchyard
 BARE=target/release/examples/bare_axum
+BARE_PROXY=target/release/examples/bare_proxy
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -69,18 +75,20 @@ wait_port() {
 # The upstream of the proxy cases, and the bare baseline of the local case.
 "$BARE" 127.0.0.1:19001 > /dev/null & PIDS+=($!)
 wait_port 19001
+"$BARE_PROXY" 127.0.0.1:19008 http://127.0.0.1:19001/charge > /dev/null & PIDS+=($!)
+wait_port 19008
 
 # switchyard: the local route with every section of the stack, and an http route to the
 # upstream. The first server creates the routes file; the second reads the same one over HTTPS.
 DB="$WORK/routes.db"
 STACK='{"timeout":"2s","rate_limit":{"rate":"1000000/s"},"bulkhead":{"max_concurrent_calls":10000},"circuit_breaker":{"trip":{"consecutive_failures":{"threshold":1000}}},"retry":{"max_attempts":2}}'
-RUST_LOG=error "$BIN" serve --db "$DB" --listen 127.0.0.1:19002 --allow-internal > /dev/null 2>&1 & PIDS+=($!)
+RUST_LOG=error "$BIN" serve --db "$DB" --listen 127.0.0.1:19002 --allow-internal ${WORKERS:+--workers "$WORKERS"} > /dev/null 2>&1 & PIDS+=($!)
 wait_port 19002
 "$BIN" routes --db "$DB" set billing --strategy local --config "$STACK" >/dev/null
 "$BIN" routes --db "$DB" set upstream --strategy http --endpoint http://127.0.0.1:19001/charge >/dev/null
 "$BIN" routes --db "$DB" set secure --strategy http --endpoint https://127.0.0.1:19006/charge \
     --config "{\"transport\":{\"tls\":{\"ca_file\":\"$WORK/ca.pem\"}}}" >/dev/null
-RUST_LOG=error "$BIN" serve --db "$DB" --listen 127.0.0.1:19003 --allow-internal \
+RUST_LOG=error "$BIN" serve --db "$DB" --listen 127.0.0.1:19003 --allow-internal ${WORKERS:+--workers "$WORKERS"} \
     --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" > /dev/null 2>&1 & PIDS+=($!)
 sleep 1   # the first server's poll picks the new rows up
 
@@ -161,6 +169,7 @@ for case in $CASES; do
     case $case in
         local) compare local http://127.0.0.1:19002/billing http://127.0.0.1:19001/billing "bare axum" ;;
         proxy) compare proxy http://127.0.0.1:19002/upstream http://127.0.0.1:19004/upstream "nginx" ;;
+        hyper) compare hyper http://127.0.0.1:19002/upstream http://127.0.0.1:19008/upstream "bare hyper" ;;
         tls) compare tls https://127.0.0.1:19003/upstream https://127.0.0.1:19005/upstream "nginx" ;;
         https) compare https http://127.0.0.1:19002/secure http://127.0.0.1:19007/secure "nginx" ;;
         *) echo "unknown case $case" >&2; exit 1 ;;

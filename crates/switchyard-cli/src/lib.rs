@@ -33,12 +33,14 @@ mod metrics;
 mod serve;
 mod status;
 mod tls;
+mod workers;
 
 pub use demo::{builtin_router, seed_rows};
 pub use gateway::{DEFAULT_MAX_BODY_BYTES, Gateway, app};
 pub use metrics::prometheus;
 pub use serve::{SHUTDOWN_GRACE, ServeConfig, serve, shutdown_signal};
 pub use tls::{ServerTls, ServerTlsFiles, TlsStatus};
+pub use workers::Workers;
 
 /// The crate README's example, compiled as a doctest so the README never lies.
 #[cfg(doctest)]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use switchyard_cli::{DEFAULT_MAX_BODY_BYTES, ServeConfig, ServerTlsFiles};
+use switchyard_cli::{DEFAULT_MAX_BODY_BYTES, ServeConfig, ServerTlsFiles, Workers};
 use switchyard_router::{Admin, RouteRow};
 
 /// Resilience and routing for tower services: an HTTP gateway whose routes — local, remote or
@@ -52,6 +52,11 @@ enum Command {
         /// Require client certificates signed by the CA(s) in this PEM file (mTLS).
         #[arg(long, requires = "tls_cert", value_name = "FILE")]
         tls_client_ca: Option<PathBuf>,
+        /// Serving threads: a count (default: one per core), each with its own runtime and its
+        /// own socket on the address, so a request never changes thread; or `shared`, one
+        /// work-stealing runtime behind one socket (for handlers that block their thread).
+        #[arg(long, default_value_t = Workers::per_core(), value_name = "N|shared")]
+        workers: Workers,
     },
     /// Read and change the routes table (a running server picks changes up by itself).
     Routes {
@@ -125,6 +130,7 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
             tls_client_ca,
+            workers,
         } => serve(ServeConfig {
             db,
             listen,
@@ -137,6 +143,7 @@ fn main() -> ExitCode {
                 key,
                 client_ca: tls_client_ca,
             }),
+            workers,
         }),
         Command::Routes { db, command } => match routes(&db, command) {
             Ok(()) => ExitCode::SUCCESS,

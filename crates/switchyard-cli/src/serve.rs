@@ -1,7 +1,6 @@
 //! `switchyard serve`: open the routes file, reload and watch it, serve the gateway, stop
 //! gracefully.
 
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +12,8 @@ use tower::BoxError;
 use crate::demo::{builtin_router, seed_rows};
 use crate::gateway::{Gateway, app};
 use crate::metrics::prometheus;
-use crate::tls::{ServerTls, ServerTlsFiles, serve_tls};
+use crate::tls::{ServerTls, ServerTlsFiles};
+use crate::workers::{Serving, Workers, bind, run};
 
 /// The settings of `switchyard serve`.
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct ServeConfig {
     /// Serve HTTPS with these files (reloaded when they change, checked every
     /// `poll_interval`); plain HTTP when unset.
     pub tls: Option<ServerTlsFiles>,
+    /// How connections are spread over threads.
+    pub workers: Workers,
 }
 
 /// Runs the gateway until `shutdown` resolves, then stops accepting connections and waits for
@@ -108,43 +110,22 @@ pub async fn serve(
         })
     });
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, https = tls.is_some(), "listening");
+    let listeners = bind(config.listen, config.workers)?;
+    let addr = listeners[0].local_addr()?;
+    tracing::info!(%addr, https = tls.is_some(), workers = %config.workers, "listening");
     ready(addr);
-    if let Some(tls) = tls {
-        serve_tls(listener, tls, app(gateway), shutdown, SHUTDOWN_GRACE).await?;
-        watcher.stop();
-        for task in [upkeep, reloads].into_iter().flatten() {
-            task.abort();
-        }
-        tracing::info!("stopped");
-        return Ok(());
-    }
-    // Graceful: on the signal, stop accepting and let in-flight requests finish, for at most
-    // the grace period.
-    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app(gateway)).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping.send(true);
-    });
-    let grace = async move {
-        let _ = stopped.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    let serving = Serving {
+        app: app(gateway),
+        tls,
+        grace: SHUTDOWN_GRACE,
     };
-    tokio::select! {
-        result = server.into_future() => result?,
-        () = grace => tracing::warn!(
-            grace = ?SHUTDOWN_GRACE,
-            "requests still in flight after the grace period; stopping anyway"
-        ),
-    }
+    let result = run(listeners, serving, shutdown).await;
     watcher.stop();
     for task in [upkeep, reloads].into_iter().flatten() {
         task.abort();
     }
     tracing::info!("stopped");
-    Ok(())
+    result
 }
 
 /// How long a stopping server waits for in-flight requests.

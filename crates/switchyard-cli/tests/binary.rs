@@ -104,6 +104,29 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGTERM, then the exit: it must stop accepting, finish and exit 0.
+    fn terminate(&mut self) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "{status:?}");
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -149,23 +172,69 @@ fn the_readme_story_then_a_clean_sigterm() {
     server.eventually(|| post(server.addr, "/billing", "$300") == (200, "billed:$300".to_owned()));
 
     // SIGTERM: stop accepting, finish, exit 0.
-    let killed = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
+    server.terminate();
+}
+
+/// Every connection is answered whichever thread the kernel hands it to, per-core or shared;
+/// a taken port and a bad `--workers` are refused.
+#[test]
+fn serve_answers_on_every_worker_thread_and_refuses_a_taken_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("switchyard.db");
+    for workers in ["3", "shared"] {
+        let mut server = Server::start_with(&db, &["--workers".as_ref(), workers.as_ref()], "http");
+        // A new connection each: the kernel spreads them over the worker sockets.
+        for i in 0..30 {
+            let body = format!("${i}");
+            assert_eq!(
+                post(server.addr, "/billing", &body),
+                (200, format!("billed:{body}")),
+                "--workers {workers}"
+            );
         }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(status.success(), "{status:?}");
+        // (Counted once they answered: the sockets listen before the threads start.)
+        #[cfg(target_os = "linux")]
+        {
+            let threads = std::fs::read_dir(format!("/proc/{}/task", server.child.id()))
+                .unwrap()
+                .filter(|task| {
+                    let comm = task.as_ref().unwrap().path().join("comm");
+                    std::fs::read_to_string(comm).is_ok_and(|n| n.starts_with("switchyard-work"))
+                })
+                .count();
+            assert_eq!(
+                threads,
+                if workers == "3" { 3 } else { 0 },
+                "--workers {workers}"
+            );
+        }
+        if workers == "3" {
+            // A port a gateway serves is refused to another, not shared with it.
+            let out = Command::new(BIN)
+                .args(["serve", "--listen", &server.addr.to_string(), "--db"])
+                .arg(dir.path().join("other.db"))
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(!out.status.success());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.to_lowercase().contains("address already in use"),
+                "{stderr}"
+            );
+        }
+        server.terminate();
+    }
+    let out = Command::new(BIN)
+        .args(["serve", "--workers", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("must be at least 1 (or `shared`)"),
+        "{stderr}"
+    );
 }
 
 #[test]

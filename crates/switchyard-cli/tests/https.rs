@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use switchyard_cli::{DEFAULT_MAX_BODY_BYTES, ServeConfig, ServerTlsFiles, serve};
+use switchyard_cli::{DEFAULT_MAX_BODY_BYTES, ServeConfig, ServerTlsFiles, Workers, serve};
 use switchyard_client::test_util::TestCa;
 use switchyard_client::{Connector, Guard, TlsConfig, TlsFailed, TlsFailure};
 use tokio::sync::oneshot;
@@ -46,6 +46,7 @@ async fn start(dir: tempfile::TempDir, client_ca: bool) -> Running {
         admin_token: None,
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         tls: Some(files),
+        workers: Workers::default(),
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop, stopped) = oneshot::channel::<()>();
