@@ -78,7 +78,9 @@ fn main() -> std::io::Result<()> {
         })
         .collect();
     for thread in threads {
-        thread.join().map_err(|_| std::io::Error::other("a thread panicked"))??;
+        thread
+            .join()
+            .map_err(|_| std::io::Error::other("a thread panicked"))??;
     }
     Ok(())
 }

@@ -64,10 +64,12 @@ pub(crate) async fn status_page(State(gateway): State<Gateway>) -> Html<String> 
         has_local,
         breaker,
         error,
+        rejected_files,
         last_call_error,
         ..
     } in gateway.router.services()
     {
+        let rejected = rejected_files.map(|why| format!("new credential files not taken: {why}"));
         let _ = write!(
             page,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"err\">{}</td></tr>",
@@ -76,7 +78,13 @@ pub(crate) async fn status_page(State(gateway): State<Gateway>) -> Html<String> 
             escape(endpoint.as_deref().unwrap_or("")),
             if has_local { "yes" } else { "no" },
             breaker.map_or("", |b| b.as_str()),
-            escape(error.or(last_call_error).as_deref().unwrap_or("")),
+            escape(
+                error
+                    .or(rejected)
+                    .or(last_call_error)
+                    .as_deref()
+                    .unwrap_or("")
+            ),
         );
     }
     page.push_str("</table></body></html>\n");

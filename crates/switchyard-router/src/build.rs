@@ -2,7 +2,7 @@
 //! stack around it, and a broken route's typed error.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use switchyard_core::ConfigError;
 use switchyard_resilience::{FallbackLayer, ResilienceLayer};
@@ -45,6 +45,7 @@ where
                     locals_used: Vec::new(),
                     handles: None,
                     files: CredentialFiles::of_config(row.config.as_deref()),
+                    rejected: Mutex::new(None),
                 }
             }
         }
@@ -65,6 +66,7 @@ where
             handles: None,
             // Stamped before the build reads them: a change made meanwhile is seen next time.
             files: CredentialFiles::of_config(row.config.as_deref()),
+            rejected: Mutex::new(None),
         };
         match self.build_target(state, row, &name, &strategy, &mut entry) {
             Ok(target) => entry.target = target,

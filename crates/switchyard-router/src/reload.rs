@@ -9,10 +9,11 @@ use tokio::time::Instant;
 
 use crate::diff::{self, Step};
 use crate::error::SourceError;
+use crate::files::CredentialFiles;
 use crate::router::{Router, State};
 use crate::source::{RouteRow, RouteSource};
 use crate::status::{ReloadReport, unix_now};
-use crate::table::{FastMap, Table, local_entry};
+use crate::table::{Entry, FastMap, Table, local_entry};
 
 /// How long a watcher waits before trying a failed reload (or a failed change check) again.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -76,7 +77,7 @@ where
         let stale: Vec<&Arc<str>> = table
             .routes
             .iter()
-            .filter(|(_, entry)| !entry.files.is_empty() && entry.files.changed())
+            .filter(|(_, entry)| !entry.files.is_empty() && entry.files_changed())
             .map(|(name, _)| name)
             .collect();
         if stale.is_empty() {
@@ -158,6 +159,21 @@ where
             let previous = old.routes.get(row.service_name.as_str());
             let entry = match (step, previous) {
                 (Step::Keep, Some(kept)) => Arc::clone(kept),
+                (_, Some(serving))
+                    if serving.only_files_changed(row)
+                        && diff::locals_current(generation, &serving.locals_used) =>
+                {
+                    let built = self.build(state, row);
+                    match built.error() {
+                        None => Arc::new(built),
+                        Some(error) => {
+                            keep_serving(serving, built.files, error);
+                            report.unchanged += 1;
+                            routes.insert(Arc::clone(&serving.name), Arc::clone(serving));
+                            continue;
+                        }
+                    }
+                }
                 _ => Arc::new(self.build(state, row)),
             };
             let error = entry.error();
@@ -251,4 +267,20 @@ impl Drop for WatchHandle {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// New credential files of a working route did not build (a renewal half written, a key not
+/// yet matching its certificate): the route keeps its build, which serves on, and remembers
+/// the files' stamps so it is tried again only when they change again.
+fn keep_serving<Req, Res>(serving: &Entry<Req, Res>, files: CredentialFiles, error: String) {
+    let mut rejected = lock(&serving.rejected);
+    if rejected.as_ref().map(|(_, was)| was) != Some(&error) {
+        tracing::warn!(
+            target: "switchyard_router",
+            service = %serving.name,
+            %error,
+            "new credential files do not build; the route keeps its previous ones"
+        );
+    }
+    *rejected = Some((files, error));
 }

@@ -54,6 +54,10 @@ pub struct ServiceInfo {
     pub breaker: Option<BreakerState>,
     /// Why the route cannot be served, when it cannot.
     pub error: Option<String>,
+    /// Why the newest version of the route's credential files (`transport.tls`,
+    /// `transport.auth`) was not taken, the previous build serving on; cleared by the next
+    /// build that takes them.
+    pub rejected_files: Option<String>,
     /// The error of the last call that failed, if any did since the route was built.
     pub last_call_error: Option<String>,
     /// Unix seconds of `last_call_error`.
@@ -145,6 +149,7 @@ pub(crate) fn info<Req, Res>(
             .and_then(|h| h.breaker.as_ref())
             .map(switchyard_breaker::BreakerHandle::state),
         error: entry.error(),
+        rejected_files: entry.rejected_files(),
         last_call_error: entry.metrics.last_error().map(|(e, _)| e),
         last_call_error_at: entry.metrics.last_error().map(|(_, at)| at),
         updated_at: entry.updated_at,

@@ -1,8 +1,9 @@
 //! The route table: one snapshot of built routes, each an entry with its target.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use switchyard_core::sync::lock;
 use switchyard_resilience::StackHandles;
 use tower::BoxError;
 
@@ -63,6 +64,9 @@ pub(crate) struct Entry<Req, Res> {
     pub(crate) metrics: Arc<RouteMetrics>,
     /// The credential files the build read, stamped: a change rebuilds the route.
     pub(crate) files: CredentialFiles,
+    /// Newer credential files that did not build (stamped) and why, this build serving on:
+    /// the route is retried when they change again.
+    pub(crate) rejected: Mutex<Option<(CredentialFiles, String)>>,
 }
 
 impl<Req, Res> Built for Entry<Req, Res> {
@@ -71,7 +75,7 @@ impl<Req, Res> Built for Entry<Req, Res> {
             && self.endpoint == row.endpoint
             && self.config == row.config
             // A renewed certificate or key is a change of the route, though not of its row.
-            && !self.files.changed()
+            && !self.files_changed()
     }
 
     fn is_broken(&self) -> bool {
@@ -84,6 +88,33 @@ impl<Req, Res> Built for Entry<Req, Res> {
 }
 
 impl<Req, Res> Entry<Req, Res> {
+    /// Whether its credential files changed since it was built, and since they were last
+    /// rejected.
+    pub(crate) fn files_changed(&self) -> bool {
+        self.files.changed()
+            && lock(&self.rejected)
+                .as_ref()
+                .is_none_or(|(rejected, _)| rejected.changed())
+    }
+
+    /// Whether `row` is this entry's own, it builds, and only its credential files changed:
+    /// then a failed rebuild keeps it.
+    pub(crate) fn only_files_changed(&self, row: &RouteRow) -> bool {
+        !self.is_broken()
+            && *self.strategy == *row.strategy
+            && self.endpoint == row.endpoint
+            && self.config == row.config
+            && !self.files.is_empty()
+    }
+
+    /// Why the newest credential files were not taken, while this build serves on (nothing
+    /// once the files are back to those it was built with).
+    pub(crate) fn rejected_files(&self) -> Option<String> {
+        let rejected = lock(&self.rejected);
+        let (_, why) = rejected.as_ref()?;
+        self.files.changed().then(|| why.clone())
+    }
+
     pub(crate) fn error(&self) -> Option<String> {
         match &self.target {
             Target::Broken(b) => Some(b.message()),
@@ -147,5 +178,6 @@ where
         locals_used: vec![(Arc::clone(name), local.generation)],
         handles: None,
         files: CredentialFiles::default(),
+        rejected: Mutex::new(None),
     }
 }

@@ -196,6 +196,71 @@ async fn a_renewed_ca_file_rebuilds_only_the_routes_that_read_it() {
 }
 
 #[tokio::test]
+async fn a_half_written_renewal_keeps_the_previous_build_serving_until_a_good_one() {
+    let ca = TestCa::new("the CA");
+    let upstream = upstream(&ca, None).await;
+    let dir = tempfile::tempdir().expect("a dir");
+    let ca_file = write(&dir, "ca.pem", &ca.cert_pem());
+    let router = router();
+    router.reload(vec![route(
+        "billing",
+        &upstream.url("/charge"),
+        &serde_json::json!({ "ca_file": ca_file }),
+    )]);
+    assert_eq!(
+        call(&router, "billing").await.expect("billed"),
+        "billed:$100:tls"
+    );
+
+    // Caught mid-write: the file holds half a certificate.
+    let pem = ca.cert_pem();
+    write(&dir, "ca.pem", &pem[..pem.len() / 2]);
+    let report = router.refresh_files().expect("the new file is tried");
+    assert_eq!(
+        (report.changed, report.unchanged, report.broken),
+        (0, 1, 0),
+        "{report:?}"
+    );
+    assert_eq!(
+        call(&router, "billing")
+            .await
+            .expect("the previous build serves on"),
+        "billed:$100:tls"
+    );
+    let info = &router.services()[0];
+    assert_eq!(info.error, None);
+    let rejected = info
+        .rejected_files
+        .as_deref()
+        .expect("the rejection is reported");
+    assert!(rejected.contains("AUTH_1104"), "{rejected}");
+    assert!(
+        router.refresh_files().is_none(),
+        "not retried until the file changes again"
+    );
+
+    // The writer finishes (the same CA, written out with a trailing newline): taken.
+    write(&dir, "ca.pem", &format!("{pem}\n"));
+    let report = router.refresh_files().expect("the finished file is tried");
+    assert_eq!((report.changed, report.broken), (1, 0), "{report:?}");
+    assert_eq!(router.services()[0].rejected_files, None);
+    assert_eq!(
+        call(&router, "billing").await.expect("billed"),
+        "billed:$100:tls"
+    );
+
+    // A row change is not a renewal: a bad file named by a new config breaks the route.
+    let bad = write(&dir, "bad.pem", "not a certificate");
+    router.reload(vec![route(
+        "billing",
+        &upstream.url("/charge"),
+        &serde_json::json!({ "ca_file": bad }),
+    )]);
+    let err = call(&router, "billing").await.expect_err("broken");
+    assert!(err.to_string().contains("AUTH_1104"), "{err}");
+}
+
+#[tokio::test]
 async fn the_watcher_picks_up_a_renewed_file_on_its_poll() {
     let old_ca = TestCa::new("old CA");
     let new_ca = TestCa::new("the new CA, renewed");
