@@ -25,6 +25,10 @@ use crate::tls::TlsConfig;
 /// by an environment variable read when the route is built (`api_key_env`, `token_env`,
 /// `password_env`), so it never sits in the routes table in clear.
 ///
+/// `Debug` masks the secrets; `Serialize` writes the config back as it was given, secrets
+/// included, because its output is a config (to store or send where the input came from), not
+/// a report: never log it.
+///
 /// ```
 /// use switchyard_client::AuthConfig;
 ///
