@@ -119,7 +119,7 @@ pub async fn serve(
         tls,
         grace: SHUTDOWN_GRACE,
     };
-    let result = run(listeners, serving, shutdown).await;
+    let result = run(config.workers, listeners, serving, shutdown).await;
     watcher.stop();
     for task in [upkeep, reloads].into_iter().flatten() {
         task.abort();

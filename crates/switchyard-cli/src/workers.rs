@@ -126,15 +126,18 @@ fn tokio_listener(listener: std::net::TcpListener) -> std::io::Result<TcpListene
 
 /// Serves on every listener until `shutdown` resolves (or a worker stops on its own, which
 /// stops the others), then lets each finish its requests in flight for the grace period.
-/// One listener is served on the current runtime; more get a thread and runtime each.
+/// Per core, each listener gets a thread and runtime of its own; shared, the one listener is
+/// served on the current runtime.
 pub(crate) async fn run(
+    workers: Workers,
     listeners: Vec<TcpListener>,
     serving: Serving,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BoxError> {
     let (stop, stopping) = watch::channel(false);
     let mut done = Vec::with_capacity(listeners.len());
-    if listeners.len() == 1 {
+    let per_core = matches!(workers, Workers::PerCore(_)) && cfg!(unix);
+    if !per_core {
         let listener = listeners.into_iter().next().expect("one listener");
         let (tx, rx) = oneshot::channel();
         let serving = serving.clone();
