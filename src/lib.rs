@@ -75,6 +75,39 @@ pub use switchyard_router as router;
 #[cfg(feature = "stream")]
 pub use switchyard_stream as stream;
 
+/// axum in one line: a whole stack ([`ResilienceLayer`](axum::ResilienceLayer)`::http`) or any
+/// single layer (`.for_axum()`) straight into `Router::route_layer`, `MethodRouter::layer` or
+/// `Router::layer`, with every rejection rendered by core's mapping; `IntoResponse` for the
+/// rejection types and [`Rejected`](axum::Rejected) for `?` in handlers.
+///
+/// Retries repeat only idempotent methods (`GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`)
+/// or requests marked [`Idempotent`](crate::retry::http::Idempotent): the `POST /pay` below gets
+/// the timeout, and a retry only once a request is marked (an idempotency key, say).
+///
+/// ```
+/// use axum::{Router, routing::post};
+/// use switchyard::axum::ResilienceLayer;
+/// use switchyard::prelude::ResilienceConfig;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cfg = ResilienceConfig::from_json(r#"{"timeout":"2s","retry":{"max_attempts":3}}"#)?;
+/// let app: Router = Router::new()
+///     .route("/pay", post(|body: String| async move { format!("paid {body}") }))
+///     .route_layer(ResilienceLayer::http("pay", &cfg)?);
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "axum")]
+pub mod axum {
+    pub use switchyard_core::axum::{
+        AxumFuture, AxumLayer, AxumService, ErrorFormat, ForAxum, Infallibly, Rejected, ToAxumBody,
+        error_response, rejection_response,
+    };
+    #[cfg(feature = "resilience")]
+    pub use switchyard_resilience::axum::{ResilienceLayer, layers};
+}
+
 /// The names most programs need, for `use switchyard::prelude::*`.
 pub mod prelude {
     pub use switchyard_core::{

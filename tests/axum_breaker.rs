@@ -6,25 +6,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use switchyard::axum::{ErrorFormat, ForAxum};
 use switchyard::prelude::*;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
 mod support;
 use support::Server;
-
-/// Maps any error from the stack to a response: a switchyard rejection through core's mapping
-/// (status and `Retry-After`), anything else as a 500.
-async fn handle_error(err: BoxError) -> Response {
-    match find_rejection(&*err) {
-        Some(rejection) => switchyard::core::rejection::http_response(rejection).into_response(),
-        None => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
-    }
-}
 
 #[tokio::test]
 async fn breaker_in_an_axum_router_sheds_a_failing_route_over_real_http() {
@@ -57,8 +47,7 @@ async fn breaker_in_an_axum_router_sheds_a_failing_route_over_real_http() {
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
-                .layer(HandleErrorLayer::new(handle_error))
-                .layer(breaker),
+                .layer(breaker.for_axum().format(ErrorFormat::Plain)),
         );
 
     let server = Server::start(app).await;

@@ -8,23 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use switchyard::axum::{ErrorFormat, ForAxum};
 use switchyard::prelude::*;
 use tokio::sync::{Semaphore, mpsc};
 use tower::ServiceBuilder;
 
 mod support;
 use support::Server;
-
-async fn handle_error(err: BoxError) -> Response {
-    match find_rejection(&*err) {
-        Some(rejection) => switchyard::core::rejection::http_response(rejection).into_response(),
-        None => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
-    }
-}
 
 #[tokio::test]
 async fn requests_beyond_the_bulkhead_are_shed_with_503_and_the_rest_succeed() {
@@ -60,10 +52,11 @@ async fn requests_beyond_the_bulkhead_are_shed_with_503_and_the_rest_succeed() {
         )
         .layer(
             ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(handle_error))
                 .layer(limit)
                 .layer(bulkhead)
-                .layer(breaker),
+                .layer(breaker)
+                .for_axum()
+                .format(ErrorFormat::Plain),
         );
 
     let server = Server::start(app).await;

@@ -3,22 +3,13 @@
 //! shared by the clones axum makes of the service.
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use switchyard::axum::{ErrorFormat, ForAxum};
 use switchyard::prelude::*;
-use tower::ServiceBuilder;
 
 mod support;
 use support::Server;
-
-async fn handle_error(err: BoxError) -> Response {
-    match find_rejection(&*err) {
-        Some(rejection) => switchyard::core::rejection::http_response(rejection).into_response(),
-        None => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
-    }
-}
 
 #[tokio::test]
 async fn requests_past_the_quota_get_429_with_retry_after_and_the_rest_200() {
@@ -28,11 +19,7 @@ async fn requests_past_the_quota_get_429_with_retry_after_and_the_rest_200() {
     let app = Router::new()
         .route("/hello", get(|| async { "hello" }))
         .route("/bye", get(|| async { "bye" }))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(handle_error))
-                .layer(limit),
-        );
+        .layer(limit.for_axum().format(ErrorFormat::Plain));
 
     let server = Server::start(app).await;
     // Eight concurrent requests over two routes: one shared quota of 5.

@@ -65,3 +65,6 @@ impl fmt::Display for EndpointError {
 }
 
 impl std::error::Error for EndpointError {}
+
+#[cfg(feature = "axum")]
+switchyard_core::rejection_into_response!(NoAvailableEndpoint);

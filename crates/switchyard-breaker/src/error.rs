@@ -56,3 +56,6 @@ impl Rejection for BreakerOpen {
         Some(&self.name)
     }
 }
+
+#[cfg(feature = "axum")]
+switchyard_core::rejection_into_response!(BreakerOpen);

@@ -72,3 +72,6 @@ impl Rejection for BulkheadFull {
         Some(&self.name)
     }
 }
+
+#[cfg(feature = "axum")]
+switchyard_core::rejection_into_response!(BulkheadFull);

@@ -56,6 +56,8 @@
 //! assert_eq!(ErrorsAsFailures.classify(result.as_ref()), Outcome::Failure);
 //! ```
 
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod classify;
 pub mod config;
 pub mod duration;

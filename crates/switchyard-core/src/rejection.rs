@@ -295,11 +295,12 @@ pub fn to_tonic(code: GrpcCode) -> tonic::Code {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A rate-limit rejection saying to retry in 1 s, for this crate's tests.
     #[derive(Debug)]
-    struct Limited;
+    pub(crate) struct Limited;
     impl fmt::Display for Limited {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("rate limited")

@@ -56,3 +56,6 @@ impl Rejection for RateLimited {
         Some(&self.name)
     }
 }
+
+#[cfg(feature = "axum")]
+switchyard_core::rejection_into_response!(RateLimited);

@@ -42,6 +42,8 @@
 //! adds `switchyard_resilience_fallbacks_total{stack}` and a DEBUG event (target
 //! `switchyard_resilience`, fields `stack`, `cause`) per fallback.
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod config;
 mod fallback;
 mod layer;

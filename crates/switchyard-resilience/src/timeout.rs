@@ -148,3 +148,5 @@ where
         }))
     }
 }
+#[cfg(feature = "axum")]
+switchyard_core::rejection_into_response!(TimedOut);
