@@ -59,3 +59,18 @@ impl Rejection for BreakerOpen {
 
 #[cfg(feature = "axum")]
 switchyard_core::rejection_into_response!(BreakerOpen);
+
+#[cfg(all(test, feature = "axum"))]
+mod tests {
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    #[test]
+    fn an_open_breaker_is_a_503_with_retry_after_in_axum() {
+        let response =
+            BreakerOpen::new("ledger".into(), Some(Duration::from_millis(2500))).into_response();
+        assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "3");
+    }
+}

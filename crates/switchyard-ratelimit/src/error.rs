@@ -59,3 +59,17 @@ impl Rejection for RateLimited {
 
 #[cfg(feature = "axum")]
 switchyard_core::rejection_into_response!(RateLimited);
+
+#[cfg(all(test, feature = "axum"))]
+mod tests {
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_is_a_429_with_retry_after_in_axum() {
+        let response = RateLimited::new("search".into(), Duration::from_secs(4)).into_response();
+        assert_eq!(response.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "4");
+    }
+}
