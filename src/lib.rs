@@ -101,11 +101,22 @@ pub use switchyard_stream as stream;
 #[cfg(feature = "axum")]
 pub mod axum {
     pub use switchyard_core::axum::{
-        AxumFuture, AxumLayer, AxumService, ErrorFormat, ForAxum, Infallibly, Rejected, ToAxumBody,
+        Axum, AxumFuture, AxumLayer, AxumService, ErrorFormat, ForAxum, Rejected, ToAxumBody,
         error_response, rejection_response,
     };
     #[cfg(feature = "resilience")]
     pub use switchyard_resilience::axum::{ResilienceLayer, layers};
+}
+
+/// tonic in one line: any layer or a whole stack (`ResilienceLayer::grpc`) with
+/// `.for_tonic()` in `Server::builder().layer(..)`, every rejection answered as a gRPC status
+/// with `retry-after` metadata where known (core's mapping).
+#[cfg(feature = "grpc")]
+pub mod grpc {
+    pub use switchyard_core::grpc::{
+        ForTonic, GrpcFuture, GrpcLayer, GrpcService, ToTonicBody, Tonic, rejection_status,
+        status_of,
+    };
 }
 
 /// The names most programs need, for `use switchyard::prelude::*`.

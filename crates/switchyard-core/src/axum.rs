@@ -35,20 +35,16 @@
 //! # }
 //! ```
 
-use std::convert::Infallible;
 use std::error::Error;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 
 use axum_core::body::Body;
 use axum_core::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode, header};
-use pin_project_lite::pin_project;
-use tower::{BoxError, Layer, Service};
+use http::{HeaderValue, StatusCode, header};
+use tower::BoxError;
 
+use crate::adapt::{Adapt, Adapted, AdaptedFuture, Framework, FrameworkBody};
 use crate::rejection::{Rejection, RejectionKind, find_rejection, retry_after_header};
 
 /// The body of an error response.
@@ -142,6 +138,52 @@ impl IntoResponse for Rejected {
     }
 }
 
+/// axum, as an [`adapt`](crate::adapt) framework: its `Body`, failures by [`error_response`]
+/// in the chosen [`ErrorFormat`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Axum {
+    format: ErrorFormat,
+}
+
+impl Framework for Axum {
+    type Body = Body;
+
+    fn body<B>(body: B) -> Body
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Body::new(body)
+    }
+
+    fn failure(&self, error: BoxError) -> Response {
+        error_response(&*error, self.format)
+    }
+}
+
+/// A layer made to fit axum: see the [module](self).
+pub type AxumLayer<L> = Adapt<L, Axum>;
+/// The service an [`AxumLayer`] builds: `Request<Body>` in, `Response` out, never an error.
+pub type AxumService<T> = Adapted<T, Axum>;
+/// The future of an [`AxumService`].
+pub type AxumFuture<F> = AdaptedFuture<F, Axum>;
+/// The service below an [`AxumLayer`]'s layer: axum's own, given an axum `Body`.
+pub type ToAxumBody<S> = FrameworkBody<S, Axum>;
+
+impl<L> AxumLayer<L> {
+    /// `layer`, with failures as JSON error responses.
+    pub fn new(layer: L) -> Self {
+        Adapt::with(layer, Axum::default())
+    }
+
+    /// Renders failures in `format`.
+    #[must_use]
+    pub fn format(mut self, format: ErrorFormat) -> Self {
+        self.framework_mut().format = format;
+        self
+    }
+}
+
 /// `.for_axum()` on any layer: the layer as an [`AxumLayer`].
 pub trait ForAxum: Sized {
     /// This layer, ready for `Router::route_layer`, `MethodRouter::layer` or `Router::layer`.
@@ -151,210 +193,6 @@ pub trait ForAxum: Sized {
 }
 
 impl<L> ForAxum for L {}
-
-/// A layer made to fit axum: see the [module](self).
-#[derive(Debug, Clone)]
-pub struct AxumLayer<L> {
-    layer: L,
-    format: ErrorFormat,
-}
-
-impl<L> AxumLayer<L> {
-    /// `layer`, with failures as JSON error responses.
-    pub fn new(layer: L) -> Self {
-        Self {
-            layer,
-            format: ErrorFormat::default(),
-        }
-    }
-
-    /// Renders failures in `format`.
-    #[must_use]
-    pub fn format(mut self, format: ErrorFormat) -> Self {
-        self.format = format;
-        self
-    }
-
-    /// The wrapped layer.
-    pub fn get_ref(&self) -> &L {
-        &self.layer
-    }
-
-    /// The wrapped layer, unwrapped.
-    pub fn into_inner(self) -> L {
-        self.layer
-    }
-}
-
-impl<L, S> Layer<S> for AxumLayer<L>
-where
-    L: Layer<ToAxumBody<S>>,
-{
-    type Service = AxumService<L::Service>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AxumService {
-            inner: self.layer.layer(ToAxumBody { inner }),
-            format: self.format,
-            not_ready: None,
-        }
-    }
-}
-
-/// The service below the wrapped layer: axum's own (a `Route`, a handler), given whatever body
-/// the layer hands down as an axum [`Body`], its `Infallible` error as a `BoxError`.
-#[derive(Debug, Clone)]
-pub struct ToAxumBody<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for ToAxumBody<S>
-where
-    S: Service<Request<Body>, Error = Infallible>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = Infallibly<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(|never| match never {})
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        Infallibly {
-            inner: self.inner.call(request.map(Body::new)),
-        }
-    }
-}
-
-pin_project! {
-    /// The future of [`ToAxumBody`]: the inner one, which cannot fail.
-    pub struct Infallibly<F> {
-        #[pin]
-        inner: F,
-    }
-}
-
-impl<F, T> Future for Infallibly<F>
-where
-    F: Future<Output = Result<T, Infallible>>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project()
-            .inner
-            .poll(cx)
-            .map(|result| result.map_err(|never| match never {}))
-    }
-}
-
-/// The wrapped layer's service as axum wants it: `Request<Body>` in, `Response` out, never
-/// an error.
-pub struct AxumService<T> {
-    inner: T,
-    format: ErrorFormat,
-    /// A failure of `poll_ready`, answered by the next call.
-    not_ready: Option<BoxError>,
-}
-
-impl<T: Clone> Clone for AxumService<T> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            format: self.format,
-            not_ready: None,
-        }
-    }
-}
-
-impl<T: fmt::Debug> fmt::Debug for AxumService<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AxumService")
-            .field("inner", &self.inner)
-            .field("format", &self.format)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T, RB> Service<Request<Body>> for AxumService<T>
-where
-    T: Service<Request<Body>, Response = http::Response<RB>>,
-    T::Error: Into<BoxError>,
-    RB: http_body::Body<Data = Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = AxumFuture<T::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        if self.not_ready.is_none()
-            && let Err(error) = ready!(self.inner.poll_ready(cx))
-        {
-            self.not_ready = Some(error.into());
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let state = match self.not_ready.take() {
-            Some(error) => State::Failed { error: Some(error) },
-            None => State::Called {
-                future: self.inner.call(request),
-            },
-        };
-        AxumFuture {
-            state,
-            format: self.format,
-        }
-    }
-}
-
-pin_project! {
-    /// The future of [`AxumService`].
-    pub struct AxumFuture<F> {
-        #[pin]
-        state: State<F>,
-        format: ErrorFormat,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        Called { #[pin] future: F },
-        Failed { error: Option<BoxError> },
-    }
-}
-
-impl<F, RB, E> Future for AxumFuture<F>
-where
-    F: Future<Output = Result<http::Response<RB>, E>>,
-    E: Into<BoxError>,
-    RB: http_body::Body<Data = Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
-{
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let format = *this.format;
-        let response = match this.state.project() {
-            StateProj::Called { future } => match ready!(future.poll(cx)) {
-                Ok(response) => response.map(Body::new),
-                Err(error) => error_response(&*error.into(), format),
-            },
-            StateProj::Failed { error } => {
-                let error = error.take().expect("polled after completion");
-                error_response(&*error, format)
-            }
-        };
-        Poll::Ready(Ok(response))
-    }
-}
 
 /// `IntoResponse` for rejection types, by [`rejection_response`] with a JSON body: what each
 /// layer crate's `axum` feature implements for its own rejections, so a handler's `?` on one

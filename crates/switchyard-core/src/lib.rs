@@ -56,11 +56,15 @@
 //! assert_eq!(ErrorsAsFailures.classify(result.as_ref()), Outcome::Failure);
 //! ```
 
+#[cfg(any(feature = "axum", feature = "grpc"))]
+pub mod adapt;
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod classify;
 pub mod config;
 pub mod duration;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod keyed;
 pub mod rejection;
 pub mod sync;

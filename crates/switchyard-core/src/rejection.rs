@@ -270,9 +270,14 @@ pub fn http_response(rejection: &dyn Rejection) -> http::Response<String> {
 /// rounded up (so a client never comes back early). For servers that build their own response
 /// body, as [`http_response`] does for a plain-text one.
 pub fn retry_after_header(rejection: &dyn Rejection) -> Option<http::HeaderValue> {
+    retry_after_secs(rejection).map(http::HeaderValue::from)
+}
+
+/// When to retry, in whole seconds rounded up, as `Retry-After` (HTTP) and `retry-after`
+/// (gRPC metadata) say it.
+pub fn retry_after_secs(rejection: &dyn Rejection) -> Option<u64> {
     let after = rejection.retry_after()?;
-    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-    Some(http::HeaderValue::from(secs))
+    Some(after.as_secs() + u64::from(after.subsec_nanos() > 0))
 }
 
 /// Finds the first error of concrete type `E` in `err` or its `source()` chain.

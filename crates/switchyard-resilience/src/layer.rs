@@ -128,15 +128,48 @@ impl ResilienceLayer<HttpRetryLayer, HttpClassifier> {
     /// A [`ConfigError`] naming the dotted path of the first bad field.
     pub fn http(name: impl Into<Arc<str>>, config: &ResilienceConfig) -> Result<Self, ConfigError> {
         let name = name.into();
-        let retry = config
-            .retry
-            .as_ref()
-            .map(|retry| HttpRetryLayer::new(Arc::clone(&name), retry))
-            .transpose()
-            .map_err(|e| e.within("retry"))?
-            .unwrap_or_else(HttpRetryLayer::disabled);
+        let retry = http_retry(&name, config)?;
         Self::build(name, config, retry, HttpClassifier::server_errors())
     }
+}
+
+#[cfg(feature = "grpc")]
+impl
+    ResilienceLayer<
+        HttpRetryLayer<switchyard_core::GrpcClassifier>,
+        switchyard_core::GrpcClassifier,
+    >
+{
+    /// The stack `config` describes, for gRPC calls as `http::Request`s (a tonic server's
+    /// services, or around a `Channel`): the breaker and the retry judge a call by its gRPC
+    /// status ([`GrpcClassifier`](switchyard_core::GrpcClassifier): `UNAVAILABLE`,
+    /// `DEADLINE_EXCEEDED`, `INTERNAL`... fail; `INVALID_ARGUMENT` does not), read from a
+    /// trailers-only response's `grpc-status`.
+    ///
+    /// gRPC calls are all `POST`: a retry section repeats calls only when `"POST"` is in its
+    /// `methods` (or a request is marked `Idempotent`). Streaming methods take
+    /// [`for_pattern`](Self::for_pattern)`(Pattern::Duplex)`: no retry, no body buffered.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the dotted path of the first bad field.
+    pub fn grpc(name: impl Into<Arc<str>>, config: &ResilienceConfig) -> Result<Self, ConfigError> {
+        let name = name.into();
+        let classifier = switchyard_core::GrpcClassifier::new();
+        let retry = http_retry(&name, config)?.with_classifier(classifier);
+        Self::build(name, config, retry, classifier)
+    }
+}
+
+/// The retry stage of an `http::Request` stack: `config`'s retry, or one retrying nothing.
+fn http_retry(name: &Arc<str>, config: &ResilienceConfig) -> Result<HttpRetryLayer, ConfigError> {
+    Ok(config
+        .retry
+        .as_ref()
+        .map(|retry| HttpRetryLayer::new(Arc::clone(name), retry))
+        .transpose()
+        .map_err(|e| e.within("retry"))?
+        .unwrap_or_else(HttpRetryLayer::disabled))
 }
 
 impl<RL, C> ResilienceLayer<RL, C> {
