@@ -1,6 +1,7 @@
-//! tonic in one line, server side, over a real tonic server and a generated client on
-//! 127.0.0.1: a stack from its config with `.for_tonic()` in `Server::builder().layer(..)`,
-//! its refusals answered as gRPC statuses with `retry-after` metadata.
+//! tonic in one line, over a real tonic server and a generated client on 127.0.0.1. Server
+//! side: a stack from its config with `.for_tonic()` in `Server::builder().layer(..)`, its
+//! refusals answered as gRPC statuses with `retry-after` metadata. Client side: a stack with
+//! `.for_tonic_client()` around the `Channel`, retrying by gRPC status only what it can replay.
 #![cfg(feature = "grpc")]
 
 use std::sync::Arc;
@@ -15,17 +16,18 @@ use switchyard_stream::demo::{Entry, Posted};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-/// A ledger that counts its calls and fails the first `failures` with `UNAVAILABLE`.
+/// A ledger that counts its calls and fails the first `failures` with `code`.
 struct Flaky {
     calls: Arc<AtomicU32>,
     failures: u32,
+    code: Code,
 }
 
 #[tonic::async_trait]
 impl Ledger for Flaky {
     async fn post(&self, request: Request<Streaming<Entry>>) -> Result<Response<Posted>, Status> {
         if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
-            return Err(Status::unavailable("ledger down"));
+            return Err(Status::new(self.code, "ledger down"));
         }
         let mut entries = request.into_inner();
         let mut received = 0;
@@ -39,20 +41,30 @@ impl Ledger for Flaky {
     }
 }
 
-/// Serves a ledger behind the stack `config` describes (streaming rules: the ledger's one
-/// method is a client stream) and connects a generated client to it.
-async fn serve(
+fn stack(
+    config: &str,
+) -> ResilienceLayer<
+    switchyard::retry::http::HttpRetryLayer<switchyard::core::GrpcClassifier>,
+    switchyard::core::GrpcClassifier,
+> {
+    let config = ResilienceConfig::from_json(config).expect("a valid config");
+    ResilienceLayer::grpc("ledger", &config).expect("a stack")
+}
+
+/// Serves a ledger, failing its first `failures` calls with `code`, behind the stack `config`
+/// describes (streaming rules: the ledger's one method is a client stream); returns the
+/// channel to it and the ledger's call count.
+async fn start(
     config: &str,
     failures: u32,
-) -> (LedgerClient<tonic::transport::Channel>, Arc<AtomicU32>) {
-    let config = ResilienceConfig::from_json(config).expect("a valid config");
-    let stack = ResilienceLayer::grpc("ledger", &config)
-        .expect("a stack")
-        .for_pattern(Pattern::Duplex);
+    code: Code,
+) -> (tonic::transport::Channel, Arc<AtomicU32>) {
+    let stack = stack(config).for_pattern(Pattern::Duplex);
     let calls = Arc::new(AtomicU32::new(0));
     let ledger = Flaky {
         calls: Arc::clone(&calls),
         failures,
+        code,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -67,6 +79,15 @@ async fn serve(
         .connect()
         .await
         .unwrap();
+    (channel, calls)
+}
+
+/// A generated client straight on the channel to a ledger behind the server stack `config`.
+async fn serve(
+    config: &str,
+    failures: u32,
+) -> (LedgerClient<tonic::transport::Channel>, Arc<AtomicU32>) {
+    let (channel, calls) = start(config, failures, Code::Unavailable).await;
     (LedgerClient::new(channel), calls)
 }
 
@@ -137,5 +158,87 @@ async fn unavailable_answers_trip_the_breaker_which_then_refuses_with_retry_afte
         calls.load(Ordering::SeqCst),
         2,
         "the ledger saw nothing more"
+    );
+}
+
+/// A generated client over the channel with the client-side stack `config` describes.
+fn ledger_client(
+    channel: tonic::transport::Channel,
+    config: &str,
+) -> LedgerClient<
+    impl tonic::client::GrpcService<
+        tonic::body::Body,
+        ResponseBody = tonic::body::Body,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + 'static,
+> {
+    LedgerClient::new(
+        tower::ServiceBuilder::new()
+            .layer(stack(config).for_tonic_client())
+            .service(channel),
+    )
+}
+
+/// The client-side stack: retries by gRPC status, every method being a `POST`.
+const CLIENT_RETRY: &str = r#"{"retry": {"max_attempts": 3, "methods": ["POST"],
+                                          "backoff": {"initial": "1ms"}, "jitter": "none"}}"#;
+
+#[tokio::test]
+async fn a_client_stack_retries_unavailable_and_not_invalid_argument() {
+    let (channel, calls) = start("{}", 2, Code::Unavailable).await;
+    let mut client = ledger_client(channel, CLIENT_RETRY);
+    // The request, whole when sent, is replayed through two UNAVAILABLEs.
+    let posted = client.post(entries(3)).await.expect("retried to success");
+    assert_eq!(
+        posted.into_inner().received,
+        3,
+        "the replayed stream arrived whole"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    let (channel, calls) = start("{}", 1, Code::InvalidArgument).await;
+    let mut client = ledger_client(channel, CLIENT_RETRY);
+    let refused = client.post(entries(1)).await.expect_err("a caller's error");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "not retried");
+}
+
+#[tokio::test]
+async fn a_stream_still_being_written_goes_through_unretried_and_is_never_held_back() {
+    let (channel, calls) = start("{}", 1, Code::Unavailable).await;
+    let mut client = ledger_client(channel, CLIENT_RETRY);
+    // Nothing written yet when the call opens: a waiting retry would wait for this stream to
+    // end before sending anything, and the server would never see the call.
+    let (tx, rx) = futures::channel::mpsc::channel::<Entry>(1);
+    // The bound only turns a call held back into a failure instead of a hang.
+    let call = tokio::time::timeout(std::time::Duration::from_secs(10), client.post(rx));
+    let failed = call
+        .await
+        .expect("a waiting retry held the call back")
+        .expect_err("the ledger refuses the first call");
+    assert_eq!(failed.code(), Code::Unavailable);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "sent at once, and not retried"
+    );
+    drop(tx);
+}
+
+#[tokio::test]
+async fn a_client_side_refusal_reaches_the_generated_client_as_its_status() {
+    let (channel, calls) = start("{}", 0, Code::Unavailable).await;
+    let mut client = ledger_client(channel, r#"{"rate_limit": {"rate": "1/m"}}"#);
+    client.post(entries(1)).await.expect("within the quota");
+    let limited = client.post(entries(1)).await.expect_err("past 1 a minute");
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    assert!(limited.metadata().get("retry-after").is_some());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "refused before the channel"
     );
 }

@@ -90,12 +90,63 @@ impl<L> GrpcLayer<L> {
     }
 }
 
-/// `.for_tonic()` on any layer: the layer as a [`GrpcLayer`].
+/// The status a client-side stack's failure gives a generated client: a rejection's (as
+/// [`rejection_status`]), a `tonic::Status` as it is, and any other error (the channel's
+/// transport errors) as tonic itself maps it (`UNAVAILABLE` for a refused connection).
+pub fn client_status(error: BoxError) -> tonic::Status {
+    if let Some(status) = crate::find_cause::<tonic::Status>(&*error) {
+        return status.clone();
+    }
+    if let Some(rejection) = find_rejection(&*error) {
+        return rejection_status(rejection);
+    }
+    tonic::Status::from_error(error)
+}
+
+/// tonic's client side, as an [`adapt`](crate::adapt) framework: failures as the
+/// trailers-only responses a generated client reads back as [`client_status`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TonicClient;
+
+impl Framework for TonicClient {
+    type Body = tonic::body::Body;
+
+    fn body<B>(body: B) -> tonic::body::Body
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Tonic::body(body)
+    }
+
+    fn failure(&self, error: BoxError) -> http::Response<tonic::body::Body> {
+        client_status(error).into_http()
+    }
+}
+
+/// A layer made to fit around a `tonic::transport::Channel`, for generated clients:
+/// `MyClient::new(ServiceBuilder::new().layer(stack.for_tonic_client()).service(channel))`.
+pub type GrpcClientLayer<L> = Adapt<L, TonicClient>;
+
+impl<L> GrpcClientLayer<L> {
+    /// `layer`, around a channel.
+    pub fn new(layer: L) -> Self {
+        Adapt::with(layer, TonicClient)
+    }
+}
+
+/// `.for_tonic()` on any layer: the layer as a [`GrpcLayer`]; `.for_tonic_client()`: as a
+/// [`GrpcClientLayer`].
 pub trait ForTonic: Sized {
     /// This layer, ready for `Server::builder().layer(..)` or a `ServiceBuilder` around a
     /// generated service.
     fn for_tonic(self) -> GrpcLayer<Self> {
         GrpcLayer::new(self)
+    }
+
+    /// This layer, ready to wrap a `tonic::transport::Channel` for generated clients.
+    fn for_tonic_client(self) -> GrpcClientLayer<Self> {
+        GrpcClientLayer::new(self)
     }
 }
 

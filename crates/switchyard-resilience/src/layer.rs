@@ -147,8 +147,11 @@ impl
     /// trailers-only response's `grpc-status`.
     ///
     /// gRPC calls are all `POST`: a retry section repeats calls only when `"POST"` is in its
-    /// `methods` (or a request is marked `Idempotent`). Streaming methods take
-    /// [`for_pattern`](Self::for_pattern)`(Pattern::Duplex)`: no retry, no body buffered.
+    /// `methods` (or a request is marked `Idempotent`). Only a request whole at once is kept
+    /// for replay ([`HttpRetryLayer::only_ready_bodies`]): a unary call, or a client stream
+    /// already complete when sent, is retried; a stream still being written goes through
+    /// unretried, never held back. On a server, streaming methods take
+    /// [`for_pattern`](Self::for_pattern)`(Pattern::Duplex)`: no retry, no bulkhead slot.
     ///
     /// # Errors
     ///
@@ -156,7 +159,9 @@ impl
     pub fn grpc(name: impl Into<Arc<str>>, config: &ResilienceConfig) -> Result<Self, ConfigError> {
         let name = name.into();
         let classifier = switchyard_core::GrpcClassifier::new();
-        let retry = http_retry(&name, config)?.with_classifier(classifier);
+        let retry = http_retry(&name, config)?
+            .with_classifier(classifier)
+            .only_ready_bodies();
         Self::build(name, config, retry, classifier)
     }
 }

@@ -329,3 +329,63 @@ async fn every_attempt_gets_the_whole_body_and_its_trailers() {
     let expected = ("hello".to_owned(), Some("abc".to_owned()));
     assert_eq!(*seen.lock().unwrap(), [expected.clone(), expected]);
 }
+
+/// A body that makes its reader wait once before its one chunk, as a stream still being
+/// written does.
+struct Hesitant {
+    waited: bool,
+    chunk: Option<Bytes>,
+}
+
+impl Body for Hesitant {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if !self.waited {
+            self.waited = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(self.chunk.take().map(|c| Ok(Frame::data(c))))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_ready_bodies_retries_a_whole_body_and_streams_one_that_waits() {
+    let put = || Method::PUT;
+    // Whole at once: kept and retried, as before.
+    let (inner, seen) = backend::<Full<Bytes>>(&[503, 200]);
+    let mut svc = layer(1024).only_ready_bodies().layer(inner);
+    let status = send(&mut svc, request(put(), Full::new(Bytes::from("unary")))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+
+    // A body that makes the call wait: sent on as it comes, whole, and not retried.
+    let (inner, seen) = backend::<Hesitant>(&[503, 200]);
+    let mut svc = layer(1024).only_ready_bodies().layer(inner);
+    let body = Hesitant {
+        waited: false,
+        chunk: Some(Bytes::from("stream")),
+    };
+    let status = send(&mut svc, request(put(), body)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].1, "stream");
+    }
+
+    // The default waits for the same body, and retries it.
+    let (inner, seen) = backend::<Hesitant>(&[503, 200]);
+    let mut svc = layer(1024).layer(inner);
+    let body = Hesitant {
+        waited: false,
+        chunk: Some(Bytes::from("stream")),
+    };
+    assert_eq!(send(&mut svc, request(put(), body)).await, StatusCode::OK);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}

@@ -31,14 +31,22 @@ pub struct BufferBody<S> {
     // `None`: nothing is retried, so nothing is buffered.
     replay: Option<HttpReplay>,
     max_body_bytes: usize,
+    // Whether to wait for a body's frames, or keep only those it yields at once.
+    wait: bool,
 }
 
 impl<S> BufferBody<S> {
-    pub(crate) fn new(inner: S, replay: Option<HttpReplay>, max_body_bytes: usize) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        replay: Option<HttpReplay>,
+        max_body_bytes: usize,
+        wait: bool,
+    ) -> Self {
         Self {
             inner,
             replay,
             max_body_bytes,
+            wait,
         }
     }
 
@@ -105,6 +113,7 @@ where
                     chunks: Vec::new(),
                     len: 0,
                     max: self.max_body_bytes,
+                    wait: self.wait,
                     trailers: None,
                 },
             };
@@ -140,6 +149,7 @@ pin_project! {
             chunks: Vec<Bytes>,
             len: usize,
             max: usize,
+            wait: bool,
             trailers: Option<http::HeaderMap>,
         },
         Called {
@@ -180,13 +190,21 @@ where
                     chunks,
                     len,
                     max,
+                    wait,
                     trailers,
                 } => {
                     let reading = body
                         .as_mut()
                         .expect("BufferBodyFuture polled after completion");
-                    let replay = match ready!(Pin::new(reading).poll_frame(cx)) {
-                        Some(Ok(frame)) => match frame.into_data() {
+                    let replay = match Pin::new(reading).poll_frame(cx) {
+                        Poll::Pending if *wait => return Poll::Pending,
+                        // The body makes the call wait (a stream still being written): send
+                        // what was read, then the rest as it comes; its call is not retried.
+                        Poll::Pending => ReplayBody::streaming(
+                            std::mem::take(chunks),
+                            body.take().expect("read above"),
+                        ),
+                        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                             Ok(data) => {
                                 *len = len.saturating_add(data.len());
                                 if !data.is_empty() {
@@ -208,12 +226,12 @@ where
                                 continue;
                             }
                         },
-                        Some(Err(error)) => {
+                        Poll::Ready(Some(Err(error))) => {
                             // The request cannot be sent: finish here, dropping the body.
                             body.take();
                             return Poll::Ready(Err(error.into()));
                         }
-                        None => {
+                        Poll::Ready(None) => {
                             body.take();
                             ReplayBody::buffered(std::mem::take(chunks), trailers.take())
                         }

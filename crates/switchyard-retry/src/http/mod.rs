@@ -15,9 +15,10 @@
 //! A retried request's body (up to `max_body_bytes`) is read in full before it is sent, so its
 //! first attempt starts once the body has arrived. A call whose client waits for a response
 //! before ending its request body — a gRPC bidirectional or interactive client stream — would
-//! wait forever: never send such calls through a retrying layer (leave their method out of
-//! `methods`, or build their stack with `Pattern::Duplex`, which has no retry and buffers
-//! nothing).
+//! wait forever: never send such calls through a waiting retry (leave their method out of
+//! `methods`, build their stack with `Pattern::Duplex`, which has no retry and buffers
+//! nothing, or use [`HttpRetryLayer::only_ready_bodies`], which keeps only what a body yields
+//! without waiting and streams the rest unretried — what a gRPC client stack does).
 //!
 //! # What is retried
 //!
@@ -125,6 +126,7 @@ pub fn default_classifier() -> HttpClassifier {
 pub struct HttpRetryLayer<C = HttpClassifier> {
     retry: Option<RetryLayer<C, HttpReplay>>,
     max_body_bytes: usize,
+    wait_for_bodies: bool,
 }
 
 impl HttpRetryLayer {
@@ -146,6 +148,7 @@ impl HttpRetryLayer {
         Ok(Self {
             retry: Some(retry),
             max_body_bytes: config.max_body_bytes,
+            wait_for_bodies: true,
         })
     }
 
@@ -154,6 +157,7 @@ impl HttpRetryLayer {
         Self {
             retry: None,
             max_body_bytes: 0,
+            wait_for_bodies: true,
         }
     }
 }
@@ -164,6 +168,7 @@ impl<C> HttpRetryLayer<C> {
         HttpRetryLayer {
             retry: self.retry.map(|r| r.with_classifier(classifier)),
             max_body_bytes: self.max_body_bytes,
+            wait_for_bodies: self.wait_for_bodies,
         }
     }
 
@@ -172,7 +177,19 @@ impl<C> HttpRetryLayer<C> {
     pub fn with_seed(self, seed: u64) -> Self {
         Self {
             retry: self.retry.map(|r| r.with_seed(seed)),
-            max_body_bytes: self.max_body_bytes,
+            ..self
+        }
+    }
+
+    /// Keeps for replay only what a request body yields without waiting: a body that makes
+    /// the call wait is sent on as it comes, and its call is not retried. For gRPC, where a
+    /// unary request is whole at once and a bidirectional stream is not: with this, a retrying
+    /// stack never holds back a stream whose client waits for the answer before ending it.
+    #[must_use]
+    pub fn only_ready_bodies(self) -> Self {
+        Self {
+            wait_for_bodies: false,
+            ..self
         }
     }
 
@@ -182,6 +199,7 @@ impl<C> HttpRetryLayer<C> {
         Self {
             retry: None,
             max_body_bytes: 0,
+            wait_for_bodies: self.wait_for_bodies,
         }
     }
 
@@ -200,8 +218,9 @@ impl<S, C: Clone> Layer<S> for HttpRetryLayer<C> {
                 Either::Left(retry.layer(inner)),
                 Some(retry.replay().clone()),
                 self.max_body_bytes,
+                self.wait_for_bodies,
             ),
-            None => BufferBody::new(Either::Right(inner), None, 0),
+            None => BufferBody::new(Either::Right(inner), None, 0, true),
         }
     }
 }
