@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use switchyard::stream::demo::ledger_client::LedgerClient;
 use switchyard::stream::demo::ledger_server::{Ledger, LedgerServer};
-use switchyard::stream::demo::{Entry, Posted};
+use switchyard::stream::demo::{Account, AccountBalance, Entry, Posted};
 use switchyard::stream::{Message, Pipeline, StreamConfig};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
@@ -24,6 +24,7 @@ type Books = Arc<Mutex<HashMap<String, (u64, i64)>>>;
 
 struct LedgerService {
     pipeline: Pipeline<Entry>,
+    books: Books,
 }
 
 #[tonic::async_trait]
@@ -33,6 +34,15 @@ impl Ledger for LedgerService {
         let summary = self.pipeline.run(request.into_inner()).await;
         summary.status()?;
         Ok(Response::new(Posted::from(&summary)))
+    }
+
+    async fn balance(&self, request: Request<Account>) -> Result<Response<AccountBalance>, Status> {
+        let account = request.into_inner().account;
+        let balance = self.books.lock().unwrap().get(&account).map(|(_, b)| *b);
+        match balance {
+            Some(balance) => Ok(Response::new(AccountBalance { account, balance })),
+            None => Err(Status::not_found(format!("no account {account}"))),
+        }
     }
 }
 
@@ -78,6 +88,7 @@ async fn main() -> Result<(), BoxError> {
         tonic::transport::Server::builder()
             .add_service(LedgerServer::new(LedgerService {
                 pipeline: pipeline.clone(),
+                books: Arc::clone(&books),
             }))
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
@@ -100,7 +111,8 @@ async fn main() -> Result<(), BoxError> {
         })
         .collect();
     let started = Instant::now();
-    let posted = LedgerClient::new(channel)
+    let mut client = LedgerClient::new(channel);
+    let posted = client
         .post(futures::stream::iter(entries))
         .await?
         .into_inner();
@@ -128,6 +140,13 @@ async fn main() -> Result<(), BoxError> {
         (books.len(), in_order)
     };
     println!("{accounts} accounts, every account's entries applied in order: {in_order}");
+    let acct = client
+        .balance(Account {
+            account: "acct-000".to_owned(),
+        })
+        .await?
+        .into_inner();
+    println!("{} balance: {}", acct.account, acct.balance);
 
     pipeline.shutdown().await;
     println!("pipeline shut down");

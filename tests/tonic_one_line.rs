@@ -12,7 +12,7 @@ use switchyard::prelude::{ResilienceConfig, ResilienceLayer};
 use switchyard::resilience::Pattern;
 use switchyard_stream::demo::ledger_client::LedgerClient;
 use switchyard_stream::demo::ledger_server::{Ledger, LedgerServer};
-use switchyard_stream::demo::{Entry, Posted};
+use switchyard_stream::demo::{Account, AccountBalance, Entry, Posted};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status, Streaming};
 
@@ -38,6 +38,22 @@ impl Ledger for Flaky {
             received,
             ..Posted::default()
         }))
+    }
+
+    async fn balance(&self, request: Request<Account>) -> Result<Response<AccountBalance>, Status> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
+            return Err(Status::new(self.code, "ledger down"));
+        }
+        Ok(Response::new(AccountBalance {
+            account: request.into_inner().account,
+            balance: 42,
+        }))
+    }
+}
+
+fn acme() -> Account {
+    Account {
+        account: "acme".to_owned(),
     }
 }
 
@@ -190,18 +206,24 @@ const CLIENT_RETRY: &str = r#"{"retry": {"max_attempts": 3, "methods": ["POST"],
 async fn a_client_stack_retries_unavailable_and_not_invalid_argument() {
     let (channel, calls) = start("{}", 2, Code::Unavailable).await;
     let mut client = ledger_client(channel, CLIENT_RETRY);
-    // The request, whole when sent, is replayed through two UNAVAILABLEs.
+    // A unary call, replayed through two UNAVAILABLEs.
+    let balance = client.balance(acme()).await.expect("retried to success");
+    assert_eq!(balance.into_inner().balance, 42);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // A client stream whole when sent is a request like a unary one: replayed whole too.
+    let (channel, calls) = start("{}", 1, Code::Unavailable).await;
+    let mut client = ledger_client(channel, CLIENT_RETRY);
     let posted = client.post(entries(3)).await.expect("retried to success");
     assert_eq!(
         posted.into_inner().received,
         3,
         "the replayed stream arrived whole"
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 
     let (channel, calls) = start("{}", 1, Code::InvalidArgument).await;
     let mut client = ledger_client(channel, CLIENT_RETRY);
-    let refused = client.post(entries(1)).await.expect_err("a caller's error");
+    let refused = client.balance(acme()).await.expect_err("a caller's error");
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(calls.load(Ordering::SeqCst), 1, "not retried");
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use switchyard_stream::demo::ledger_client::LedgerClient;
 use switchyard_stream::demo::ledger_server::{Ledger, LedgerServer};
-use switchyard_stream::demo::{Entry, Posted};
+use switchyard_stream::demo::{AccountBalance, Entry, Posted};
 use switchyard_stream::{Message, Pipeline, StreamConfig};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
@@ -32,6 +32,13 @@ impl Ledger for Books {
         let summary = self.pipeline.run(request.into_inner()).await;
         summary.status()?;
         Ok(Response::new(Posted::from(&summary)))
+    }
+
+    async fn balance(
+        &self,
+        _: Request<switchyard_stream::demo::Account>,
+    ) -> Result<Response<AccountBalance>, Status> {
+        Err(Status::unimplemented("this test only posts"))
     }
 }
 
