@@ -110,12 +110,13 @@ pub mod axum {
 
 /// tonic in one line: any layer or a whole stack (`ResilienceLayer::grpc`) with
 /// `.for_tonic()` in `Server::builder().layer(..)`, every rejection answered as a gRPC status
-/// with `retry-after` metadata where known (core's mapping); with `.for_tonic_client()` around
-/// a `Channel` for generated clients, which then read each refusal as its status.
+/// with `retry-after` metadata where known (core's mapping), or `.for_tonic().around(service)`
+/// for one service of a server; with `.for_tonic_client()` around a `Channel` for generated
+/// clients, which then read each refusal as its status.
 #[cfg(feature = "grpc")]
 pub mod grpc {
     pub use switchyard_core::grpc::{
-        ForTonic, GrpcClientLayer, GrpcFuture, GrpcLayer, GrpcService, ToTonicBody, Tonic,
+        ForTonic, GrpcClientLayer, GrpcFuture, GrpcLayer, GrpcService, Named, ToTonicBody, Tonic,
         TonicClient, client_status, rejection_status, status_of,
     };
 }

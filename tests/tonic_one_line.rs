@@ -264,3 +264,35 @@ async fn a_client_side_refusal_reaches_the_generated_client_as_its_status() {
         "refused before the channel"
     );
 }
+
+#[tokio::test]
+async fn one_service_of_a_server_gets_its_own_stack() {
+    let stack = stack(r#"{"rate_limit": {"rate": "1/m"}}"#).for_tonic();
+    let calls = Arc::new(AtomicU32::new(0));
+    let ledger = Flaky {
+        calls: Arc::clone(&calls),
+        failures: 0,
+        code: Code::Unavailable,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            // Under the ledger's own name: `add_service` routes `/ledger.Ledger/*` to it.
+            .add_service(stack.around(LedgerServer::new(ledger)))
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = LedgerClient::new(channel);
+    assert_eq!(
+        client.balance(acme()).await.unwrap().into_inner().balance,
+        42
+    );
+    let limited = client.balance(acme()).await.expect_err("past 1 a minute");
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -16,10 +16,14 @@
 //! a stream a client is still sending.
 
 use std::error::Error;
+use std::fmt;
+use std::marker::PhantomData;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tonic::metadata::MetadataValue;
-use tower::BoxError;
+use tonic::server::NamedService;
+use tower::{BoxError, Layer, Service};
 
 use crate::adapt::{Adapt, Adapted, AdaptedFuture, Framework, FrameworkBody};
 use crate::rejection::{Rejection, RejectionKind, find_rejection, retry_after_secs};
@@ -87,6 +91,60 @@ impl<L> GrpcLayer<L> {
     /// `layer`, with failures as gRPC statuses.
     pub fn new(layer: L) -> Self {
         Adapt::with(layer, Tonic)
+    }
+
+    /// `service` (a generated server, `LedgerServer::new(..)`) behind this layer, under its
+    /// own gRPC name, so that `Server::builder().add_service(..)` takes it: a stack for one
+    /// service of a server rather than all of them.
+    pub fn around<S>(&self, service: S) -> Named<<Self as Layer<S>>::Service, S>
+    where
+        Self: Layer<S>,
+        S: NamedService,
+    {
+        Named {
+            inner: self.layer(service),
+            name: PhantomData,
+        }
+    }
+}
+
+/// A layered service under the gRPC name of the service `N` it wraps: see
+/// [`GrpcLayer::around`].
+pub struct Named<S, N> {
+    inner: S,
+    name: PhantomData<fn() -> N>,
+}
+
+impl<S: Clone, N> Clone for Named<S, N> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            name: PhantomData,
+        }
+    }
+}
+
+impl<S: fmt::Debug, N> fmt::Debug for Named<S, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Named").field("inner", &self.inner).finish()
+    }
+}
+
+impl<S, N: NamedService> NamedService for Named<S, N> {
+    const NAME: &'static str = N::NAME;
+}
+
+impl<S: Service<R>, N, R> Service<R> for Named<S, N> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> S::Future {
+        self.inner.call(request)
     }
 }
 
