@@ -41,6 +41,10 @@ impl Ledger for Flaky {
     }
 
     async fn balance(&self, request: Request<Account>) -> Result<Response<AccountBalance>, Status> {
+        if request.get_ref().account == "slow" {
+            // An hour of (paused) time: past any deadline.
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
         if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
             return Err(Status::new(self.code, "ledger down"));
         }
@@ -295,4 +299,20 @@ async fn one_service_of_a_server_gets_its_own_stack() {
     let limited = client.balance(acme()).await.expect_err("past 1 a minute");
     assert_eq!(limited.code(), Code::ResourceExhausted);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// Paused time: the slow account's hour is virtual, the deadline passes first.
+#[tokio::test(start_paused = true)]
+async fn past_its_deadline_a_call_is_deadline_exceeded() {
+    let (channel, _) = start(r#"{"timeout": "2s"}"#, 0, Code::Unavailable).await;
+    let mut client = LedgerClient::new(channel);
+    let slow = Account {
+        account: "slow".to_owned(),
+    };
+    let late = client.balance(slow).await.expect_err("past 2 s");
+    assert_eq!(late.code(), Code::DeadlineExceeded, "{late:?}");
+    assert_eq!(
+        client.balance(acme()).await.unwrap().into_inner().balance,
+        42
+    );
 }
