@@ -98,6 +98,23 @@ pub use switchyard_stream as stream;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// A single layer, with `.for_axum()`:
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use switchyard::axum::{ErrorFormat, ForAxum};
+/// use switchyard::prelude::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let limit = RateLimitLayer::new("search", &RateLimitConfig::new("100/s".parse()?))?;
+/// let app: Router = Router::new()
+///     .route("/search", get(|| async { "found" }))
+///     .route_layer(limit.for_axum().format(ErrorFormat::Plain));
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
 #[cfg(feature = "axum")]
 pub mod axum {
     pub use switchyard_core::axum::{
@@ -113,6 +130,26 @@ pub mod axum {
 /// with `retry-after` metadata where known (core's mapping), or `.for_tonic().around(service)`
 /// for one service of a server; with `.for_tonic_client()` around a `Channel` for generated
 /// clients, which then read each refusal as its status.
+///
+/// ```no_run
+/// use switchyard::grpc::ForTonic;
+/// use switchyard::prelude::*;
+///
+/// # fn main() -> Result<(), BoxError> {
+/// // gRPC calls are all POST: list it for the retry to repeat unary calls.
+/// let cfg = ResilienceConfig::from_json(r#"{"timeout": "2s",
+///     "retry": {"max_attempts": 3, "methods": ["POST"]}}"#)?;
+/// let stack = ResilienceLayer::grpc("ledger", &cfg)?;
+/// // Every service of a server (`.around(MyServer::new(..))` in `add_service` for one):
+/// let server = tonic::transport::Server::builder().layer(stack.clone().for_tonic());
+/// // Around a channel, for `MyClient::new(channel)`:
+/// let channel = tower::ServiceBuilder::new()
+///     .layer(stack.for_tonic_client())
+///     .service(tonic::transport::Channel::from_static("http://127.0.0.1:50051").connect_lazy());
+/// # let _ = (server, channel);
+/// # Ok(())
+/// # }
+/// ```
 #[cfg(feature = "grpc")]
 pub mod grpc {
     pub use switchyard_core::grpc::{
