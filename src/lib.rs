@@ -75,6 +75,9 @@ pub use switchyard_router as router;
 #[cfg(feature = "stream")]
 pub use switchyard_stream as stream;
 
+#[cfg(feature = "plugin")]
+pub use switchyard_plugin as plugin;
+
 /// axum in one line: a whole stack ([`ResilienceLayer`](axum::ResilienceLayer)`::http`) or any
 /// single layer (`.for_axum()`) straight into `Router::route_layer`, `MethodRouter::layer` or
 /// `Router::layer`, with every rejection rendered by core's mapping; `IntoResponse` for the
