@@ -3,10 +3,10 @@
 //! [`HealthStatus`]. This crate holds that model and the wire formats plugins speak in other
 //! processes.
 //!
-//! Built so far: the model, Go-compatible durations ([`go_duration`]), and the
-//! newline-delimited JSON of unix-socket and stdio plugins ([`wire`]) as a pure codec. The
-//! transports that speak it (http, grpc, unix, exec), the typed front `Plugin<Req, Resp>`, the
-//! plugin SDK and the config are not built yet.
+//! Built so far: the model, the typed front [`Plugin`] (`Req` in, `Resp` out, over any raw
+//! plugin service), Go-compatible durations ([`go_duration`]), and the newline-delimited JSON
+//! of unix-socket and stdio plugins ([`wire`]) as a pure codec. The transports that speak it
+//! (http, grpc, unix, exec), the plugin SDK and the config are not built yet.
 //!
 //! # Example
 //!
@@ -39,9 +39,11 @@ pub mod wire;
 
 mod context;
 mod info;
+mod typed;
 
 pub use context::{ExecutionContext, PluginRequest, PluginResponse};
 pub use info::{Health, HealthStatus, PluginInfo};
+pub use typed::{CodecError, Plugin, PluginFuture, PluginLayer};
 
 /// The crate README's example, compiled as a doctest so the README never lies.
 #[cfg(doctest)]
