@@ -58,10 +58,15 @@ impl ExecutionContext {
     /// Makes a request id when there is none (`req-` and 16 hex digits), and returns it.
     pub fn ensure_request_id(&mut self) -> &str {
         if self.request_id.is_empty() {
-            self.request_id = format!("req-{:016x}", fastrand::u64(..));
+            self.request_id = new_request_id();
         }
         &self.request_id
     }
+}
+
+/// A fresh request id: `req-` and 16 hex digits.
+pub(crate) fn new_request_id() -> String {
+    format!("req-{:016x}", fastrand::u64(..))
 }
 
 /// A call's input: its context and its data, raw JSON handed to the plugin as it is.
