@@ -5,8 +5,8 @@
 //!
 //! Built so far: the model, the typed front [`Plugin`] (`Req` in, `Resp` out, over any raw
 //! plugin service), Go-compatible durations ([`go_duration`]), and the newline-delimited JSON
-//! of unix-socket and stdio plugins ([`wire`]) as a pure codec, and the [`unix`] transport. The
-//! http, grpc and exec transports, the plugin SDK and the config are not built yet.
+//! of unix-socket and stdio plugins ([`wire`]) as a pure codec, and the [`unix`] and [`exec`]
+//! transports. The http and grpc transports, the plugin SDK and the config are not built yet.
 //!
 //! # Example
 //!
@@ -34,6 +34,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod exec;
 pub mod go_duration;
 pub mod unix;
 pub mod wire;

@@ -232,7 +232,7 @@ impl UnixTransport {
 }
 
 /// A reply's data and headers, or its failure as [`UnixError::PluginFailed`].
-fn succeeded(
+pub(crate) fn succeeded(
     reply: Reply,
 ) -> Result<(Box<serde_json::value::RawValue>, BTreeMap<String, String>), UnixError> {
     if !reply.success {
