@@ -29,7 +29,6 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tower::{BoxError, Service};
 
 use crate::context::{PluginRequest, PluginResponse};
-use crate::unix::succeeded;
 use crate::wire::{DEFAULT_MAX_LINE_BYTES, FrameCodec, Message, Reply, WireError};
 
 /// How to run an exec plugin.
@@ -343,12 +342,9 @@ impl Service<PluginRequest> for ExecTransport {
         let transport = self.clone();
         Box::pin(async move {
             let reply = transport.exchange(Message::execute(&request)).await?;
-            if !reply.success {
-                return Err(Box::new(ExecError::PluginFailed {
-                    message: reply.error,
-                }) as BoxError);
-            }
-            let (data, metadata) = succeeded(reply)?;
+            let (data, metadata) = reply
+                .into_outcome()
+                .map_err(|(message, _)| ExecError::PluginFailed { message })?;
             Ok(PluginResponse { data, metadata })
         })
     }

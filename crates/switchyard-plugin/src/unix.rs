@@ -232,19 +232,12 @@ impl UnixTransport {
 }
 
 /// A reply's data and headers, or its failure as [`UnixError::PluginFailed`].
-pub(crate) fn succeeded(
+fn succeeded(
     reply: Reply,
 ) -> Result<(Box<serde_json::value::RawValue>, BTreeMap<String, String>), UnixError> {
-    if !reply.success {
-        return Err(UnixError::PluginFailed {
-            message: reply.error,
-            headers: reply.headers,
-        });
-    }
-    let data = reply.data.unwrap_or_else(|| {
-        serde_json::value::RawValue::from_string("null".to_owned()).expect("null is JSON")
-    });
-    Ok((data, reply.headers))
+    reply
+        .into_outcome()
+        .map_err(|(message, headers)| UnixError::PluginFailed { message, headers })
 }
 
 impl Service<PluginRequest> for UnixTransport {

@@ -134,6 +134,21 @@ impl Reply {
         }
     }
 
+    /// Its data (JSON `null` when it sent none) and headers on success; its `error` and
+    /// headers on failure.
+    #[allow(clippy::type_complexity)]
+    pub fn into_outcome(
+        self,
+    ) -> Result<(Box<RawValue>, BTreeMap<String, String>), (String, BTreeMap<String, String>)> {
+        if !self.success {
+            return Err((self.error, self.headers));
+        }
+        let data = self
+            .data
+            .unwrap_or_else(|| RawValue::from_string("null".to_owned()).expect("null is JSON"));
+        Ok((data, self.headers))
+    }
+
     /// A failed reply to `message`.
     pub fn failed(message: &Message, error: impl Into<String>) -> Self {
         Self {
