@@ -5,8 +5,9 @@
 //!
 //! Built so far: the model, the typed front [`Plugin`] (`Req` in, `Resp` out, over any raw
 //! plugin service), Go-compatible durations ([`go_duration`]), and the newline-delimited JSON
-//! of unix-socket and stdio plugins ([`wire`]) as a pure codec, and the [`unix`] and [`exec`]
-//! transports. The http and grpc transports, the plugin SDK and the config are not built yet.
+//! of unix-socket and stdio plugins ([`wire`]) as a pure codec, the [`unix`] and [`exec`]
+//! transports, and the plugin side of both ([`serve`]). The http and grpc transports and the
+//! config are not built yet.
 //!
 //! # Example
 //!
@@ -36,6 +37,7 @@
 
 pub mod exec;
 pub mod go_duration;
+pub mod serve;
 pub mod unix;
 pub mod wire;
 
