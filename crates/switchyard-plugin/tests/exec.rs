@@ -10,24 +10,8 @@ use switchyard_plugin::PluginRequest;
 use switchyard_plugin::exec::{ExecConfig, ExecError, ExecTransport};
 use tower::{BoxError, ServiceExt};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/echo_plugin.py");
-
-fn python() -> Option<String> {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    match std::process::Command::new(&python)
-        .arg("--version")
-        .output()
-    {
-        Ok(out) if out.status.success() => Some(python),
-        _ if std::env::var("SWITCHYARD_SERVICES").as_deref() == Ok("required") => {
-            panic!("{python} cannot run; set PYTHON to a Python 3")
-        }
-        _ => {
-            eprintln!("skipped: {python} cannot run; set PYTHON to a Python 3");
-            None
-        }
-    }
-}
+mod support;
+use support::{SCRIPT, python};
 
 fn transport(python: String) -> ExecTransport {
     let mut config = ExecConfig::new(python).args([SCRIPT, "--stdio"]);

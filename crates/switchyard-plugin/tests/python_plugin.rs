@@ -11,27 +11,22 @@ use switchyard_plugin::{ExecutionContext, Health, PluginRequest};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tower::ServiceExt;
 
+mod support;
+use support::{SCRIPT, python};
+
 #[tokio::test]
 async fn a_plugin_written_in_python_speaks_the_documented_protocol() {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/echo_plugin.py");
+    let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("py.sock");
     let spawned = tokio::process::Command::new(&python)
-        .arg(script)
+        .arg(SCRIPT)
         .arg(&path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) if std::env::var("SWITCHYARD_SERVICES").as_deref() != Ok("required") => {
-            eprintln!("skipped: {python} cannot run ({e}); set PYTHON to a Python 3");
-            return;
-        }
-        Err(e) => panic!("{python} cannot run: {e}"),
-    };
+    let mut child = spawned.expect("the python plugin starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     // The bound only turns a plugin that never starts into a failure.
     let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
