@@ -94,12 +94,17 @@ async fn start(
             .add_service(LedgerServer::new(ledger))
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+    let channel = connect(addr).await;
+    (channel, calls)
+}
+
+/// A channel to the server at `addr`.
+async fn connect(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
-        .unwrap();
-    (channel, calls)
+        .unwrap()
 }
 
 /// A generated client straight on the channel to a ledger behind the server stack `config`.
@@ -286,11 +291,7 @@ async fn one_service_of_a_server_gets_its_own_stack() {
             .add_service(stack.around(LedgerServer::new(ledger)))
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(addr).await;
     let mut client = LedgerClient::new(channel);
     assert_eq!(
         client.balance(acme()).await.unwrap().into_inner().balance,

@@ -30,14 +30,18 @@ use crate::rejection::{Rejection, RejectionKind, find_rejection, retry_after_sec
 
 /// The status a failed call answers: see the [module](self).
 pub fn status_of(error: &(dyn Error + 'static)) -> tonic::Status {
-    if let Some(status) = crate::find_cause::<tonic::Status>(error) {
-        return status.clone();
-    }
-    if let Some(rejection) = find_rejection(error) {
-        return rejection_status(rejection);
+    if let Some(status) = known_status(error) {
+        return status;
     }
     tracing::error!(target: "switchyard", %error, "call failed");
     tonic::Status::internal("internal error; see the server log")
+}
+
+/// The status an error already stands for: a `tonic::Status` in its chain, or a rejection's.
+fn known_status(error: &(dyn Error + 'static)) -> Option<tonic::Status> {
+    crate::find_cause::<tonic::Status>(error)
+        .cloned()
+        .or_else(|| find_rejection(error).map(rejection_status))
 }
 
 /// A rejection's status: its kind's code, its message (a panic's hidden), and `retry-after`
@@ -152,13 +156,7 @@ impl<S: Service<R>, N, R> Service<R> for Named<S, N> {
 /// [`rejection_status`]), a `tonic::Status` as it is, and any other error (the channel's
 /// transport errors) as tonic itself maps it (`UNAVAILABLE` for a refused connection).
 pub fn client_status(error: BoxError) -> tonic::Status {
-    if let Some(status) = crate::find_cause::<tonic::Status>(&*error) {
-        return status.clone();
-    }
-    if let Some(rejection) = find_rejection(&*error) {
-        return rejection_status(rejection);
-    }
-    tonic::Status::from_error(error)
+    known_status(&*error).unwrap_or_else(|| tonic::Status::from_error(error))
 }
 
 /// tonic's client side, as an [`adapt`](crate::adapt) framework: failures as the
